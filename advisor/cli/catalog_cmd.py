@@ -1,0 +1,961 @@
+"""`advisor catalog …`: list, show, add, update, remove, import, export and sync."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from advisor.cli import shared
+from advisor.enums import Market, ModelType, Vendor
+from advisor.errors import InvalidValueError
+from advisor.units import GB, Units, format_bandwidth, parse_size, to_unit, unit_label
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from catalog.tables import GPUPublic, ModelPublic
+
+app = typer.Typer(
+    help="Browse and edit the catalog of GPUs, models and quantization formats.",
+    no_args_is_help=True,
+)
+show_app = typer.Typer(help="Show every field of one GPU or model.", no_args_is_help=True)
+add_app = typer.Typer(help="Add a GPU or a model.", no_args_is_help=True)
+update_app = typer.Typer(help="Change fields of a GPU or a model.", no_args_is_help=True)
+remove_app = typer.Typer(help="Remove a GPU or a model.", no_args_is_help=True)
+app.add_typer(show_app, name="show")
+app.add_typer(add_app, name="add")
+app.add_typer(update_app, name="update")
+app.add_typer(remove_app, name="remove")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+UnitsOption = Annotated[
+    Units, typer.Option("--units", help="Memory in GiB (2^30 bytes) or GB (10^9 bytes).")
+]
+SourcesOption = Annotated[
+    bool, typer.Option("--sources", help="Add a column with each row's source.")
+]
+
+
+class ExportFormat(StrEnum):
+    json = "json"
+    csv = "csv"
+
+
+class ExportKind(StrEnum):
+    families = "families"
+    models = "models"
+    gpus = "gpus"
+    quants = "quants"
+
+
+# --- listing -------------------------------------------------------------------------------
+
+
+def _table(title: str, columns: Sequence[tuple[str, str]], caption: str | None = None) -> Table:
+    from rich.table import Table
+
+    table = Table(title=title, caption=caption, caption_justify="left", title_justify="left")
+    for header, justify in columns:
+        table.add_column(header, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    return table
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+@app.command("gpus")
+def list_gpus(
+    ctx: typer.Context,
+    vendor: Annotated[Vendor | None, typer.Option("--vendor", help="Only this vendor.")] = None,
+    market: Annotated[Market | None, typer.Option("--market", help="Only this market.")] = None,
+    min_memory: Annotated[
+        str | None,
+        typer.Option(
+            "--min-memory",
+            help="Only cards with at least this memory, with its unit: 24GiB or 24GB.",
+        ),
+    ] = None,
+    units: UnitsOption = Units.gib,
+    sources: SourcesOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """List GPUs, largest memory first."""
+    from catalog import queries
+
+    minimum = parse_size(min_memory, what="--min-memory") if min_memory else None
+    with shared.session(ctx) as session:
+        rows = [
+            queries.gpu_public(session, gpu=g)
+            for g in queries.list_gpus(
+                session, vendor=vendor, market=market, min_memory_bytes=minimum
+            )
+        ]
+    if as_json:
+        shared.print_json([row.model_dump(mode="json") for row in rows])
+        return
+    label = unit_label(units)
+    columns = [
+        ("GPU", "left"),
+        ("Name", "left"),
+        ("Vendor", "left"),
+        ("Market", "left"),
+        (f"Memory ({label})", "right"),
+        ("Bandwidth (GB/s)", "right"),
+        ("FP16 TFLOPS", "right"),
+        ("Year", "right"),
+    ]
+    if sources:
+        columns.append(("Source", "left"))
+    table = _table(
+        f"{len(rows)} GPUs",
+        columns,
+        caption=f"Memory in {label} as the vendor states it; FP16 TFLOPS: dense FP16/BF16 "
+        "tensor throughput.",
+    )
+    for row in rows:
+        cells = [
+            row.slug,
+            row.name,
+            row.vendor.value,
+            row.market.value,
+            _num(to_unit(row.memory_bytes, units)),
+            _num(row.bandwidth_bytes_per_s / GB, 0),
+            _num(row.fp16_tflops),
+            str(row.release_year or "—"),
+        ]
+        if sources:
+            cells.append(row.source)
+        table.add_row(*cells)
+    shared.out().print(table)
+
+
+def _billions(params: int) -> str:
+    return f"{params / 1e9:,.2f}B" if params >= 1e9 else f"{params / 1e6:,.0f}M"
+
+
+@app.command("models")
+def list_models(
+    ctx: typer.Context,
+    family: Annotated[str | None, typer.Option("--family", help="Only this family.")] = None,
+    sources: SourcesOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """List models by family, smallest first."""
+    from catalog import queries
+
+    with shared.session(ctx) as session:
+        rows = [
+            queries.model_public(session, model=m)
+            for m in queries.list_models(session, family=family)
+        ]
+    if as_json:
+        shared.print_json([row.model_dump(mode="json") for row in rows])
+        return
+    columns = [
+        ("Model", "left"),
+        ("Family", "left"),
+        ("Params", "right"),
+        ("Active", "right"),
+        ("Layers", "right"),
+        ("Hidden", "right"),
+        ("Heads q/kv", "right"),
+        ("Attention", "left"),
+        ("Context", "right"),
+        ("Vocab", "right"),
+    ]
+    if sources:
+        columns.append(("Source", "left"))
+    table = _table(
+        f"{len(rows)} models",
+        columns,
+        caption="Params: exact count (B = 10^9, M = 10^6); Active: per token (MoE).",
+    )
+    for row in rows:
+        cells = [
+            row.slug,
+            row.family,
+            _billions(row.params),
+            _billions(row.active_params) if row.active_params != row.params else "",
+            str(row.num_hidden_layers),
+            str(row.hidden_size),
+            f"{row.num_attention_heads}/{row.num_key_value_heads}",
+            row.attention.value,
+            f"{row.max_position_embeddings:,}",
+            f"{row.vocab_size:,}",
+        ]
+        if sources:
+            cells.append(row.source)
+        table.add_row(*cells)
+    shared.out().print(table)
+
+
+@app.command("families")
+def list_families(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """List model families."""
+    from catalog import queries
+
+    with shared.session(ctx) as session:
+        rows = queries.list_families(session)
+    if as_json:
+        shared.print_json([row.model_dump(mode="json") for row in rows])
+        return
+    table = _table(
+        f"{len(rows)} families",
+        [
+            ("Family", "left"),
+            ("Name", "left"),
+            ("Organisation", "left"),
+            ("Licence", "left"),
+            ("Kind", "left"),
+            ("Models", "right"),
+        ],
+    )
+    for row in rows:
+        table.add_row(
+            row.slug, row.name, row.organisation, row.licence, row.kind.value, str(row.models)
+        )
+    shared.out().print(table)
+
+
+@app.command("quants")
+def list_quants(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """List quantization formats, most bits per weight first."""
+    from catalog import queries
+
+    with shared.session(ctx) as session:
+        rows = [queries.quant_public(q) for q in queries.list_quants(session)]
+    if as_json:
+        shared.print_json([row.model_dump(mode="json") for row in rows])
+        return
+    table = _table(
+        f"{len(rows)} quantization formats",
+        [
+            ("Format", "left"),
+            ("Name", "left"),
+            ("Kind", "left"),
+            ("Bits/weight", "right"),
+            ("Block bits", "right"),
+            ("Scope", "left"),
+            ("Applies to", "left"),
+        ],
+        caption="Bits/weight: effective (measured on real files where known); scope 'linear': "
+        "embeddings and output head stay 16-bit.",
+    )
+    for row in rows:
+        table.add_row(
+            row.slug,
+            row.name,
+            row.kind.value,
+            _num(row.bits_per_weight, 2),
+            _num(row.block_bits_per_weight, 4),
+            row.scope.value,
+            row.applies_to.value,
+        )
+    shared.out().print(table)
+
+
+# --- show ----------------------------------------------------------------------------------
+
+
+def _show_table(title: str, pairs: Sequence[tuple[str, str]]) -> None:
+    table = _table(title, [("Field", "left"), ("Value", "left")])
+    for key, value in pairs:
+        table.add_row(key, value)
+    shared.out().print(table)
+
+
+def _gpu_pairs(gpu: GPUPublic, units: Units) -> list[tuple[str, str]]:
+    def size(value: int) -> str:
+        return f"{to_unit(value, units):,.2f} {unit_label(units)} ({value:,} bytes)"
+
+    def text(value: object) -> str:
+        return "—" if value is None else str(value)
+
+    return [
+        ("slug", gpu.slug),
+        ("name", gpu.name),
+        ("vendor", gpu.vendor.value),
+        ("architecture", gpu.architecture),
+        ("market", gpu.market.value),
+        ("memory", size(gpu.memory_bytes)),
+        ("memory type", text(gpu.memory_type)),
+        ("bandwidth", format_bandwidth(gpu.bandwidth_bytes_per_s)),
+        ("FP16/BF16 dense TFLOPS", text(gpu.fp16_tflops)),
+        ("FP8 dense TFLOPS", text(gpu.fp8_tflops)),
+        ("INT8 dense TOPS", text(gpu.int8_tops)),
+        ("interconnect", text(gpu.interconnect)),
+        (
+            "interconnect bandwidth",
+            format_bandwidth(gpu.interconnect_bytes_per_s) if gpu.interconnect_bytes_per_s else "—",
+        ),
+        ("release year", text(gpu.release_year)),
+        (
+            "list price",
+            f"${gpu.list_price_usd:,.0f} ({gpu.list_price_date or 'date unknown'})"
+            if gpu.list_price_usd
+            else "—",
+        ),
+        (
+            "cloud price",
+            f"${gpu.cloud_price_per_hour_usd:,.2f}/h ({gpu.cloud_price_date or 'date unknown'})"
+            if gpu.cloud_price_per_hour_usd
+            else "—",
+        ),
+        ("usable memory share", text(gpu.usable_memory_fraction)),
+        ("aliases", ", ".join(gpu.aliases) or "—"),
+        ("source", gpu.source),
+        ("notes", text(gpu.notes)),
+    ]
+
+
+@show_app.command("gpu")
+def show_gpu(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Slug or any alias: rtx4090, 'RTX 4090', 4090.")],
+    units: UnitsOption = Units.gib,
+    as_json: JsonOption = False,
+) -> None:
+    """Show one GPU."""
+    from catalog import queries
+
+    with shared.session(ctx) as session:
+        gpu = queries.gpu_public(session, gpu=queries.get_gpu(session, name=name))
+    if as_json:
+        shared.print_json(gpu.model_dump(mode="json"))
+        return
+    _show_table(gpu.name, _gpu_pairs(gpu, units))
+
+
+def _model_pairs(model: ModelPublic) -> list[tuple[str, str]]:
+    from catalog.tables import ARCHITECTURE_FIELDS
+
+    pairs = [
+        ("slug", model.slug),
+        ("name", model.name),
+        ("family", model.family),
+        ("model_type", model.model_type.value),
+        ("params", f"{model.params:,} ({'published' if model.params_published else 'computed'})"),
+        ("active params", f"{model.active_params:,}"),
+        ("attention", model.attention.value),
+    ]
+    for field in ARCHITECTURE_FIELDS:
+        value = getattr(model, field)
+        if value is not None:
+            pairs.append(
+                (
+                    field,
+                    f"{value:,}"
+                    if isinstance(value, int) and not isinstance(value, bool)
+                    else str(value),
+                )
+            )
+    pairs += [
+        ("native dtype", model.native_dtype),
+        ("arch options", json.dumps(model.arch_options) if model.arch_options else "—"),
+        ("aliases", ", ".join(model.aliases) or "—"),
+        ("source", model.source),
+        ("notes", model.notes or "—"),
+    ]
+    return pairs
+
+
+@show_app.command("model")
+def show_model(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Slug or any alias: llama-2-7b, Llama-2-7b-hf.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Show one model."""
+    from catalog import queries
+
+    with shared.session(ctx) as session:
+        model = queries.model_public(session, model=queries.get_model(session, name=name))
+    if as_json:
+        shared.print_json(model.model_dump(mode="json"))
+        return
+    _show_table(model.name, _model_pairs(model))
+
+
+# --- add and update: options generated from one table per kind ------------------------------
+
+
+@dataclass(frozen=True)
+class FieldOption:
+    """One catalog field as a command-line option."""
+
+    field: str
+    flag: str
+    type: Any
+    help: str
+    parse: Callable[[Any], Any] | None = None
+
+
+def _size(what: str) -> Callable[[str], int]:
+    return lambda text: parse_size(text, what=what)
+
+
+GPU_OPTIONS = (
+    FieldOption("slug", "--slug", str, "Unique id: lowercase letters, digits, '.', '_', '-'."),
+    FieldOption("name", "--name", str, "Full name, e.g. 'NVIDIA GeForce RTX 4090'."),
+    FieldOption("vendor", "--vendor", Vendor, "Vendor."),
+    FieldOption("architecture", "--architecture", str, "Architecture, e.g. 'Ada Lovelace'."),
+    FieldOption("market", "--market", Market, "Market segment."),
+    FieldOption(
+        "memory_bytes",
+        "--memory",
+        str,
+        "Memory with its unit: 24GiB (vendors' '24 GB' of VRAM is 24GiB) or 24GB.",
+        _size("--memory"),
+    ),
+    FieldOption("memory_type", "--memory-type", str, "Memory type, e.g. GDDR6X, HBM3."),
+    FieldOption(
+        "bandwidth_bytes_per_s",
+        "--bandwidth",
+        str,
+        "Memory bandwidth, e.g. 1008GB/s.",
+        _size("--bandwidth"),
+    ),
+    FieldOption("fp16_tflops", "--fp16-tflops", float, "Dense FP16/BF16 tensor TFLOPS."),
+    FieldOption("fp8_tflops", "--fp8-tflops", float, "Dense FP8 tensor TFLOPS."),
+    FieldOption("int8_tops", "--int8-tops", float, "Dense INT8 tensor TOPS."),
+    FieldOption("interconnect", "--interconnect", str, "GPU-to-GPU link, e.g. 'NVLink 4'."),
+    FieldOption(
+        "interconnect_bytes_per_s",
+        "--interconnect-bandwidth",
+        str,
+        "Link bandwidth, e.g. 900GB/s.",
+        _size("--interconnect-bandwidth"),
+    ),
+    FieldOption("release_year", "--release-year", int, "Year of release."),
+    FieldOption("list_price_usd", "--list-price", float, "List price in USD."),
+    FieldOption("list_price_date", "--list-price-date", str, "Date of the list price, YYYY-MM-DD."),
+    FieldOption(
+        "cloud_price_per_hour_usd",
+        "--cloud-price",
+        float,
+        "Typical cloud price in USD per card-hour.",
+    ),
+    FieldOption(
+        "cloud_price_date", "--cloud-price-date", str, "Date of the cloud price, YYYY-MM-DD."
+    ),
+    FieldOption(
+        "usable_memory_fraction",
+        "--usable-memory-fraction",
+        float,
+        "Unified memory: share the GPU may use (0-1].",
+    ),
+    FieldOption("source", "--source", str, "Where the numbers come from."),
+    FieldOption("notes", "--notes", str, "Caveats."),
+)
+
+MODEL_OPTIONS = (
+    FieldOption("slug", "--slug", str, "Unique id, e.g. llama-2-7b."),
+    FieldOption("name", "--name", str, "Display name (default: the slug)."),
+    FieldOption("family", "--family", str, "Family slug (see 'advisor catalog families')."),
+    FieldOption("model_type", "--model-type", ModelType, "Hugging Face model_type."),
+    FieldOption(
+        "params",
+        "--params",
+        int,
+        "Exact parameter count (default: computed from the architecture).",
+    ),
+    FieldOption("num_hidden_layers", "--num-hidden-layers", int, "Decoder layers."),
+    FieldOption("hidden_size", "--hidden-size", int, "Hidden size."),
+    FieldOption("num_attention_heads", "--num-attention-heads", int, "Query heads."),
+    FieldOption(
+        "num_key_value_heads",
+        "--num-key-value-heads",
+        int,
+        "Key/value heads (default: as many as query heads).",
+    ),
+    FieldOption("head_dim", "--head-dim", int, "Head dimension (default: hidden / heads)."),
+    FieldOption("intermediate_size", "--intermediate-size", int, "MLP inner size."),
+    FieldOption("vocab_size", "--vocab-size", int, "Vocabulary size."),
+    FieldOption(
+        "max_position_embeddings", "--max-position-embeddings", int, "Maximum context in tokens."
+    ),
+    FieldOption(
+        "tie_word_embeddings",
+        "--tie-word-embeddings",
+        bool,
+        "Output head shares the input embedding.",
+    ),
+    FieldOption("num_experts", "--num-experts", int, "MoE: routed experts."),
+    FieldOption("num_experts_per_tok", "--num-experts-per-tok", int, "MoE: experts per token."),
+    FieldOption("n_shared_experts", "--n-shared-experts", int, "MoE: shared experts."),
+    FieldOption("moe_intermediate_size", "--moe-intermediate-size", int, "MoE: expert FFN size."),
+    FieldOption(
+        "first_k_dense_replace", "--first-k-dense-replace", int, "MoE: leading dense layers."
+    ),
+    FieldOption("sliding_window", "--sliding-window", int, "Sliding attention window (tokens)."),
+    FieldOption(
+        "num_sliding_layers",
+        "--num-sliding-layers",
+        int,
+        "Layers using the sliding window (default: all).",
+    ),
+    FieldOption("q_lora_rank", "--q-lora-rank", int, "MLA: query latent rank."),
+    FieldOption("kv_lora_rank", "--kv-lora-rank", int, "MLA: key/value latent rank."),
+    FieldOption("qk_nope_head_dim", "--qk-nope-head-dim", int, "MLA: non-rotary head dim."),
+    FieldOption("qk_rope_head_dim", "--qk-rope-head-dim", int, "MLA: rotary head dim."),
+    FieldOption("v_head_dim", "--v-head-dim", int, "MLA: value head dim."),
+    FieldOption("native_dtype", "--native-dtype", str, "Checkpoint dtype, e.g. bfloat16."),
+    FieldOption("source", "--source", str, "Where the architecture comes from."),
+    FieldOption("notes", "--notes", str, "Caveats."),
+)
+
+
+def _option_parameters(options: Sequence[FieldOption]) -> list[inspect.Parameter]:
+    parameters = []
+    for option in options:
+        flags = (
+            (f"{option.flag}/--no-{option.flag[2:]}",) if option.type is bool else (option.flag,)
+        )
+        parameters.append(
+            inspect.Parameter(
+                option.field,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[option.type | None, typer.Option(*flags, help=option.help)],
+            )
+        )
+    return parameters
+
+
+def _keyword(name: str, annotation: Any) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation
+    )
+
+
+def _values(options: Sequence[FieldOption], given: dict[str, Any]) -> dict[str, Any]:
+    """The options the user gave, parsed into field values."""
+    values: dict[str, Any] = {}
+    for option in options:
+        value = given.get(option.field)
+        if value is None:
+            continue
+        values[option.field] = option.parse(value) if option.parse else value
+    return values
+
+
+def _flagged(error: InvalidValueError, options: Sequence[FieldOption]) -> InvalidValueError:
+    """Name the option rather than the field in a validation message ('--memory: …')."""
+    message = str(error)
+    for option in options:
+        if message.startswith(f"{option.field}: "):
+            message = option.flag + message[len(option.field) :]
+            message = message.replace("Field required", "required")
+            break
+    return InvalidValueError(message)
+
+
+def _validate(model: Any, data: dict[str, Any], options: Sequence[FieldOption]) -> Any:
+    from catalog import queries
+
+    try:
+        return queries.validate(model, data)
+    except InvalidValueError as error:
+        raise _flagged(error, options) from None
+
+
+AliasOption = Annotated[
+    list[str] | None, typer.Option("--alias", help="Another name users type (repeatable).")
+]
+AddAliasOption = Annotated[
+    list[str] | None, typer.Option("--add-alias", help="Add an alias (repeatable).")
+]
+RemoveAliasOption = Annotated[
+    list[str] | None, typer.Option("--remove-alias", help="Remove an alias (repeatable).")
+]
+ClearOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--clear",
+        help="Empty an optional field, "
+        "by its option name without dashes (repeatable): --clear list-price.",
+    ),
+]
+ArchOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--arch-option",
+        help="Another config.json key as KEY=JSON, e.g. attention_bias=true (repeatable).",
+    ),
+]
+NameArgument = Annotated[str, typer.Argument(help="Slug or any alias.")]
+_CONTEXT = inspect.Parameter(
+    "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context
+)
+_TARGET = inspect.Parameter(
+    "target",
+    inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    annotation=Annotated[str, typer.Argument(help="Slug or any alias.", metavar="NAME")],
+)
+
+
+def _clears(options: Sequence[FieldOption], names: Sequence[str] | None) -> dict[str, None]:
+    by_flag = {option.flag[2:]: option.field for option in options}
+    cleared: dict[str, None] = {}
+    for name in names or ():
+        field = by_flag.get(name.removeprefix("--"))
+        if field is None:
+            raise InvalidValueError(f"--clear: unknown field {name!r}")
+        cleared[field] = None
+    return cleared
+
+
+def _arch_options(pairs: Sequence[str] | None) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs or ():
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise InvalidValueError(f"--arch-option {pair!r}: write KEY=VALUE")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            raise InvalidValueError(f"--arch-option {pair!r}: the value must be JSON") from None
+    return options
+
+
+def _add_gpu(ctx: typer.Context, *, alias: list[str] | None = None, **given: Any) -> None:
+    from catalog import queries
+    from catalog.tables import GPUCreate
+
+    data = _validate(
+        GPUCreate, {**_values(GPU_OPTIONS, given), "aliases": alias or []}, GPU_OPTIONS
+    )
+    with shared.session(ctx) as session:
+        gpu = queries.add_gpu(session, data=data)
+        slug = gpu.slug
+    shared.note(f"added GPU {slug!r}")
+
+
+_add_gpu.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [_CONTEXT, *_option_parameters(GPU_OPTIONS), _keyword("alias", AliasOption)]
+)
+_add_gpu.__doc__ = "Add a GPU: one option per field."
+add_app.command("gpu")(_add_gpu)
+
+
+def _update_gpu(
+    ctx: typer.Context,
+    target: str,
+    *,
+    add_alias: list[str] | None = None,
+    remove_alias: list[str] | None = None,
+    clear: list[str] | None = None,
+    **given: Any,
+) -> None:
+    from catalog import queries
+
+    changes = {**_values(GPU_OPTIONS, given), **_clears(GPU_OPTIONS, clear)}
+    if not changes and not add_alias and not remove_alias:
+        raise InvalidValueError("nothing to change: give at least one option")
+    with shared.session(ctx) as session:
+        try:
+            gpu = queries.update_gpu(
+                session,
+                name=target,
+                changes=changes,
+                add_aliases=add_alias or (),
+                remove_aliases=remove_alias or (),
+            )
+        except InvalidValueError as error:
+            raise _flagged(error, GPU_OPTIONS) from None
+        slug = gpu.slug
+    shared.note(f"updated GPU {slug!r}")
+
+
+_update_gpu.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        _CONTEXT,
+        _TARGET,
+        *_option_parameters(GPU_OPTIONS),
+        _keyword("add_alias", AddAliasOption),
+        _keyword("remove_alias", RemoveAliasOption),
+        _keyword("clear", ClearOption),
+    ]
+)
+_update_gpu.__doc__ = "Change fields of a GPU; only the options given change."
+update_app.command("gpu")(_update_gpu)
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InvalidValueError(f"cannot read {path}: {error.strerror}") from None
+    except json.JSONDecodeError as error:
+        raise InvalidValueError(
+            f"{path}: malformed JSON at line {error.lineno} column {error.colno}: {error.msg}"
+        ) from None
+    if not isinstance(content, dict):
+        raise InvalidValueError(f"{path}: a config.json must hold a JSON object")
+    return content
+
+
+def _config_fields(path: Path) -> dict[str, Any]:
+    """Catalog fields read from a Hugging Face config.json."""
+    import dataclasses
+
+    from advisor.arch import architecture_from_hf_config, native_dtype_from_hf_config
+
+    config = _read_config(path)
+    try:
+        arch = architecture_from_hf_config(config)
+    except InvalidValueError as error:
+        raise InvalidValueError(f"{path}: {error}") from None
+    fields = {f.name: getattr(arch, f.name) for f in dataclasses.fields(arch)}
+    fields["arch_options"] = dict(arch.arch_options)
+    fields["native_dtype"] = native_dtype_from_hf_config(config)
+    fields["source"] = f"config.json read from {path.resolve()}"
+    return fields
+
+
+def _add_model(
+    ctx: typer.Context,
+    *,
+    from_config: Path | None = None,
+    alias: list[str] | None = None,
+    arch_option: list[str] | None = None,
+    **given: Any,
+) -> None:
+    from catalog import queries
+    from catalog.tables import ModelCreate
+
+    values = _config_fields(from_config) if from_config else {}
+    values.update(_values(MODEL_OPTIONS, given))
+    if arch_option:
+        values["arch_options"] = {**values.get("arch_options", {}), **_arch_options(arch_option)}
+    if "slug" in values:
+        values.setdefault("name", values["slug"])
+    if "hidden_size" in values and "num_attention_heads" in values:
+        if values["num_attention_heads"] > 0:
+            values.setdefault("head_dim", values["hidden_size"] // values["num_attention_heads"])
+        values.setdefault("num_key_value_heads", values["num_attention_heads"])
+    data = _validate(ModelCreate, {**values, "aliases": alias or []}, MODEL_OPTIONS)
+    with shared.session(ctx) as session:
+        model = queries.add_model(session, data=data)
+        slug, params = model.slug, model.params
+    shared.note(f"added model {slug!r} ({params:,} parameters)")
+
+
+_add_model.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        _CONTEXT,
+        _keyword(
+            "from_config",
+            Annotated[
+                Path | None,
+                typer.Option(
+                    "--from-config",
+                    help="Read the architecture from a Hugging Face config.json; other "
+                    "options override it.",
+                    exists=False,
+                    dir_okay=False,
+                ),
+            ],
+        ),
+        *_option_parameters(MODEL_OPTIONS),
+        _keyword("alias", AliasOption),
+        _keyword("arch_option", ArchOption),
+    ]
+)
+_add_model.__doc__ = "Add a model: from a config.json and/or one option per field."
+add_app.command("model")(_add_model)
+
+
+def _update_model(
+    ctx: typer.Context,
+    target: str,
+    *,
+    add_alias: list[str] | None = None,
+    remove_alias: list[str] | None = None,
+    clear: list[str] | None = None,
+    arch_option: list[str] | None = None,
+    **given: Any,
+) -> None:
+    from catalog import queries
+
+    changes = {**_values(MODEL_OPTIONS, given), **_clears(MODEL_OPTIONS, clear)}
+    with shared.session(ctx) as session:
+        if arch_option:
+            current = queries.get_model(session, name=target).arch_options or {}
+            changes["arch_options"] = {**current, **_arch_options(arch_option)}
+        if not changes and not add_alias and not remove_alias:
+            raise InvalidValueError("nothing to change: give at least one option")
+        try:
+            model = queries.update_model(
+                session,
+                name=target,
+                changes=changes,
+                add_aliases=add_alias or (),
+                remove_aliases=remove_alias or (),
+            )
+        except InvalidValueError as error:
+            raise _flagged(error, MODEL_OPTIONS) from None
+        slug = model.slug
+    shared.note(f"updated model {slug!r}")
+
+
+_update_model.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        _CONTEXT,
+        _TARGET,
+        *_option_parameters(MODEL_OPTIONS),
+        _keyword("add_alias", AddAliasOption),
+        _keyword("remove_alias", RemoveAliasOption),
+        _keyword("clear", ClearOption),
+        _keyword("arch_option", ArchOption),
+    ]
+)
+_update_model.__doc__ = (
+    "Change fields of a model; changing the architecture recomputes the "
+    "parameter count unless --params is given."
+)
+update_app.command("model")(_update_model)
+
+
+# --- remove --------------------------------------------------------------------------------
+
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+
+@remove_app.command("gpu")
+def remove_gpu(ctx: typer.Context, name: NameArgument, yes: YesOption = False) -> None:
+    """Remove a GPU (asks first unless --yes)."""
+    from catalog import queries
+
+    with shared.session(ctx) as session:
+        gpu = queries.get_gpu(session, name=name)
+        if not yes:
+            typer.confirm(
+                f"Remove GPU {gpu.slug!r} ({gpu.name}) from the catalog?", abort=True, err=True
+            )
+        queries.remove_gpu(session, name=gpu.slug)
+        slug = gpu.slug
+    shared.note(f"removed GPU {slug!r}")
+
+
+@remove_app.command("model")
+def remove_model(ctx: typer.Context, name: NameArgument, yes: YesOption = False) -> None:
+    """Remove a model (asks first unless --yes)."""
+    from catalog import queries
+
+    with shared.session(ctx) as session:
+        model = queries.get_model(session, name=name)
+        if not yes:
+            typer.confirm(
+                f"Remove model {model.slug!r} ({model.name}) from the catalog?",
+                abort=True,
+                err=True,
+            )
+        queries.remove_model(session, name=model.slug)
+        slug = model.slug
+    shared.note(f"removed model {slug!r}")
+
+
+# --- import, export, sync ------------------------------------------------------------------
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    format: Annotated[ExportFormat, typer.Option("--format", help="json or csv.")] = (
+        ExportFormat.json
+    ),
+    kind: Annotated[
+        list[ExportKind] | None,
+        typer.Option("--kind", help="Only these kinds of row (repeatable); default: all."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Write to this file instead of stdout.", dir_okay=False
+        ),
+    ] = None,
+) -> None:
+    """Export the catalog (or some kinds of row) as JSON or CSV."""
+    from catalog import transfer
+
+    kinds = [transfer.Kind(k.value) for k in kind] if kind else list(transfer.Kind)
+    with shared.session(ctx) as session:
+        data = transfer.export_catalog(session, kinds=kinds)
+    text = transfer.to_json(data) if format is ExportFormat.json else transfer.to_csv(data)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise InvalidValueError(f"cannot write {output}: {error.strerror}") from None
+    rows = sum(len(data[k.value]) for k in kinds)
+    shared.note(f"exported {rows} rows to {output}")
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    file: Annotated[
+        Path, typer.Argument(help="A JSON or CSV file made by 'catalog export'.", dir_okay=False)
+    ],
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace", help="Make the catalog exactly the file: remove rows the file lacks."
+        ),
+    ] = False,
+) -> None:
+    """Import rows from a file, all or nothing: rows with a known slug are updated."""
+    from catalog import transfer
+
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as error:
+        raise InvalidValueError(f"cannot read {file}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise InvalidValueError(f"{file}: not UTF-8 text") from None
+    rows = transfer.parse(text, filename=file.name)
+    with shared.session(ctx) as session:
+        result = transfer.import_rows(session, rows=rows, filename=file.name, replace=replace)
+    shared.note(
+        f"imported {file.name}: {result.added} added, {result.updated} updated, "
+        f"{result.unchanged} unchanged, {result.removed} removed"
+    )
+
+
+@app.command("sync")
+def sync(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Bring in the bundled rows of this advisor version; your own changes are kept."""
+    from catalog import bundled
+
+    with shared.session(ctx) as session:
+        result = bundled.sync(session)
+    if as_json:
+        shared.print_json(
+            {
+                "added": result.added,
+                "updated": result.updated,
+                "unchanged": result.unchanged,
+                "kept": result.kept,
+                "not_restored": result.not_restored,
+            }
+        )
+        return
+    typer.echo(
+        f"{result.added} added, {result.updated} updated, {result.unchanged} unchanged, "
+        f"{len(result.kept)} kept as you changed them, {len(result.not_restored)} you "
+        "removed not restored"
+    )
+    for row in result.kept:
+        typer.echo(f"  kept: {row}")

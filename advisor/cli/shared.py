@@ -1,0 +1,71 @@
+"""What the command modules share: the catalog handle, consoles and JSON output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from sqlmodel import Session
+
+    from catalog.session import Catalog
+
+
+@dataclass(frozen=True)
+class CliState:
+    """Set by the root callback: which database the commands use."""
+
+    db: str | None
+
+
+def state(ctx: typer.Context) -> CliState:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, CliState) else CliState(db=None)
+
+
+@contextmanager
+def opened(ctx: typer.Context) -> Iterator[Catalog]:
+    """Open the catalog (creating, upgrading or seeding it, said on stderr) for one command."""
+    from catalog.session import open_catalog
+
+    catalog = open_catalog(state(ctx).db)
+    report = catalog.report
+    if report.created:
+        note(f"created the catalog at {catalog.url} with {report.seeded} bundled rows")
+    if report.upgraded_from is not None:
+        backup = f"; backup at {report.backup}" if report.backup else ""
+        note(f"upgraded the catalog from revision {report.upgraded_from}{backup}")
+    if report.bundled_newer:
+        note("this advisor ships newer catalog rows: run 'advisor catalog sync' to bring them in")
+    try:
+        yield catalog
+    finally:
+        catalog.close()
+
+
+@contextmanager
+def session(ctx: typer.Context) -> Iterator[Session]:
+    """One transaction on the catalog: committed if the command succeeds, else rolled back."""
+    with opened(ctx) as catalog, catalog.session() as s:
+        yield s
+
+
+def out() -> Console:
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False)
+
+
+def note(message: str) -> None:
+    """A diagnostic line on stderr."""
+    typer.echo(f"advisor: {message}", err=True)
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))

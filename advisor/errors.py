@@ -1,0 +1,53 @@
+"""One exception hierarchy for the whole project.
+
+The CLI turns every `AdvisorError` into one line on stderr and the exit code the class names
+(translated in one place: `advisor.cli.app`). Domain errors exit 1; requests that can never be
+satisfied (bad values, malformed files) exit 2, like usage errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class AdvisorError(Exception):
+    """Base class: a failure the user can act on, reported without a traceback."""
+
+    exit_code = 1
+
+
+class NotFoundError(AdvisorError):
+    """A GPU, model, family or format name matched nothing in the catalog."""
+
+    exit_code = 1
+
+    def __init__(self, kind: str, name: str, suggestions: Sequence[str] = ()) -> None:
+        self.kind = kind
+        self.name = name
+        self.suggestions = tuple(suggestions)
+        message = f"unknown {kind} {name!r}"
+        if self.suggestions:
+            message += "; did you mean " + ", ".join(repr(s) for s in self.suggestions) + "?"
+        super().__init__(message)
+
+
+class InvalidValueError(AdvisorError):
+    """A value that can never be valid: negative memory, heads that do not divide, bad units."""
+
+    exit_code = 2
+
+
+class ImportFileError(InvalidValueError):
+    """A catalog file to import is malformed or holds an invalid row; nothing was written."""
+
+
+class ConflictError(AdvisorError):
+    """The change would collide with what the catalog already holds (duplicate slug or alias)."""
+
+    exit_code = 1
+
+
+class DatabaseError(AdvisorError):
+    """The database cannot be used: corrupt, foreign, or made by a newer advisor."""
+
+    exit_code = 1

@@ -1,0 +1,223 @@
+"""Where the catalog lives, and opening it: create, migrate and seed on first use.
+
+`--db` or `ADVISOR_DB` name a file path or any SQLAlchemy URL; by default the catalog is a
+SQLite file in the user's data directory. Opening never overwrites a file that is not an
+advisor database, and backs a SQLite file up before upgrading it to a newer schema.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session
+
+from advisor.errors import DatabaseError
+from catalog import migrate
+
+ENV_VAR = "ADVISOR_DB"
+APP_NAME = "advisor"
+DEFAULT_FILENAME = "catalog.db"
+# How long a writer waits for another process's lock before SQLite reports "database is
+# locked" (milliseconds).
+SQLITE_BUSY_TIMEOUT_MS = 5_000
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def default_database_path() -> Path:
+    import platformdirs
+
+    return platformdirs.user_data_path(APP_NAME, appauthor=False) / DEFAULT_FILENAME
+
+
+def resolve_url(db: str | None = None) -> str:
+    """`db`, else `$ADVISOR_DB`, else the default file; a plain path becomes a SQLite URL."""
+    value = db or os.environ.get(ENV_VAR) or str(default_database_path())
+    if "://" in value:
+        try:
+            make_url(value)
+        except ArgumentError:
+            raise DatabaseError(f"invalid database URL {value!r}") from None
+        return value
+    return f"sqlite:///{Path(value).expanduser().resolve()}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite URL; None for other databases and in-memory SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def make_engine(url: str, *, foreign_keys: bool = True) -> Engine:
+    """An engine; SQLite gets WAL, a busy timeout, foreign keys and transactional DDL."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url)
+    in_memory = sqlite_path(url) is None
+    kwargs: dict[str, Any] = {}
+    if in_memory:
+        kwargs = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+    engine = create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy issue BEGIN itself (below) so DDL runs inside transactions too:
+        # pysqlite's own transaction handling commits before every DDL statement.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+@dataclass(frozen=True)
+class OpenReport:
+    """What opening did, for the CLI to mention on stderr."""
+
+    created: bool = False
+    upgraded_from: str | None = None
+    backup: Path | None = None
+    seeded: int = 0
+    bundled_newer: bool = False
+
+
+@dataclass
+class Catalog:
+    url: str
+    engine: Engine
+    report: OpenReport
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session whose work is committed when the block ends without error."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    if path.is_dir():
+        raise DatabaseError(f"{path} is a directory, not a database file")
+    with path.open("rb") as handle:
+        header = handle.read(len(SQLITE_HEADER))
+    if header != SQLITE_HEADER:
+        raise DatabaseError(f"{path} is not a SQLite database; refusing to use or overwrite it")
+
+
+def _backup(path: Path, revision: str) -> Path:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.{revision}.{stamp}.bak")
+    source = sqlite3.connect(path)
+    try:
+        destination = sqlite3.connect(target)
+        try:
+            source.backup(destination)
+        finally:
+            destination.close()
+    finally:
+        source.close()
+    return target
+
+
+def _migrate(url: str, *, to: str = "head") -> None:
+    """Run migrations with foreign keys off (SQLite's batch table copies would otherwise
+    cascade deletes), then check the keys before the transaction commits."""
+    engine = make_engine(url, foreign_keys=False)
+    try:
+        migrate.upgrade(engine, to)
+        if make_url(url).get_backend_name() == "sqlite":
+            with engine.connect() as connection:
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise DatabaseError(f"migration left {len(broken)} broken foreign keys")
+    finally:
+        engine.dispose()
+
+
+def open_catalog(db: str | None = None, *, seed: bool = True, upgrade: bool = True) -> Catalog:
+    """Open the catalog, creating, upgrading (after a backup) and seeding it as needed.
+
+    Raises DatabaseError for a corrupt or foreign file or one made by a newer advisor.
+    """
+    from catalog import bundled
+
+    url = resolve_url(db)
+    path = sqlite_path(url)
+    if path is not None:
+        _check_file(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(url)
+    try:
+        tables = set(inspect(engine).get_table_names())
+        revision = migrate.current_revision(engine)
+    except SQLAlchemyError as error:
+        engine.dispose()
+        reason = getattr(error, "orig", None) or error
+        raise DatabaseError(f"cannot read the database at {url}: {reason}") from None
+    if revision is None and tables - {"alembic_version"}:
+        engine.dispose()
+        raise DatabaseError(
+            f"the database at {url} holds tables that are not an advisor catalog; "
+            "refusing to use or change it"
+        )
+    if revision is not None and not migrate.known_revision(revision):
+        engine.dispose()
+        raise DatabaseError(
+            f"the database at {url} is at revision {revision}, made by a newer advisor; "
+            "upgrade advisor to use it"
+        )
+    created = revision is None
+    head = migrate.head_revision()
+    backup: Path | None = None
+    upgraded_from: str | None = None
+    if revision != head and upgrade:
+        if not created and path is not None:
+            backup = _backup(path, revision or "empty")
+        _migrate(url)
+        upgraded_from = None if created else revision
+    catalog = Catalog(url=url, engine=engine, report=OpenReport())
+    seeded = 0
+    if created and seed and upgrade:
+        with catalog.session() as session:
+            seeded = bundled.sync(session).added
+    bundled_newer = False
+    if not created and revision == head:
+        with catalog.session() as session:
+            bundled_newer = bundled.has_unsynced_changes(session)
+    catalog.report = OpenReport(
+        created=created and upgrade,
+        upgraded_from=upgraded_from,
+        backup=backup,
+        seeded=seeded,
+        bundled_newer=bundled_newer,
+    )
+    return catalog
