@@ -52,11 +52,11 @@ CreateModel = TypeVar("CreateModel", bound=SQLModel)
 def validation_message(error: ValidationError) -> str:
     """The first problem of a pydantic error as one line: 'field: message'."""
     first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "row"
+    where = ".".join(str(part) for part in first["loc"])
     message = str(first["msg"]).removeprefix("Value error, ")
     more = len(error.errors()) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{where}: {message}{suffix}"
+    return f"{where}: {message}{suffix}" if where else f"{message}{suffix}"
 
 
 def validate(model: type[CreateModel], data: Mapping[str, Any]) -> CreateModel:

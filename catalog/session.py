@@ -148,19 +148,22 @@ def _backup(path: Path, revision: str) -> Path:
     return target
 
 
-def _migrate(url: str, *, to: str = "head") -> None:
-    """Run migrations with foreign keys off (SQLite's batch table copies would otherwise
-    cascade deletes), then check the keys before the transaction commits."""
-    engine = make_engine(url, foreign_keys=False)
-    try:
+def _migrate(url: str, engine: Engine, *, to: str = "head") -> None:
+    """Upgrade a SQLite file with foreign keys off (SQLite's batch table copies would
+    otherwise cascade deletes into child tables) and check the keys afterwards. An in-memory
+    database exists only in `engine`, so it is upgraded there."""
+    if sqlite_path(url) is None:
         migrate.upgrade(engine, to)
-        if make_url(url).get_backend_name() == "sqlite":
-            with engine.connect() as connection:
-                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-            if broken:
-                raise DatabaseError(f"migration left {len(broken)} broken foreign keys")
+        return
+    own = make_engine(url, foreign_keys=False)
+    try:
+        migrate.upgrade(own, to)
+        with own.connect() as connection:
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise DatabaseError(f"the upgrade left {len(broken)} broken foreign keys")
     finally:
-        engine.dispose()
+        own.dispose()
 
 
 def open_catalog(db: str | None = None, *, seed: bool = True, upgrade: bool = True) -> Catalog:
@@ -202,7 +205,7 @@ def open_catalog(db: str | None = None, *, seed: bool = True, upgrade: bool = Tr
     if revision != head and upgrade:
         if not created and path is not None:
             backup = _backup(path, revision or "empty")
-        _migrate(url)
+        _migrate(url, engine)
         upgraded_from = None if created else revision
     catalog = Catalog(url=url, engine=engine, report=OpenReport())
     seeded = 0

@@ -2,7 +2,7 @@
 
 JSON: `{"format": "gpu-fit-advisor-catalog", "version": 1, "families": [...], "models": [...],
 "gpus": [...], "quants": [...]}`, each row as `catalog show … --json` prints it.
-CSV: one row per catalog row, a leading `kind` column (family, model, gpu, quant) and the
+CSV: one row per catalog row, a leading `table` column (family, model, gpu, quant) and the
 union of the fields of the kinds exported; lists and objects are JSON text in their cell,
 empty cells are null.
 
@@ -101,7 +101,7 @@ def _fields(kind: Kind) -> list[str]:
 
 def to_csv(data: Mapping[str, Any]) -> str:
     kinds = [kind for kind in Kind if kind.value in data]
-    columns: list[str] = ["kind"]
+    columns: list[str] = ["table"]
     for kind in kinds:
         columns += [name for name in _fields(kind) if name not in columns]
     buffer = io.StringIO()
@@ -180,9 +180,9 @@ def _parse_csv(text: str, filename: str) -> list[ParsedRow]:
         raise ImportFileError(f"{filename}: empty file") from None
     except csv.Error as error:
         raise ImportFileError(f"{filename}: malformed CSV: {error}") from None
-    if not header or header[0] != "kind":
+    if not header or header[0] != "table":
         raise ImportFileError(
-            f"{filename}: not JSON, and not a CSV export (its first column must be 'kind')"
+            f"{filename}: not JSON, and not a CSV export (its first column must be 'table')"
         )
     rows: list[ParsedRow] = []
     try:
@@ -197,7 +197,7 @@ def _parse_csv(text: str, filename: str) -> list[ParsedRow]:
             kind = _KIND_OF_CSV.get(cells[0])
             if kind is None:
                 raise ImportFileError(
-                    f"{filename} {where}: kind {cells[0]!r} is not family, model, gpu or quant"
+                    f"{filename} {where}: table {cells[0]!r} is not family, model, gpu or quant"
                 )
             known = set(_fields(kind))
             values: dict[str, Any] = {}

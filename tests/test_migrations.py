@@ -1,0 +1,264 @@
+"""The schema comes from Alembic migrations; upgrades keep the user's rows."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlmodel import SQLModel
+
+from advisor.errors import DatabaseError
+from catalog import migrate
+from catalog.session import make_engine, open_catalog
+
+EXPECTED_SCHEMA = {
+    "alembic_version": ["version_num"],
+    "catalog_meta": ["key", "value"],
+    "gpu": [
+        "origin",
+        "user_modified",
+        "slug",
+        "name",
+        "vendor",
+        "architecture",
+        "market",
+        "memory_bytes",
+        "memory_type",
+        "bandwidth_bytes_per_s",
+        "fp16_tflops",
+        "fp8_tflops",
+        "int8_tops",
+        "interconnect",
+        "interconnect_bytes_per_s",
+        "release_year",
+        "list_price_usd",
+        "list_price_date",
+        "cloud_price_per_hour_usd",
+        "cloud_price_date",
+        "usable_memory_fraction",
+        "source",
+        "notes",
+        "id",
+    ],
+    "gpu_alias": ["id", "key", "name", "gpu_id"],
+    "model": [
+        "origin",
+        "user_modified",
+        "slug",
+        "name",
+        "model_type",
+        "params",
+        "params_published",
+        "active_params",
+        "num_hidden_layers",
+        "hidden_size",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "intermediate_size",
+        "vocab_size",
+        "max_position_embeddings",
+        "tie_word_embeddings",
+        "num_experts",
+        "num_experts_per_tok",
+        "n_shared_experts",
+        "moe_intermediate_size",
+        "first_k_dense_replace",
+        "sliding_window",
+        "num_sliding_layers",
+        "attention",
+        "q_lora_rank",
+        "kv_lora_rank",
+        "qk_nope_head_dim",
+        "qk_rope_head_dim",
+        "v_head_dim",
+        "native_dtype",
+        "arch_options",
+        "source",
+        "notes",
+        "id",
+        "family_id",
+    ],
+    "model_alias": ["id", "key", "name", "model_id"],
+    "model_family": [
+        "origin",
+        "user_modified",
+        "slug",
+        "name",
+        "organisation",
+        "licence",
+        "kind",
+        "source",
+        "id",
+    ],
+    "quant_format": [
+        "origin",
+        "user_modified",
+        "slug",
+        "name",
+        "kind",
+        "bits_per_weight",
+        "block_bits_per_weight",
+        "scope",
+        "applies_to",
+        "source",
+        "notes",
+        "id",
+    ],
+    "removed_bundled_row": ["id", "kind", "slug"],
+}
+
+
+def _schema(url: str) -> dict[str, list[str]]:
+    engine = make_engine(url)
+    inspector = inspect(engine)
+    schema = {t: [c["name"] for c in inspector.get_columns(t)] for t in inspector.get_table_names()}
+    engine.dispose()
+    return schema
+
+
+def test_empty_to_head_gives_exact_schema(tmp_path: Path) -> None:
+    """Upgrading an empty database gives exactly the expected tables and columns."""
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    engine = make_engine(url, foreign_keys=False)
+    migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    engine.dispose()
+    assert _schema(url) == EXPECTED_SCHEMA
+
+
+def test_single_head() -> None:
+    """The revisions form one line: one head, the first revision has no parent."""
+    history = migrate.history()
+    assert [r.revision for r in history if r.is_head] == [migrate.head_revision()]
+    assert history[0].down_revision is None
+    assert all(b.down_revision == a.revision for a, b in itertools.pairwise(history))
+
+
+def test_models_match_migrations(tmp_path: Path) -> None:
+    """The table models and the migrated schema agree: autogenerate finds nothing to do."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}", foreign_keys=False)
+    migrate.upgrade(engine)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        diff = compare_metadata(context, SQLModel.metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_downgrade_upgrade_round_trip(tmp_path: Path) -> None:
+    """Down to nothing and back up gives the same schema."""
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    engine = make_engine(url, foreign_keys=False)
+    migrate.upgrade(engine)
+    migrate.downgrade(engine, "base")
+    assert migrate.current_revision(engine) is None
+    assert inspect(engine).get_table_names() == ["alembic_version"]
+    migrate.upgrade(engine)
+    engine.dispose()
+    assert _schema(url) == EXPECTED_SCHEMA
+
+
+def _database_at_first_revision(path: Path) -> None:
+    """A catalog made by the first release, holding a GPU the user added, with an alias."""
+    engine = make_engine(f"sqlite:///{path}", foreign_keys=False)
+    migrate.upgrade(engine, "0001")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO gpu (origin, user_modified, slug, name, vendor, architecture, market, "
+                "memory_bytes, bandwidth_bytes_per_s, source, id) VALUES ('user', 0, 'my-card', "
+                "'My Card', 'nvidia', 'Ada Lovelace', 'consumer', 25769803776, 1008000000000, "
+                "'my own measurement', 1)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO gpu_alias (key, name, gpu_id) VALUES ('mycard', 'My Card', 1), "
+                "('mc', 'mc', 1)"
+            )
+        )
+    engine.dispose()
+
+
+def test_user_rows_survive_upgrade_with_backup(tmp_path: Path) -> None:
+    """Opening an old catalog backs it up, upgrades it, and keeps the user's rows."""
+    path = tmp_path / "old.db"
+    _database_at_first_revision(path)
+    catalog = open_catalog(str(path))
+    try:
+        assert catalog.report.upgraded_from == "0001"
+        assert catalog.report.backup is not None and catalog.report.backup.exists()
+        assert migrate.current_revision(catalog.engine) == migrate.head_revision()
+        from catalog import queries
+
+        with catalog.session() as session:
+            gpu = queries.get_gpu(session, name="MC")
+            assert (gpu.slug, gpu.memory_bytes) == ("my-card", 25769803776)
+            assert queries.gpu_public(session, gpu=gpu).aliases == ["mc"]
+    finally:
+        catalog.close()
+    backup = sqlite3.connect(catalog.report.backup)
+    assert backup.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+    backup.close()
+
+
+def test_corrupt_file_refused_and_untouched(tmp_path: Path) -> None:
+    """A file that is not SQLite is refused and left byte for byte as it was."""
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"my precious notes\n" * 10)
+    with pytest.raises(DatabaseError) as error:
+        open_catalog(str(path))
+    assert str(error.value) == f"{path} is not a SQLite database; refusing to use or overwrite it"
+    assert path.read_bytes() == b"my precious notes\n" * 10
+
+
+def test_foreign_database_refused(tmp_path: Path) -> None:
+    """A SQLite database of another program is refused and not changed."""
+    path = tmp_path / "other.db"
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    connection.commit()
+    connection.close()
+    with pytest.raises(DatabaseError) as error:
+        open_catalog(str(path))
+    assert str(error.value) == (
+        f"the database at sqlite:///{path} holds tables that are not an advisor catalog; "
+        "refusing to use or change it"
+    )
+    connection = sqlite3.connect(path)
+    tables = connection.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+    connection.close()
+    assert tables == [("invoices",)]
+
+
+def test_newer_database_refused(tmp_path: Path) -> None:
+    """A catalog made by a newer advisor (unknown revision) is refused."""
+    path = tmp_path / "newer.db"
+    open_catalog(str(path)).close()
+    connection = sqlite3.connect(path)
+    connection.execute("UPDATE alembic_version SET version_num = '9999'")
+    connection.commit()
+    connection.close()
+    with pytest.raises(DatabaseError) as error:
+        open_catalog(str(path))
+    assert str(error.value) == (
+        f"the database at sqlite:///{path} is at revision 9999, made by a newer advisor; "
+        "upgrade advisor to use it"
+    )
+
+
+def test_wal_and_busy_timeout(tmp_path: Path) -> None:
+    """File catalogs run in WAL mode with a busy timeout and foreign keys on."""
+    catalog = open_catalog(str(tmp_path / "w.db"))
+    with catalog.engine.connect() as connection:
+        mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+        timeout = connection.exec_driver_sql("PRAGMA busy_timeout").scalar()
+        keys = connection.exec_driver_sql("PRAGMA foreign_keys").scalar()
+    catalog.close()
+    assert (mode, timeout, keys) == ("wal", 5000, 1)
