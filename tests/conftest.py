@@ -28,6 +28,13 @@ def isolated_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
+def ready_catalog(isolated_database: Path) -> Path:
+    """The test's catalog file, already created and seeded (so commands print no notice)."""
+    open_catalog(None).close()
+    return isolated_database
+
+
+@pytest.fixture
 def catalog() -> Iterator[Catalog]:
     """A fresh, seeded catalog in memory."""
     opened = open_catalog("sqlite://")
