@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
@@ -64,7 +64,10 @@ def make_engine(url: str, *, foreign_keys: bool = True) -> Engine:
     """An engine; SQLite gets WAL, a busy timeout, foreign keys and transactional DDL."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url)
+        try:
+            return create_engine(url)
+        except (NoSuchModuleError, ImportError, ArgumentError) as error:
+            raise DatabaseError(f"cannot use the database URL {url!r}: {error}") from None
     in_memory = sqlite_path(url) is None
     kwargs: dict[str, Any] = {}
     if in_memory:

@@ -372,3 +372,13 @@ def test_python_dash_m(tmp_path: Path) -> None:
         [sys.executable, "-m", "advisor", "--version"], capture_output=True, text=True, check=False
     )
     assert (result.returncode, result.stdout) == (0, "advisor 0.1.0\n")
+
+
+def test_unusable_database_url(run: Run) -> None:
+    """A URL whose database driver does not exist is one line on stderr, exit 1."""
+    result = run("--db", "nosuchdb://somewhere", "catalog", "gpus")
+    assert (result.exit_code, result.stderr) == (
+        1,
+        "error: cannot use the database URL 'nosuchdb://somewhere': Can't load plugin: "
+        "sqlalchemy.dialects:nosuchdb\n",
+    )

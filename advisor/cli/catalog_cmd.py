@@ -320,7 +320,9 @@ def _gpu_pairs(gpu: GPUPublic, units: Units) -> list[tuple[str, str]]:
 @show_app.command("gpu")
 def show_gpu(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Slug or any alias: rtx4090, 'RTX 4090', 4090.")],
+    name: Annotated[
+        str, typer.Argument(help="Slug or any alias: rtx4090, 'RTX 4090', 4090.", metavar="NAME")
+    ],
     units: UnitsOption = Units.gib,
     as_json: JsonOption = False,
 ) -> None:
@@ -371,7 +373,9 @@ def _model_pairs(model: ModelPublic) -> list[tuple[str, str]]:
 @show_app.command("model")
 def show_model(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Slug or any alias: llama-2-7b, Llama-2-7b-hf.")],
+    name: Annotated[
+        str, typer.Argument(help="Slug or any alias: llama-2-7b, Llama-2-7b-hf.", metavar="NAME")
+    ],
     as_json: JsonOption = False,
 ) -> None:
     """Show one model."""
@@ -592,7 +596,7 @@ ArchOption = Annotated[
         help="Another config.json key as KEY=JSON, e.g. attention_bias=true (repeatable).",
     ),
 ]
-NameArgument = Annotated[str, typer.Argument(help="Slug or any alias.")]
+NameArgument = Annotated[str, typer.Argument(help="Slug or any alias.", metavar="NAME")]
 _CONTEXT = inspect.Parameter(
     "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context
 )
