@@ -23,8 +23,11 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
 from advisor.errors import DatabaseError
-from catalog import migrate
 
+# The newest schema revision. Opening compares the database's revision with it without
+# loading Alembic (about 0.1 s of imports); tests/test_migrations.py keeps it equal to
+# Alembic's head.
+SCHEMA_HEAD = "0002"
 ENV_VAR = "ADVISOR_DB"
 APP_NAME = "advisor"
 DEFAULT_FILENAME = "catalog.db"
@@ -151,10 +154,18 @@ def _backup(path: Path, revision: str) -> Path:
     return target
 
 
+def _stored_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql("SELECT version_num FROM alembic_version").fetchall()
+    return str(rows[0][0]) if rows else None
+
+
 def _migrate(url: str, engine: Engine, *, to: str = "head") -> None:
     """Upgrade a SQLite file with foreign keys off (SQLite's batch table copies would
     otherwise cascade deletes into child tables) and check the keys afterwards. An in-memory
     database exists only in `engine`, so it is upgraded there."""
+    from catalog import migrate
+
     if sqlite_path(url) is None:
         migrate.upgrade(engine, to)
         return
@@ -184,7 +195,7 @@ def open_catalog(db: str | None = None, *, seed: bool = True, upgrade: bool = Tr
     engine = make_engine(url)
     try:
         tables = set(inspect(engine).get_table_names())
-        revision = migrate.current_revision(engine)
+        revision = _stored_revision(engine) if "alembic_version" in tables else None
     except SQLAlchemyError as error:
         engine.dispose()
         reason = getattr(error, "orig", None) or error
@@ -195,6 +206,13 @@ def open_catalog(db: str | None = None, *, seed: bool = True, upgrade: bool = Tr
             f"the database at {url} holds tables that are not an advisor catalog; "
             "refusing to use or change it"
         )
+    if revision == SCHEMA_HEAD:  # the common case: nothing to migrate, Alembic not loaded
+        catalog = Catalog(url=url, engine=engine, report=OpenReport())
+        with catalog.session() as session:
+            catalog.report = OpenReport(bundled_newer=bundled.has_unsynced_changes(session))
+        return catalog
+    from catalog import migrate
+
     if revision is not None and not migrate.known_revision(revision):
         engine.dispose()
         raise DatabaseError(
@@ -215,15 +233,10 @@ def open_catalog(db: str | None = None, *, seed: bool = True, upgrade: bool = Tr
     if created and seed and upgrade:
         with catalog.session() as session:
             seeded = bundled.sync(session).added
-    bundled_newer = False
-    if not created and revision == head:
-        with catalog.session() as session:
-            bundled_newer = bundled.has_unsynced_changes(session)
     catalog.report = OpenReport(
         created=created and upgrade,
         upgraded_from=upgraded_from,
         backup=backup,
         seeded=seeded,
-        bundled_newer=bundled_newer,
     )
     return catalog

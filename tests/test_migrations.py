@@ -133,7 +133,10 @@ def test_empty_to_head_gives_exact_schema(tmp_path: Path) -> None:
 
 
 def test_single_head() -> None:
-    """The revisions form one line: one head, the first revision has no parent."""
+    """The revisions form one line: one head, the one opening checks without Alembic."""
+    from catalog.session import SCHEMA_HEAD
+
+    assert migrate.head_revision() == SCHEMA_HEAD
     history = migrate.history()
     assert [r.revision for r in history if r.is_head] == [migrate.head_revision()]
     assert history[0].down_revision is None
