@@ -286,51 +286,79 @@ def _remember_removal(session: Session, kind: str, row: Row) -> None:
         session.add(RemovedBundledRow(kind=kind, slug=row.slug))
 
 
+def _insert(
+    session: Session,
+    table: type[Row],
+    *,
+    label: str,
+    kind: str,
+    values: dict[str, Any],
+    origin: str,
+    aliases: Sequence[str] = (),
+    spec: _AliasTable | None = None,
+) -> Row:
+    _check_new_slug(session, table, label, values["slug"])
+    row = table.model_validate(values, update={"origin": origin})
+    session.add(row)
+    session.flush()
+    if spec is not None:
+        _set_aliases(session, spec, row, aliases)  # type: ignore[arg-type]
+    _forget_removal(session, kind, row.slug)
+    session.flush()
+    return row
+
+
 def add_gpu(session: Session, *, data: GPUCreate, origin: str = ORIGIN_USER) -> GPU:
-    _check_new_slug(session, GPU, "GPU", data.slug)
-    gpu = GPU.model_validate(data.model_dump(exclude={"aliases"}), update={"origin": origin})
-    session.add(gpu)
-    session.flush()
-    _set_aliases(session, _GPU, gpu, data.aliases)
-    _forget_removal(session, "gpu", gpu.slug)
-    session.flush()
-    return gpu
+    return _insert(
+        session,
+        GPU,
+        label="GPU",
+        kind="gpu",
+        origin=origin,
+        spec=_GPU,
+        values=data.model_dump(exclude={"aliases"}),
+        aliases=data.aliases,
+    )
 
 
 def add_family(session: Session, *, data: FamilyCreate, origin: str = ORIGIN_USER) -> ModelFamily:
-    _check_new_slug(session, ModelFamily, "family", data.slug)
-    family = ModelFamily.model_validate(data.model_dump(), update={"origin": origin})
-    session.add(family)
-    _forget_removal(session, "family", family.slug)
-    session.flush()
-    return family
+    return _insert(
+        session, ModelFamily, label="family", kind="family", origin=origin, values=data.model_dump()
+    )
 
 
 def add_model(session: Session, *, data: ModelCreate, origin: str = ORIGIN_USER) -> LanguageModel:
-    _check_new_slug(session, LanguageModel, "model", data.slug)
     family = get_family(session, name=data.family)
-    model = LanguageModel.model_validate(
-        data.model_dump(exclude={"aliases", "family"}),
-        update={"origin": origin, "family_id": family.id},
+    values = {**data.model_dump(exclude={"aliases", "family"}), "family_id": family.id}
+    return _insert(
+        session,
+        LanguageModel,
+        label="model",
+        kind="model",
+        origin=origin,
+        spec=_MODEL,
+        values=values,
+        aliases=data.aliases,
     )
-    session.add(model)
-    session.flush()
-    _set_aliases(session, _MODEL, model, data.aliases)
-    _forget_removal(session, "model", model.slug)
-    session.flush()
-    return model
 
 
 def add_quant(session: Session, *, data: QuantCreate, origin: str = ORIGIN_USER) -> QuantFormat:
-    _check_new_slug(session, QuantFormat, "quantization format", data.slug)
-    quant = QuantFormat.model_validate(data.model_dump(), update={"origin": origin})
-    session.add(quant)
-    _forget_removal(session, "quant", quant.slug)
-    session.flush()
-    return quant
+    return _insert(
+        session,
+        QuantFormat,
+        label="quantization format",
+        kind="quant",
+        origin=origin,
+        values=data.model_dump(),
+    )
 
 
-def _apply(row: Row, values: Mapping[str, Any], *, by_user: bool) -> bool:
+def _apply(
+    row: GPU | LanguageModel | ModelFamily | QuantFormat,
+    values: Mapping[str, Any],
+    *,
+    by_user: bool,
+) -> bool:
     changed = False
     for field, value in values.items():
         if getattr(row, field) != value:
@@ -357,16 +385,15 @@ def update_gpu(
         list(changes.get("aliases", current["aliases"])), add_aliases, remove_aliases
     )
     data = validate(GPUCreate, {**current, **changes, "aliases": aliases})
-    if data.slug != gpu.slug:
-        _check_new_slug(session, GPU, "GPU", data.slug)
-    changed = _apply(gpu, data.model_dump(exclude={"aliases"}), by_user=by_user)
-    session.add(gpu)
-    session.flush()
-    if aliases != current["aliases"] or changed:
-        _set_aliases(session, _GPU, gpu, data.aliases)
-        if by_user and gpu.origin == ORIGIN_BUNDLED:
-            gpu.user_modified = True
-    session.flush()
+    _store_update(
+        session,
+        _GPU,
+        gpu,
+        values=data.model_dump(exclude={"aliases"}),
+        aliases=data.aliases,
+        old_aliases=current["aliases"],
+        by_user=by_user,
+    )
     return gpu
 
 
@@ -394,20 +421,41 @@ def update_model(
         if "params" not in changes:
             merged["params_published"] = False
     data = validate(ModelCreate, merged)
-    if data.slug != model.slug:
-        _check_new_slug(session, LanguageModel, "model", data.slug)
     family = get_family(session, name=data.family)
-    values = data.model_dump(exclude={"aliases", "family"})
-    values["family_id"] = family.id
-    changed = _apply(model, values, by_user=by_user)
-    session.add(model)
-    session.flush()
-    if aliases != current["aliases"] or changed:
-        _set_aliases(session, _MODEL, model, data.aliases)
-        if by_user and model.origin == ORIGIN_BUNDLED:
-            model.user_modified = True
-    session.flush()
+    values = {**data.model_dump(exclude={"aliases", "family"}), "family_id": family.id}
+    _store_update(
+        session,
+        _MODEL,
+        model,
+        values=values,
+        aliases=data.aliases,
+        old_aliases=current["aliases"],
+        by_user=by_user,
+    )
     return model
+
+
+def _store_update(
+    session: Session,
+    spec: _AliasTable,
+    row: GPU | LanguageModel,
+    *,
+    values: dict[str, Any],
+    aliases: list[str],
+    old_aliases: list[str],
+    by_user: bool,
+) -> None:
+    """Write validated values and aliases to `row`; a user's change marks a bundled row."""
+    if values["slug"] != row.slug:
+        _check_new_slug(session, spec.table, spec.kind, values["slug"])
+    changed = _apply(row, values, by_user=by_user)
+    session.add(row)
+    session.flush()
+    if aliases != old_aliases or changed:
+        _set_aliases(session, spec, row, aliases)
+        if by_user and row.origin == ORIGIN_BUNDLED:
+            row.user_modified = True
+    session.flush()
 
 
 def update_family(

@@ -835,38 +835,32 @@ update_app.command("model")(_update_model)
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
+def _remove(ctx: typer.Context, *, kind: str, name: str, yes: bool) -> None:
+    from catalog import queries
+
+    get = queries.get_gpu if kind == "GPU" else queries.get_model
+    remove = queries.remove_gpu if kind == "GPU" else queries.remove_model
+    with shared.session(ctx) as session:
+        row = get(session, name=name)
+        slug = row.slug
+        if not yes:
+            typer.confirm(
+                f"Remove {kind} {slug!r} ({row.name}) from the catalog?", abort=True, err=True
+            )
+        remove(session, name=slug)
+    shared.note(f"removed {kind} {slug!r}")
+
+
 @remove_app.command("gpu")
 def remove_gpu(ctx: typer.Context, name: NameArgument, yes: YesOption = False) -> None:
     """Remove a GPU (asks first unless --yes)."""
-    from catalog import queries
-
-    with shared.session(ctx) as session:
-        gpu = queries.get_gpu(session, name=name)
-        if not yes:
-            typer.confirm(
-                f"Remove GPU {gpu.slug!r} ({gpu.name}) from the catalog?", abort=True, err=True
-            )
-        queries.remove_gpu(session, name=gpu.slug)
-        slug = gpu.slug
-    shared.note(f"removed GPU {slug!r}")
+    _remove(ctx, kind="GPU", name=name, yes=yes)
 
 
 @remove_app.command("model")
 def remove_model(ctx: typer.Context, name: NameArgument, yes: YesOption = False) -> None:
     """Remove a model (asks first unless --yes)."""
-    from catalog import queries
-
-    with shared.session(ctx) as session:
-        model = queries.get_model(session, name=name)
-        if not yes:
-            typer.confirm(
-                f"Remove model {model.slug!r} ({model.name}) from the catalog?",
-                abort=True,
-                err=True,
-            )
-        queries.remove_model(session, name=model.slug)
-        slug = model.slug
-    shared.note(f"removed model {slug!r}")
+    _remove(ctx, kind="model", name=name, yes=yes)
 
 
 # --- import, export, sync ------------------------------------------------------------------
