@@ -539,6 +539,8 @@ def architecture_from_hf_config(config: Mapping[str, Any]) -> Architecture:
         for key in _OPTION_KEYS.get(t, ())
         if key in config and config[key] != _DEFAULT_OPTIONS.get(key)
     }
+    if options.get("word_embed_proj_dim") == hidden:  # OPT's default: the hidden size
+        del options["word_embed_proj_dim"]
     return Architecture(
         model_type=t,
         num_hidden_layers=layers,

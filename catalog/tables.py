@@ -47,8 +47,9 @@ ORIGIN_USER = "user"
 
 
 def alias_key(name: str) -> str:
-    """How names compare: ignoring case, spaces and punctuation ('RTX-4090' = 'rtx4090')."""
-    return "".join(ch for ch in name.casefold() if ch.isalnum())
+    """How names compare: ignoring case, spaces and punctuation ('RTX-4090' = 'rtx4090'),
+    except dots, which tell sizes apart ('opt-1.3b' is not 'opt-13b')."""
+    return "".join(ch for ch in name.casefold() if ch.isalnum() or ch == ".")
 
 
 def _check_slug(value: str) -> str:
@@ -58,6 +59,17 @@ def _check_slug(value: str) -> str:
             "letter or digit"
         )
     return value
+
+
+def explicit_aliases(slug: str, name: str, aliases: list[str]) -> list[str]:
+    """Aliases other than the slug and the name (which always resolve), without repeats."""
+    seen = {alias_key(slug), alias_key(name)}
+    kept: list[str] = []
+    for alias in aliases:
+        if alias_key(alias) not in seen:
+            seen.add(alias_key(alias))
+            kept.append(alias)
+    return kept
 
 
 def _check_aliases(value: list[str]) -> list[str]:
@@ -104,6 +116,11 @@ class GPUFields(SQLModel):
     source: str = Field(min_length=1, sa_type=Text)
     notes: str | None = Field(default=None, sa_type=Text)
 
+    @field_validator("notes")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value if value and value.strip() else None
+
     @field_validator("slug")
     @classmethod
     def _valid_slug(cls, value: str) -> str:
@@ -120,6 +137,11 @@ class GPUFields(SQLModel):
 
 class GPUCreate(GPUFields):
     aliases: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _only_explicit_aliases(self) -> Self:
+        self.aliases = explicit_aliases(self.slug, self.name, self.aliases)
+        return self
 
     @field_validator("aliases")
     @classmethod
@@ -236,6 +258,11 @@ class ModelFields(SQLModel):
     source: str = Field(min_length=1, sa_type=Text)
     notes: str | None = Field(default=None, sa_type=Text)
 
+    @field_validator("notes")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value if value and value.strip() else None
+
     @field_validator("slug")
     @classmethod
     def _valid_slug(cls, value: str) -> str:
@@ -283,6 +310,7 @@ class ModelCreate(ModelFields):
                 if counted.active == counted.total
                 else round(self.params * counted.active / counted.total)
             )
+        self.aliases = explicit_aliases(self.slug, self.name, self.aliases)
         if self.active_params > self.params:
             raise ValueError("active_params exceeds params")
         if self.attention is None:
@@ -337,6 +365,11 @@ class QuantFields(SQLModel):
     applies_to: QuantAppliesTo = Field(sa_type=String(24))
     source: str = Field(min_length=1, sa_type=Text)
     notes: str | None = Field(default=None, sa_type=Text)
+
+    @field_validator("notes")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value if value and value.strip() else None
 
     @field_validator("slug")
     @classmethod

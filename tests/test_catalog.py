@@ -186,12 +186,12 @@ def test_import_is_all_or_nothing(catalog: Catalog) -> None:
 def test_import_conflict_rolls_back(catalog: Catalog) -> None:
     """A row that collides with the catalog (an alias taken) undoes the rows before it."""
     first = {**CARD}
-    second = {**CARD, "slug": "second", "name": "Second", "aliases": ["A100"]}
+    second = {**CARD, "slug": "second", "name": "Second", "aliases": ["ZZ-100"]}
     with catalog.session() as session:
         queries.add_gpu(
             session,
             data=GPUCreate.model_validate(
-                {**CARD, "slug": "holder", "name": "Holder", "aliases": ["A100"]}
+                {**CARD, "slug": "holder", "name": "Holder", "aliases": ["ZZ-100"]}
             ),
         )
     text = transfer.to_json(
@@ -202,7 +202,7 @@ def test_import_conflict_rolls_back(catalog: Catalog) -> None:
             session, rows=transfer.parse(text, filename="f.json"), filename="f.json"
         )
     assert str(error.value) == (
-        "f.json gpus[1] (second): the name 'A100' already refers to GPU 'holder'"
+        "f.json gpus[1] (second): the name 'ZZ-100' already refers to GPU 'holder'"
     )
     with catalog.session() as session, pytest.raises(NotFoundError):
         queries.get_gpu(session, name="test-card")
