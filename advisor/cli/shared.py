@@ -56,10 +56,19 @@ def session(ctx: typer.Context) -> Iterator[Session]:
         yield s
 
 
+# Width of tables written to a pipe or file when COLUMNS is unset: wide enough that rows
+# stay whole for grep and for reading in an editor (a terminal uses its own width).
+PIPED_WIDTH = 200
+
+
 def out() -> Console:
+    import os
+    import sys
+
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False)
+    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(highlight=False, soft_wrap=False, width=PIPED_WIDTH if piped else None)
 
 
 def note(message: str) -> None:
