@@ -6,66 +6,19 @@ calls `advisor.estimator.estimate` and renders its result. No estimation logic l
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from advisor.cli import shared
-from advisor.errors import InvalidValueError
+from advisor.cli import options, shared
 from advisor.units import Units, format_size
-from advisor.workload import KVDtype, Method, Optimizer, Parallel, Precision, Stage
+from advisor.workload import Method, Optimizer, Precision, Stage
 
 if TYPE_CHECKING:
-    from advisor.arch import Architecture
     from advisor.estimator import Estimate
     from advisor.workload import Workload
 
 BAR_WIDTH = 40
-LORA_TARGET_SETS = {
-    "attention": ("q_proj", "k_proj", "v_proj", "o_proj"),
-    "all-linear": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-}
-
-
-def _load_model(ctx: typer.Context, name: str) -> tuple[str, Architecture]:
-    """A catalog model by any alias, or a Hugging Face config.json by path."""
-    from advisor.arch import architecture_from_hf_config
-
-    path = Path(name)
-    if name.endswith(".json") or path.is_file():
-        try:
-            config = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InvalidValueError(f"{name}: no such file") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise InvalidValueError(f"{name}: not a readable JSON config ({error})") from None
-        if not isinstance(config, dict):
-            raise InvalidValueError(f"{name}: a config.json holds one JSON object")
-        return path.stem, architecture_from_hf_config(config)
-    from catalog import queries
-
-    with shared.session(ctx) as session:
-        row = queries.get_model(session, name=name)
-        return row.slug, row.architecture()
-
-
-def _weight_format(ctx: typer.Context, quant: str | None) -> Any:
-    if quant is None:
-        return None
-    from advisor.workload import WeightFormat
-    from catalog import queries
-
-    with shared.session(ctx) as session:
-        row = queries.get_quant(session, name=quant)
-        return WeightFormat(slug=row.slug, bits_per_weight=row.bits_per_weight, scope=row.scope)
-
-
-def _targets(text: str) -> tuple[str, ...]:
-    if text in LORA_TARGET_SETS:
-        return LORA_TARGET_SETS[text]
-    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def workload_json(w: Workload) -> dict[str, Any]:
@@ -157,68 +110,24 @@ def _render(model: str, result: Estimate, units: Units, explain: bool) -> None:
 
 def estimate(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option("--model", help="Catalog name or path to a config.json.")],
-    stage: Annotated[Stage, typer.Option("--stage", help="What to run.")] = Stage.inference,
-    method: Annotated[
-        Method, typer.Option("--method", help="Fine-tuning method (finetune only).")
-    ] = Method.full,
-    precision: Annotated[
-        Precision,
-        typer.Option("--precision", help="Pure dtype, or mixed-* (fp32 weights, autocast)."),
-    ] = Precision.bf16,
-    quant: Annotated[
-        str | None,
-        typer.Option(
-            "--quant",
-            help="Weight format from `advisor catalog quants` (inference, and the QLoRA base).",
-        ),
-    ] = None,
-    kv_dtype: Annotated[
-        KVDtype | None, typer.Option("--kv-dtype", help="KV-cache dtype; default: compute dtype.")
-    ] = None,
-    batch: Annotated[int, typer.Option("--batch", help="Sequences per step.")] = 1,
-    seq: Annotated[
-        int | None,
-        typer.Option(
-            "--seq",
-            help="Tokens per sequence (inference: the context held in the "
-            "KV cache). Default: min(4096, model maximum) for inference, 2048 training.",
-        ),
-    ] = None,
-    optimizer: Annotated[
-        Optimizer, typer.Option("--optimizer", help="Optimizer (training).")
-    ] = Optimizer.adamw,
-    grad_checkpointing: Annotated[
-        bool, typer.Option("--grad-checkpointing", help="Recompute activations in backward.")
-    ] = False,
-    lora_rank: Annotated[int, typer.Option("--lora-rank", help="LoRA rank.")] = 16,
-    lora_targets: Annotated[
-        str,
-        typer.Option(
-            "--lora-targets",
-            help="attention, all-linear, or a comma list of projections (q_proj,k_proj,…).",
-        ),
-    ] = "attention",
-    trainable_layers: Annotated[
-        int | None,
-        typer.Option("--trainable-layers", help="--method freeze: how many top layers train."),
-    ] = None,
+    model: options.ModelOpt,
+    stage: options.StageOpt = Stage.inference,
+    method: options.MethodOpt = Method.full,
+    precision: options.PrecisionOpt = Precision.bf16,
+    quant: options.QuantOpt = None,
+    kv_dtype: options.KVDtypeOpt = None,
+    batch: options.BatchOpt = None,
+    seq: options.SeqOpt = None,
+    optimizer: options.OptimizerOpt = Optimizer.adamw,
+    grad_checkpointing: options.CheckpointingOpt = False,
+    lora_rank: options.LoraRankOpt = 16,
+    lora_targets: options.LoraTargetsOpt = "attention",
+    trainable_layers: options.TrainableLayersOpt = None,
     gpus: Annotated[int, typer.Option("--gpus", help="Number of GPUs.")] = 1,
-    parallel: Annotated[
-        Parallel | None,
-        typer.Option(
-            "--parallel",
-            help="tp or pp (inference); ddp, zero1-3 (training). "
-            "Default: tp, or zero3 for training on several GPUs.",
-        ),
-    ] = None,
-    offload_optimizer: Annotated[
-        bool, typer.Option("--offload-optimizer", help="Keep optimizer states in CPU memory.")
-    ] = False,
-    units: Annotated[Units, typer.Option("--units", help="gib (binary) or gb (decimal).")] = (
-        Units.gib
-    ),
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    parallel: options.ParallelOpt = None,
+    offload_optimizer: options.OffloadOpt = False,
+    units: options.UnitsOpt = Units.gib,
+    as_json: options.JsonOpt = False,
     explain: Annotated[
         bool, typer.Option("--explain", help="Print each term's formula and inputs.")
     ] = False,
@@ -227,21 +136,19 @@ def estimate(
     from advisor.estimator import estimate as run_estimate
     from advisor.workload import Workload
 
-    slug, arch = _load_model(ctx, model)
-    if seq is None:
-        seq = min(4096, arch.max_position_embeddings) if stage is Stage.inference else 2048
+    slug, arch = options.load_model(ctx, model)
     workload = Workload(
         stage=stage,
         method=method,
         precision=precision,
-        weight_format=_weight_format(ctx, quant),
+        weight_format=options.weight_format(ctx, quant),
         kv_dtype=kv_dtype,
-        batch=batch,
-        seq=seq,
+        batch=1 if batch is None else batch,
+        seq=options.default_seq(arch, stage) if seq is None else seq,
         optimizer=optimizer,
         grad_checkpointing=grad_checkpointing,
         lora_rank=lora_rank,
-        lora_targets=_targets(lora_targets),
+        lora_targets=options.lora_targets(lora_targets),
         trainable_layers=trainable_layers,
         gpus=gpus,
         parallel=parallel,
