@@ -537,3 +537,50 @@ def removed_bundled(session: Session, *, kind: str) -> set[str]:
     return set(
         session.exec(select(RemovedBundledRow.slug).where(RemovedBundledRow.kind == kind)).all()
     )
+
+
+# --- what the advisor sweeps ---------------------------------------------------------------
+
+# An architecture counts as current when one of its cards came out within this many years of
+# the newest card of the same vendor and market in the catalog (so H100, L40S and RTX 40 stay
+# current beside Blackwell, while A100 and RTX 30 are past); cards without a release year are
+# kept, since their age is unknown.
+CURRENT_WINDOW_YEARS = 2
+
+
+def current_gpus(
+    session: Session, *, vendor: Vendor | None = None, market: Market | None = None
+) -> list[GPU]:
+    """The cards of the current architectures of each vendor and market (largest first)."""
+    rows = list_gpus(session, vendor=vendor, market=market)
+    newest_arch: dict[tuple[str, str, str], int] = {}
+    newest_group: dict[tuple[str, str], int] = {}
+    for row in rows:
+        if row.release_year is None:
+            continue
+        group = (row.vendor, row.market)
+        arch = (*group, row.architecture)
+        newest_arch[arch] = max(newest_arch.get(arch, 0), row.release_year)
+        newest_group[group] = max(newest_group.get(group, 0), row.release_year)
+    return [
+        row
+        for row in rows
+        if row.release_year is None
+        or newest_arch[(row.vendor, row.market, row.architecture)]
+        >= newest_group[(row.vendor, row.market)] - CURRENT_WINDOW_YEARS
+    ]
+
+
+def list_models_with_family(
+    session: Session, *, family: str | None = None
+) -> list[tuple[LanguageModel, str]]:
+    """Models and their family slugs, grouped by family, smallest first within a family."""
+    query = select(LanguageModel, ModelFamily.slug).join(
+        ModelFamily, col(LanguageModel.family_id) == col(ModelFamily.id)
+    )
+    if family is not None:
+        query = query.where(ModelFamily.id == get_family(session, name=family).id)
+    query = query.order_by(
+        col(ModelFamily.slug), col(LanguageModel.params), col(LanguageModel.slug)
+    )
+    return [(model, slug) for model, slug in session.exec(query).all()]

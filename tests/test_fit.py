@@ -1,0 +1,235 @@
+"""The advisor's search (`advisor.fit`): fewest cards, longest context, largest batch."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlmodel import Session
+
+from advisor.arch import Architecture
+from advisor.errors import InvalidValueError
+from advisor.estimator import estimate
+from advisor.fit import (
+    Card,
+    Level,
+    best_level,
+    candidate_counts,
+    largest_fitting,
+    plan,
+)
+from advisor.units import GIB
+from advisor.workload import Method, Parallel, Stage, WeightFormat, Workload
+from catalog import queries
+from catalog.session import open_catalog
+
+INT4 = WeightFormat(slug="int4", bits_per_weight=4.156, scope="linear")
+
+
+def arch_of(session: Session, name: str) -> Architecture:
+    return queries.get_model(session, name=name).architecture()
+
+
+def card(memory_gib: int, slug: str = "card") -> Card:
+    return Card(slug=slug, name=slug, memory_bytes=memory_gib * GIB)
+
+
+def inference(seq: int = 2048, **kw: object) -> Level:
+    return Level(label="bf16", workload=Workload(stage=Stage.inference, seq=seq, **kw))  # type: ignore[arg-type]
+
+
+@given(
+    sizes=st.lists(st.integers(0, 10**6), min_size=2, max_size=200),
+    budget=st.integers(-10, 2 * 10**8),
+)
+def test_largest_fitting_matches_a_linear_scan(sizes: list[int], budget: int) -> None:
+    """The interpolating search finds exactly what scanning every n finds."""
+    table = [sum(sizes[: i + 1]) for i in range(len(sizes))]  # non-decreasing
+    found = largest_fitting(lambda n: table[n - 1], 1, len(table), budget)
+    expected = max((n for n in range(1, len(table) + 1) if table[n - 1] <= budget), default=None)
+    assert found == expected
+
+
+def test_largest_fitting_counts_few_sizes_on_linear_growth() -> None:
+    """On linear growth the search needs a handful of sizes, not a bisection's 24."""
+    calls: list[int] = []
+
+    def size(n: int) -> int:
+        calls.append(n)
+        return 1000 + 37 * n + (n % 3)
+
+    assert largest_fitting(size, 1, 2**24, 10**8) == 2702675  # 1000 + 37n + n % 3 <= 10**8
+    assert len(calls) <= 8
+
+
+def test_65b_at_fp16_needs_two_80gb_cards(session: Session) -> None:
+    """The seed's classic: 65B x 2 bytes = 130 GB, so two 80 GB cards (tensor parallel)."""
+    arch = arch_of(session, "llama-65b")
+    level = inference(seq=2048)
+    result = plan(arch, [level], [card(80)])
+    (option,) = result.options
+    assert option.count == 2
+    expected = estimate(arch, dataclasses.replace(level.workload, gpus=2))
+    assert option.per_gpu_bytes == expected.tensor_bytes
+    assert option.usable_bytes_per_gpu == 80 * GIB - expected.components["runtime_overhead"]
+    assert option.headroom_bytes == option.usable_bytes_per_gpu - option.per_gpu_bytes
+
+
+def test_7b_at_bf16_fits_one_24gb_card_at_4k(session: Session) -> None:
+    arch = arch_of(session, "llama-2-7b")
+    (option,) = plan(arch, [inference(seq=4096)], [card(24)]).options
+    assert option.count == 1
+    assert option.max_context == 4096  # the model's maximum: nothing longer is searched
+
+
+def test_70b_at_bf16_does_not_fit_one_80gb_card(session: Session) -> None:
+    arch = arch_of(session, "llama-2-70b")
+    (alone,) = plan(arch, [inference(seq=4096)], [card(80)], max_gpus=1).options
+    assert alone.count is None and not alone.fits
+    assert alone.max_context is None and alone.max_batch is None
+    assert alone.headroom_bytes < 0
+    (pair,) = plan(arch, [inference(seq=4096)], [card(80)]).options
+    assert pair.count == 2
+
+
+def test_counts_follow_the_strategy(session: Session) -> None:
+    """TP counts divide the heads; PP counts go up to the layers; training takes any count."""
+    arch = arch_of(session, "llama-2-7b")  # 32 heads, 32 layers
+    assert candidate_counts(arch, Workload(stage=Stage.inference), 8) == (1, 2, 4, 8)
+    pp = Workload(stage=Stage.inference, parallel=Parallel.pp)
+    assert candidate_counts(arch, pp, 8) == (1, 2, 3, 4, 5, 6, 7, 8)
+    assert candidate_counts(arch, pp, 40) == tuple(range(1, 33))
+    assert candidate_counts(arch, Workload(stage=Stage.finetune), 3) == (1, 2, 3)
+
+
+def test_longest_context_and_batch_are_exact(session: Session) -> None:
+    """The reported maxima fit, and one more token or sequence does not."""
+    arch = arch_of(session, "llama-3.1-8b")
+    level = inference(seq=8192)
+    (option,) = plan(arch, [level], [card(24)]).options
+    assert option.count == 1
+    assert option.max_context is not None and option.max_batch is not None
+    capacity = 24 * GIB
+
+    def per_gpu(**kw: int) -> int:
+        return estimate(arch, dataclasses.replace(level.workload, **kw)).per_gpu_bytes  # type: ignore[arg-type]
+
+    assert per_gpu(seq=option.max_context, batch=1) <= capacity
+    assert per_gpu(seq=option.max_context + 1, batch=1) > capacity
+    assert per_gpu(batch=option.max_batch) <= capacity
+    assert per_gpu(batch=option.max_batch + 1) > capacity
+
+
+def test_context_beyond_the_maximum_is_refused_unless_allowed(session: Session) -> None:
+    arch = arch_of(session, "llama-2-7b")
+    with pytest.raises(InvalidValueError) as error:
+        plan(arch, [inference(seq=8192)], [card(80)])
+    assert str(error.value) == (
+        "a context of 8,192 tokens exceeds the model's maximum of 4,096; pass "
+        "--allow-longer-context to size it anyway"
+    )
+    (option,) = plan(arch, [inference(seq=8192)], [card(80)], allow_longer_context=True).options
+    assert option.count == 1
+    assert option.max_context is not None and option.max_context > 8192
+
+
+def test_a_count_the_strategy_cannot_split_is_refused(session: Session) -> None:
+    arch = arch_of(session, "llama-2-7b")
+    with pytest.raises(InvalidValueError, match="tensor parallelism over 3 GPUs"):
+        plan(arch, [inference()], [card(24)], count=3)
+
+
+def test_unified_memory_uses_its_usable_share() -> None:
+    mac = Card(slug="mac", name="mac", memory_bytes=64 * GIB, usable_fraction=0.75)
+    assert mac.capacity_bytes == 48 * GIB
+
+
+@pytest.fixture(scope="module")
+def llama_13b() -> Architecture:
+    """Read once for the property tests (hypothesis reruns a test, not its fixtures)."""
+    opened = open_catalog("sqlite://")
+    try:
+        with opened.session() as s:
+            return arch_of(s, "llama-2-13b")
+    finally:
+        opened.close()
+
+
+@settings(max_examples=25, deadline=None)
+@given(small=st.integers(8, 200), extra=st.integers(0, 200))
+def test_more_memory_never_needs_more_cards(
+    llama_13b: Architecture, small: int, extra: int
+) -> None:
+    arch = llama_13b
+    levels = [inference(seq=4096)]
+    a, b = plan(arch, levels, [card(small, "a"), card(small + extra, "b")]).options
+    if a.count is not None:
+        assert b.count is not None and b.count <= a.count
+        assert b.max_context is not None and a.max_context is not None
+        assert b.max_context >= a.max_context
+
+
+def test_fewer_bits_never_need_more_cards(session: Session) -> None:
+    arch = arch_of(session, "llama-2-70b")
+    levels = [
+        inference(seq=4096),
+        Level(
+            label="int4",
+            quant="int4",
+            workload=Workload(stage=Stage.inference, seq=4096, weight_format=INT4),
+        ),
+    ]
+    for memory in (16, 24, 48, 80):
+        bf16, int4 = plan(arch, levels, [card(memory)]).options
+        if bf16.count is not None:
+            assert int4.count is not None and int4.count <= bf16.count
+
+
+def test_which_models_climbs_down_to_the_first_level_that_fits(session: Session) -> None:
+    arch = arch_of(session, "llama-2-13b")
+    levels = [
+        inference(seq=4096),
+        Level(
+            label="int4",
+            quant="int4",
+            workload=Workload(stage=Stage.inference, seq=4096, weight_format=INT4),
+        ),
+    ]
+    found = best_level("llama-2-13b", arch, levels, card(24), 1)
+    assert found.fits and found.best is not None
+    assert found.best.level.label == "int4"
+    assert found.fitting_levels == ("int4",)
+    none = best_level("llama-2-13b", arch, levels, card(4), 1)
+    assert not none.fits and none.closest is not None
+    assert none.closest.level.label == "int4" and none.closest.headroom_bytes < 0
+
+
+def test_which_models_uses_pipeline_parallelism_where_heads_do_not_divide(
+    session: Session,
+) -> None:
+    arch = arch_of(session, "llama-2-13b")  # 40 heads: 3 does not divide them
+    found = best_level("llama-2-13b", arch, [inference()], card(24), 3)
+    assert found.parallel is Parallel.pp
+    assert found.best is not None and found.best.estimate.workload.parallel is Parallel.pp
+    assert best_level("llama-2-13b", arch, [inference()], card(24), 2).parallel is Parallel.tp
+
+
+def test_which_models_reports_why_a_model_was_not_sized(session: Session) -> None:
+    arch = arch_of(session, "llama-2-7b")
+    found = best_level("llama-2-7b", arch, [inference(seq=32768)], card(80), 1)
+    assert not found.fits and found.closest is None
+    assert found.reason == "context 32,768 beyond its maximum 4,096"
+
+
+def test_training_methods_all_listed(session: Session) -> None:
+    arch = arch_of(session, "llama-3.2-1b")
+    nf4 = WeightFormat(slug="nf4", bits_per_weight=4.5, scope="linear")
+    levels = [
+        Level(label=m.value, workload=Workload(stage=Stage.finetune, method=m, weight_format=f))
+        for m, f in ((Method.full, None), (Method.lora, None), (Method.qlora, nf4))
+    ]
+    found = best_level("llama-3.2-1b", arch, levels, card(80), 1, all_levels=True)
+    assert found.fitting_levels == ("full", "lora", "qlora")
+    assert found.best is not None and found.best.level.label == "full"

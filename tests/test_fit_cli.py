@@ -1,0 +1,337 @@
+"""`advisor fit` and `advisor which-models`: the answers users ask for, JSON, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+Run = Callable[..., Any]
+pytestmark = pytest.mark.usefixtures("ready_catalog")
+
+OPTION_KEYS = [
+    "gpu",
+    "quant",
+    "method",
+    "count",
+    "per_gpu_bytes",
+    "usable_bytes_per_gpu",
+    "fits",
+    "headroom_bytes",
+    "max_context",
+    "price_per_hour",
+    "max_batch",
+    "gpus_sized",
+    "parallel",
+    "overhead_bytes",
+    "components",
+]
+MODEL_KEYS = [
+    "model",
+    "params",
+    "fits",
+    "quant",
+    "method",
+    "per_gpu_bytes",
+    "headroom_bytes",
+    "max_context",
+    "family",
+    "fitting_levels",
+    "parallel",
+    "reason",
+]
+
+
+def fit_json(run: Run, *args: str) -> dict[str, Any]:
+    result = run("fit", *args, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def by_gpu_and_quant(data: dict[str, Any]) -> dict[tuple[str, str | None], dict[str, Any]]:
+    return {(o["gpu"], o["quant"] or o["method"]): o for o in data["options"]}
+
+
+def test_65b_at_fp16_needs_two_80gb_cards(run: Run) -> None:
+    data = fit_json(run, "--model", "llama-65b", "--gpu", "h100-sxm5-80gb", "--quant", "fp16")
+    assert list(data) == ["model", "params", "stage", "workload", "options"]
+    assert data["model"] == "llama-65b" and data["stage"] == "inference"
+    (option,) = data["options"]
+    assert list(option) == OPTION_KEYS
+    assert option["count"] == 2 and option["fits"] is True
+    assert option["parallel"] == "tp" and option["gpus_sized"] == 2
+    assert option["usable_bytes_per_gpu"] == 80 * 2**30 - option["overhead_bytes"]
+    assert option["headroom_bytes"] == option["usable_bytes_per_gpu"] - option["per_gpu_bytes"]
+    assert option["per_gpu_bytes"] + option["overhead_bytes"] == sum(option["components"].values())
+    assert option["price_per_hour"] == 7.56  # 2 cards x the catalog's $3.78 an hour
+    assert option["max_context"] == 2048  # LLaMA-65B's maximum
+
+
+def test_fit_answers_match_estimate(run: Run) -> None:
+    """A fit option is `advisor estimate` of the same workload on that many cards."""
+    data = fit_json(run, "--model", "llama-2-70b", "--gpu", "rtx4090", "--quant", "int4")
+    (option,) = data["options"]
+    assert option["count"] == 2
+    result = run("estimate", "--model", "llama-2-70b", "--quant", "int4", "--gpus", "2", "--json")
+    estimate = json.loads(result.stdout)
+    assert option["components"] == estimate["components"]
+    assert option["per_gpu_bytes"] == estimate["per_gpu_bytes"] - option["overhead_bytes"]
+
+
+def test_7b_at_bf16_fits_one_24gb_card_at_4k(run: Run) -> None:
+    data = fit_json(run, "--model", "llama-2-7b", "--gpu", "rtx4090")
+    assert data["workload"]["seq"] == 4096
+    assert data["workload"]["quants"] == ["bf16", "int8", "int4", "q4_k_m"]
+    options = by_gpu_and_quant(data)
+    assert [options["rtx4090", q]["count"] for q in ("bf16", "int8", "int4", "q4_k_m")] == [
+        1,
+        1,
+        1,
+        1,
+    ]
+    assert options["rtx4090", "bf16"]["max_context"] == 4096
+    assert options["rtx4090", "bf16"]["max_batch"] == 3
+
+
+def test_70b_at_bf16_does_not_fit_one_card(run: Run) -> None:
+    data = fit_json(
+        run, "--model", "llama-2-70b", "--gpu", "h100-sxm5-80gb", "--quant", "bf16",
+        "--max-gpus", "1",
+    )  # fmt: skip
+    (option,) = data["options"]
+    assert option["count"] is None and option["fits"] is False
+    assert option["max_context"] is None and option["price_per_hour"] is None
+    assert option["headroom_bytes"] < 0
+    two = fit_json(run, "--model", "llama-2-70b", "--gpu", "h100-sxm5-80gb", "--quant", "bf16")
+    assert two["options"][0]["count"] == 2
+
+
+def test_fine_tuning_compares_the_methods(run: Run) -> None:
+    data = fit_json(run, "--model", "llama-2-7b", "--stage", "finetune", "--gpu", "rtx4090")
+    assert data["workload"]["methods"] == ["full", "lora", "qlora"]
+    assert data["workload"]["batch"] == 1 and data["workload"]["seq"] == 2048
+    options = by_gpu_and_quant(data)
+    # Full and LoRA need ZeRO-3 over 5 and 2 cards; QLoRA's 4-bit base fits on one.
+    assert (options["rtx4090", "full"]["count"], options["rtx4090", "full"]["parallel"]) == (
+        5,
+        "zero3",
+    )
+    assert options["rtx4090", "lora"]["count"] == 2
+    qlora = options["rtx4090", "nf4"]
+    assert qlora["method"] == "qlora" and qlora["count"] == 1 and qlora["parallel"] == "ddp"
+    big = fit_json(run, "--model", "llama-2-7b", "--stage", "finetune", "--gpu", "h100")
+    counts = {o["method"]: o["count"] for o in big["options"]}
+    assert counts == {"full": 1, "lora": 1, "qlora": 1}
+
+
+def test_training_beyond_one_card_shards_with_zero3(run: Run) -> None:
+    data = fit_json(
+        run, "--model", "llama-2-13b", "--stage", "finetune", "--method", "full",
+        "--gpu", "h100-sxm5-80gb",
+    )  # fmt: skip
+    (option,) = data["options"]
+    assert option["count"] == 2 and option["parallel"] == "zero3"
+    alone = fit_json(
+        run, "--model", "llama-2-13b", "--stage", "finetune", "--method", "full",
+        "--gpu", "h100-sxm5-80gb", "--parallel", "ddp",
+    )  # fmt: skip
+    assert alone["options"][0]["count"] is None  # DDP keeps a whole copy on every card
+
+
+def test_default_cards_are_the_current_ones(run: Run) -> None:
+    data = fit_json(run, "--model", "llama-2-7b", "--quant", "bf16")
+    gpus = {o["gpu"] for o in data["options"]}
+    assert {"rtx4090", "rtx5090", "h100-sxm5-80gb", "b200"} <= gpus
+    assert not {"rtx3090", "a100-sxm4-80gb", "v100-sxm2-16gb"} & gpus
+    everything = fit_json(run, "--model", "llama-2-7b", "--quant", "bf16", "--all")
+    assert {"rtx3090", "a100-sxm4-80gb"} <= {o["gpu"] for o in everything["options"]}
+    nvidia = fit_json(run, "--model", "llama-2-7b", "--quant", "bf16", "--vendor", "apple")
+    assert all(o["gpu"].startswith("m") for o in nvidia["options"])
+
+
+def test_fit_table(run: Run) -> None:
+    """Header, breakdown and one row per card, in plain text."""
+    result = run(
+        "fit", "--model", "llama-2-70b", "--gpu", "rtx4090", "--gpu", "h100-sxm5-80gb",
+        "--quant", "bf16", "--quant", "q4_k_m",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("llama-2-70b: 68,976,648,192 parameters · llama, 80 layers")
+    assert lines[2] == (
+        "inference · batch 1, context 4,096 tokens · KV cache bf16 · tensor parallel, up to 8 "
+        "cards of the cards asked"
+    )
+    rows = [line for line in lines if line.startswith(("h100-sxm5-80gb", "rtx4090"))]
+    assert [row.split("│")[0].strip() for row in rows] == ["h100-sxm5-80gb", "rtx4090"]
+    assert "2x 87% +10.0" in rows[0] and "1x 54% +35.1" in rows[0]
+    assert "8x 76% +5.3" in rows[1] and "2x 96%! +0.8" in rows[1]
+
+
+def test_one_configuration_in_detail(run: Run) -> None:
+    result = run("fit", "--model", "llama-2-7b", "--gpu", "rtx4090", "--count", "1")
+    assert result.exit_code == 0, result.stderr
+    assert "on 1 x NVIDIA GeForce RTX 4090 (24.0 GiB each):" in result.stdout
+    row = next(
+        line for line in result.stdout.splitlines() if line.startswith("bf16 ") and "yes" in line
+    )
+    assert row.split("│")[1:] == [
+        " 14.93 GiB ",
+        " 21.94 GiB ",
+        "  7.01 GiB ",
+        " yes  ",
+        "           4,096 ",
+        "     3",
+    ]
+
+
+def test_sort_by_price(run: Run) -> None:
+    data = fit_json(
+        run, "--model", "llama-2-7b", "--gpu", "l4", "--gpu", "h100-pcie-80gb", "--gpu", "t4",
+        "--quant", "bf16",
+    )  # fmt: skip
+    prices = {o["gpu"]: o["price_per_hour"] for o in data["options"]}
+    assert prices == {"l4": 0.7992, "h100-pcie-80gb": 2.86, "t4": 1.1808}  # t4: 2 x 0.5904
+    result = run(
+        "fit", "--model", "llama-2-7b", "--gpu", "h100-pcie-80gb", "--gpu", "t4", "--gpu",
+        "l4", "--quant", "bf16", "--sort", "price",
+    )  # fmt: skip
+    order = [
+        line.split("│")[0].strip()
+        for line in result.stdout.splitlines()
+        if line.startswith(("l4 ", "t4 ", "h100"))
+    ]
+    assert order == ["l4", "t4", "h100-pcie-80gb"]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--model", "lama-2-7b"], 1, "error: unknown model 'lama-2-7b'; did you mean"),
+        (["--model", "llama-2-7b", "--gpu", "rtx4900"], 1, "error: unknown GPU 'rtx4900'"),
+        (["--model", "llama-2-7b", "--batch", "0"], 2, "error: batch must be at least 1, got 0"),
+        (
+            ["--model", "llama-2-7b", "--method", "lora"],
+            2,
+            "error: --method lora is a fine-tuning method; inference has none",
+        ),
+        (
+            ["--model", "llama-2-7b", "--seq", "8192"],
+            2,
+            "error: a context of 8,192 tokens exceeds the model's maximum of 4,096; pass "
+            "--allow-longer-context to size it anyway",
+        ),
+        (
+            ["--model", "llama-2-7b", "--gpu", "rtx4090", "--count", "3"],
+            2,
+            "error: tensor parallelism over 3 GPUs needs the count to divide 32 attention and "
+            "32 KV heads; valid counts: 1, 2, 4, 8, 16",
+        ),
+        (["--model", "llama-2-7b", "--max-gpus", "0"], 2, "error: max-gpus must be at least 1"),
+        (["--model", "llama-2-7b", "--count", "0"], 2, "error: count must be at least 1, got 0"),
+        (
+            ["--model", "llama-2-7b", "--stage", "pretrain", "--quant", "int4"],
+            2,
+            "error: --quant applies to inference and to the QLoRA base",
+        ),
+    ],
+)
+def test_fit_errors(run: Run, args: list[str], code: int, message: str) -> None:
+    """One line on stderr, nothing on stdout, the documented exit code."""
+    result = run("fit", *args)
+    assert result.exit_code == code
+    assert result.stdout == ""
+    assert result.stderr.startswith(message)
+    assert result.stderr.count("\n") == 1
+
+
+def test_which_models_on_a_4090(run: Run) -> None:
+    result = run("which-models", "--gpu", "rtx4090", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert list(data) == ["gpu", "count", "stage", "models"]
+    assert (data["gpu"], data["count"], data["stage"]) == ("rtx4090", 1, "inference")
+    models = {m["model"]: m for m in data["models"]}
+    assert list(models["llama-2-7b"]) == MODEL_KEYS
+    assert models["llama-2-7b"]["quant"] == "bf16" and models["llama-2-7b"]["fits"] is True
+    assert models["llama-2-7b"]["max_context"] == 4096
+    assert models["llama-2-13b"]["quant"] == "q8_0"
+    assert "llama-2-70b" not in models  # without --all only what fits
+    families = [m["family"] for m in data["models"]]
+    assert families == sorted(families)
+    everything = run("which-models", "--gpu", "rtx4090", "--all", "--json")
+    allmodels = {m["model"]: m for m in json.loads(everything.stdout)["models"]}
+    seventy = allmodels["llama-2-70b"]
+    assert seventy["fits"] is False and seventy["quant"] is None
+    assert seventy["headroom_bytes"] < 0
+
+
+def test_which_models_table_and_count(run: Run) -> None:
+    result = run("which-models", "--gpu", "h100-sxm5-80gb", "--count", "2", "--family", "llama-2")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "2 x NVIDIA H100 SXM5 80GB: 80.0 GiB per card · inference"
+    seventy = next(line for line in lines if "llama-2-70b" in line)
+    assert seventy.split("│")[3].strip() == "bf16"
+    assert lines[-1] == "3 of 3 models fit."
+
+
+def test_which_models_fine_tuning_lists_methods(run: Run) -> None:
+    result = run(
+        "which-models", "--gpu", "rtx4090", "--stage", "finetune", "--family", "llama-3.2",
+        "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    models = {m["model"]: m for m in json.loads(result.stdout)["models"]}
+    assert models["llama-3.2-1b"]["fitting_levels"] == ["full", "lora", "qlora"]
+    assert models["llama-3.2-1b"]["method"] == "full"
+
+
+def test_which_models_context_beyond_a_models_maximum(run: Run) -> None:
+    result = run(
+        "which-models", "--gpu", "h100", "--family", "llama-2", "--context", "8192", "--all",
+        "--json",
+    )  # fmt: skip
+    models = json.loads(result.stdout)["models"]
+    assert {m["reason"] for m in models} == {"context 8,192 beyond its maximum 4,096"}
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--gpu", "rtx4900"], 1, "error: unknown GPU 'rtx4900'; did you mean"),
+        (["--gpu", "rtx4090", "--count", "0"], 2, "error: count must be at least 1, got 0"),
+        (
+            ["--gpu", "rtx4090", "--method", "lora"],
+            2,
+            "error: --method lora is a fine-tuning method; inference has none",
+        ),
+        (["--gpu", "rtx4090", "--family", "lama"], 1, "error: unknown family 'lama'"),
+    ],
+)
+def test_which_models_errors(run: Run, args: list[str], code: int, message: str) -> None:
+    result = run("which-models", *args)
+    assert result.exit_code == code
+    assert result.stdout == ""
+    assert result.stderr.startswith(message)
+
+
+def test_help_loads_neither_the_orm_nor_the_estimator() -> None:
+    """`advisor --help` stays fast: the catalog and the estimator load on use."""
+    code = (
+        "import sys, io, contextlib\n"
+        "from advisor.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()): main(['--help'])\n"
+        "print(sorted(m for m in ('sqlmodel', 'sqlalchemy', 'advisor.estimator', "
+        "'advisor.fit', 'catalog.queries') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out == "[]\n"
