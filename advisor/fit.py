@@ -85,19 +85,14 @@ class Option:
     estimate: Estimate  # at `count`, or at the largest valid count when nothing fits
     max_context: int | None  # longest context (inference: at batch 1) that fits on `count` cards
     max_batch: int | None  # most sequences at the workload's context that fit on `count` cards
+    # The tensors' peak per card (what `torch.cuda.max_memory_allocated()` reports) and the
+    # runtime overhead charged on each card, both from `estimate`.
+    per_gpu_bytes: int
+    overhead_bytes: int
 
     @property
     def fits(self) -> bool:
         return self.count is not None
-
-    @property
-    def per_gpu_bytes(self) -> int:
-        """The tensors' peak per card: what `torch.cuda.max_memory_allocated()` reports."""
-        return self.estimate.tensor_bytes
-
-    @property
-    def overhead_bytes(self) -> int:
-        return self.estimate.components["runtime_overhead"]
 
     @property
     def usable_bytes_per_gpu(self) -> int:
@@ -173,6 +168,25 @@ class _Sized:
         self.context_ceiling = ceiling
         self._estimates: dict[tuple[int, int, int], Estimate] = {}
         self._searches: dict[tuple[str, int, int], int | None] = {}
+        self._split: dict[int, tuple[int, int]] = {}
+
+    def option(self, card: Card, count: int | None, shown: Estimate) -> Option:
+        """`card` at this level: `count` cards (None: none fit), sized by `shown`."""
+        split = self._split.get(id(shown))
+        if split is None:
+            overhead = shown.components["runtime_overhead"]
+            split = self._split[id(shown)] = (shown.per_gpu_bytes - overhead, overhead)
+        capacity = card.capacity_bytes
+        return Option(
+            card=card,
+            level=self.level,
+            count=count,
+            estimate=shown,
+            max_context=None if count is None else self.longest_context(count, capacity),
+            max_batch=None if count is None else self.largest_batch(count, capacity),
+            per_gpu_bytes=split[0],
+            overhead_bytes=split[1],
+        )
 
     def at(self, gpus: int, *, seq: int | None = None, batch: int | None = None) -> Estimate:
         w = self.level.workload
@@ -321,16 +335,7 @@ def plan(
                     found = n
                     break
             shown = sized.at(found if found is not None else tried[-1])
-            options.append(
-                Option(
-                    card=card,
-                    level=level,
-                    count=found,
-                    estimate=shown,
-                    max_context=None if found is None else sized.longest_context(found, capacity),
-                    max_batch=None if found is None else sized.largest_batch(found, capacity),
-                )
-            )
+            options.append(sized.option(card, found, shown))
     breakdowns = tuple(planner.level(level).at(count or 1) for level in levels)
     return Plan(
         arch=arch,
@@ -399,7 +404,6 @@ def best_level(
     maximum, a count its strategy cannot split over) comes back with a `reason`.
     """
     first = levels[0].workload
-    params = count_params(arch).total
     parallel, reason = _strategy_for(arch, first, count)
     if not reason and first.stage is Stage.inference:
         try:
@@ -410,7 +414,7 @@ def best_level(
         return ModelFit(
             name=name,
             arch=arch,
-            params=params,
+            params=count_params(arch).total,
             best=None,
             closest=None,
             fitting_levels=(),
@@ -431,23 +435,17 @@ def best_level(
         sized = planner.level(level)
         shown = sized.at(count)
         fits = shown.per_gpu_bytes <= capacity
-        last = Option(
-            card=card,
-            level=level,
-            count=count if fits else None,
-            estimate=shown,
-            max_context=sized.longest_context(count, capacity) if fits else None,
-            max_batch=sized.largest_batch(count, capacity) if fits else None,
-        )
+        last = sized.option(card, count if fits else None, shown)
         if fits:
             fitting.append(level.label)
             best = best or last
             if not all_levels:
                 break
+    assert last is not None
     return ModelFit(
         name=name,
         arch=arch,
-        params=params,
+        params=last.estimate.params,
         best=best,
         closest=best or last,
         fitting_levels=tuple(fitting),

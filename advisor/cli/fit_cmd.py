@@ -265,8 +265,17 @@ def _number(value: int, units: Units) -> str:
     return format_size(value, units).split()[0]
 
 
-def option_json(option: Option) -> dict[str, Any]:
+def option_json(
+    option: Option, components: dict[int, dict[str, int]] | None = None
+) -> dict[str, Any]:
+    """One option as `fit --json` prints it; `components` caches each estimate's terms (many
+    cards share an estimate)."""
     w = option.estimate.workload
+    if components is None:
+        components = {}
+    terms = components.get(id(option.estimate))
+    if terms is None:
+        terms = components[id(option.estimate)] = option.estimate.components
     return {
         "gpu": option.card.slug,
         "quant": option.level.quant,
@@ -282,7 +291,7 @@ def option_json(option: Option) -> dict[str, Any]:
         "gpus_sized": option.estimate.gpus,
         "parallel": w.strategy.value,
         "overhead_bytes": option.overhead_bytes,
-        "components": option.estimate.components,
+        "components": terms,
     }
 
 
@@ -433,6 +442,7 @@ def fit_json(slug: str, params: int, result: Plan) -> dict[str, Any]:
     from advisor.cli.estimate_cmd import workload_json
 
     first = result.levels[0].workload
+    shared_terms: dict[int, dict[str, int]] = {}
     workload = workload_json(first)
     workload.pop("quant")
     workload.pop("method")
@@ -446,7 +456,7 @@ def fit_json(slug: str, params: int, result: Plan) -> dict[str, Any]:
         "params": params,
         "stage": first.stage.value,
         "workload": workload,
-        "options": [option_json(o) for o in result.options],
+        "options": [option_json(o, shared_terms) for o in result.options],
     }
 
 
