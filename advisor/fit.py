@@ -170,8 +170,11 @@ class _Sized:
         self._searches: dict[tuple[str, int, int], int | None] = {}
         self._split: dict[int, tuple[int, int]] = {}
 
-    def option(self, card: Card, count: int | None, shown: Estimate) -> Option:
-        """`card` at this level: `count` cards (None: none fit), sized by `shown`."""
+    def option(
+        self, card: Card, count: int | None, shown: Estimate, *, batch: bool = True
+    ) -> Option:
+        """`card` at this level: `count` cards (None: none fit), sized by `shown`; the largest
+        batch is searched only with `batch`."""
         split = self._split.get(id(shown))
         if split is None:
             overhead = shown.components["runtime_overhead"]
@@ -183,7 +186,7 @@ class _Sized:
             count=count,
             estimate=shown,
             max_context=None if count is None else self.longest_context(count, capacity),
-            max_batch=None if count is None else self.largest_batch(count, capacity),
+            max_batch=None if count is None or not batch else self.largest_batch(count, capacity),
             per_gpu_bytes=split[0],
             overhead_bytes=split[1],
         )
@@ -395,13 +398,16 @@ def best_level(
     *,
     all_levels: bool = False,
     allow_longer_context: bool = False,
+    with_batch: bool = False,
     overhead: RuntimeOverhead | None = None,
 ) -> ModelFit:
     """The highest level of `levels` (ordered best first) that fits on `count` cards.
 
     With `all_levels`, every level is tried, so that `fitting_levels` lists all that fit
-    (the fine-tuning methods). A model that cannot be sized at all (a context beyond its
-    maximum, a count its strategy cannot split over) comes back with a `reason`.
+    (the fine-tuning methods); `with_batch` also searches the largest batch of each fitting
+    level (left None otherwise: which-models does not show it). A model that cannot be sized
+    at all (a context beyond its maximum, a count its strategy cannot split over) comes back
+    with a `reason`.
     """
     first = levels[0].workload
     parallel, reason = _strategy_for(arch, first, count)
@@ -435,7 +441,7 @@ def best_level(
         sized = planner.level(level)
         shown = sized.at(count)
         fits = shown.per_gpu_bytes <= capacity
-        last = sized.option(card, count if fits else None, shown)
+        last = sized.option(card, count if fits else None, shown, batch=with_batch)
         if fits:
             fitting.append(level.label)
             best = best or last
