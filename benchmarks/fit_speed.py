@@ -107,7 +107,9 @@ def main() -> None:
         median_run(["catalog", "families"])  # creates and seeds the catalog, not timed
         start = time.perf_counter()
         build_large(large)
-        print(f"built a {CARDS}-card x {MODELS}-model catalog in {time.perf_counter() - start:.1f} s")
+        print(
+            f"built a {CARDS}-card x {MODELS}-model catalog in {time.perf_counter() - start:.1f} s"
+        )
         cases = [
             ("fit --model llama-65b (current cards)", ["fit", "--model", "llama-65b"]),
             ("fit --model llama-65b --all", ["fit", "--model", "llama-65b", "--all"]),
