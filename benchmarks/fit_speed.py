@@ -27,11 +27,11 @@ def timed_import() -> float:
     start = time.perf_counter()
     import rich.table  # noqa: F401
 
-    import advisor.cli  # noqa: F401
-    import advisor.cli.fit_cmd  # noqa: F401
-    import advisor.cli.which_models_cmd  # noqa: F401
+    import advisor.cli
+    import advisor.cli.fit_cmd
+    import advisor.cli.which_models_cmd
     import advisor.fit  # noqa: F401
-    import catalog.queries  # noqa: F401
+    import catalog.queries
     import catalog.session  # noqa: F401
 
     return time.perf_counter() - start
