@@ -395,6 +395,7 @@ _OPTION_KEYS: dict[ModelType, tuple[str, ...]] = {
         "bias",
         "multi_query",
         "num_ln_in_parallel_attn",
+        "alibi",
     ),
     ModelType.deepseek_v3: ("topk_method",),
 }
@@ -411,6 +412,7 @@ _DEFAULT_OPTIONS: dict[str, Any] = {
     "parallel_attn": True,
     "bias": False,
     "multi_query": True,
+    "alibi": False,
     "num_ln_in_parallel_attn": None,
     "topk_method": "noaux_tc",
 }

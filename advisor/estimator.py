@@ -5,9 +5,10 @@ Pure: no CLI, rendering or database imports. `estimate(arch, workload)` returns 
 
 What the numbers mean: everything except `runtime_overhead` is what
 `torch.cuda.max_memory_allocated()` reports for a Hugging Face transformers model on PyTorch
-eager with SDPA attention (the mechanisms below were read off traced allocations; see
-docs/estimates.md). Training memory peaks at one of three moments and the estimate takes the
-largest, reporting what is alive at that moment:
+eager with SDPA attention where transformers offers it (Gemma-2 runs eager attention, Falcon's
+multi-query layout PyTorch's math SDPA kernel; the mechanisms were read off traced
+allocations; see docs/estimates.md). Training memory peaks at one of these moments and the
+estimate takes the largest, reporting what is alive at that moment:
 
 - start of backward: saved activations of every layer, the logits and the loss's buffers;
 - end of backward: every gradient, plus the tied embedding's gradient being accumulated;
@@ -17,8 +18,9 @@ largest, reporting what is alive at that moment:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from types import MappingProxyType
 
 from advisor.arch import MOE_TYPES, Architecture, ParamCount, count_params
@@ -74,6 +76,10 @@ KV_BYTES_PER_ELEMENT: Mapping[KVDtype, float] = MappingProxyType(
     }
 )
 
+# Terms' bytes per GPU in COMPONENTS order without the runtime overhead, the peak moment, and
+# the builder of their explanation (called only when `Estimate.terms` is read).
+_Result = tuple[tuple[int, int, int, int, int, int, int], str, Callable[[], list["Term"]]]
+
 COMPONENTS = (
     "weights",
     "kv_cache",
@@ -103,6 +109,9 @@ class RuntimeOverhead:
         return self.cuda_context_bytes + math.ceil(tensor_bytes * self.allocator_reserve_fraction)
 
 
+_DEFAULT_OVERHEAD = RuntimeOverhead()
+
+
 @dataclass(frozen=True)
 class Term:
     """One component at the peak: its bytes per GPU, and how they were computed."""
@@ -115,23 +124,30 @@ class Term:
 
 @dataclass(frozen=True)
 class Estimate:
+    """The peak per GPU. The bytes are computed when the estimate is made; the explanation of
+    each term (`terms`: formula and inputs) is built only when it is first read, so sweeps that
+    read only `per_gpu_bytes` and `components` never pay for it."""
+
     workload: Workload
     params: int
     gpus: int
     peak_moment: str
-    terms: tuple[Term, ...]
     rule_of_thumb_bytes: int
+    per_gpu_bytes: int
+    # Bytes per GPU in COMPONENTS order, and the builder of their explanation.
+    component_bytes: tuple[int, ...] = field(repr=False)
+    _explain: Callable[[], tuple[Term, ...]] = field(repr=False, compare=False)
     valid_gpu_counts: tuple[int, ...] | None = None
     notes: tuple[str, ...] = field(default=())
 
     @property
     def components(self) -> dict[str, int]:
-        found = {t.name: t.bytes for t in self.terms}
-        return {name: found.get(name, 0) for name in COMPONENTS}
+        return dict(zip(COMPONENTS, self.component_bytes, strict=True))
 
-    @property
-    def per_gpu_bytes(self) -> int:
-        return sum(t.bytes for t in self.terms)
+    @cached_property
+    def terms(self) -> tuple[Term, ...]:
+        """Each present term with its formula and inputs; their bytes are `components`."""
+        return self._explain()
 
     @property
     def total_bytes(self) -> int:
@@ -140,7 +156,7 @@ class Estimate:
     @property
     def tensor_bytes(self) -> int:
         """What `max_memory_allocated()` would report: everything but the runtime overhead."""
-        return self.per_gpu_bytes - self.components["runtime_overhead"]
+        return self.per_gpu_bytes - self.component_bytes[-1]
 
 
 # --- the architecture as the estimator sees it -------------------------------------------------
@@ -186,6 +202,25 @@ _MLP_INFERENCE_LIVE = {
 INFERENCE_HIDDEN_LIVE = 4
 INFERENCE_HIDDEN_LIVE_LAYERNORM = 5
 _LEARNED_POSITIONS = frozenset({ModelType.gpt2, ModelType.opt})
+# Gemma-2 has no SDPA path in transformers (its attention-logit soft-capping is no SDPA option;
+# `from_config(attn_implementation="sdpa")` refuses it), so it runs `eager_attention_forward`,
+# which materializes the batch x heads x seq x seq scores.
+_EAGER_ATTENTION = frozenset({ModelType.gemma2})
+# Gemma's RMSNorm multiplies by (1 + weight) in fp32 before casting back, so the normalized
+# tensor it saves for the weight's gradient is fp32 (transformers `GemmaRMSNorm`).
+_FP32_NORM = frozenset({ModelType.gemma, ModelType.gemma2, ModelType.gemma3_text})
+# Bytes per batch x head x seq^2 alive at the attention peak of an eager forward: the scores
+# in the compute dtype, and softmax(dtype=float32)'s fp32 copy of its input and fp32 output
+# (the copy is skipped when the scores are already fp32).
+EAGER_SOFTMAX_FP32_BYTES = 4
+# PyTorch's math SDPA kernel upcasts 16-bit queries, keys and values to fp32
+# (`_scaled_dot_product_attention_math`, `allow_fp16_bf16_reduction_math_sdp` off by default)
+# and holds the fp32 scores and their fp32 softmax: bytes per batch x head x seq^2.
+MATH_SDPA_SCORE_BYTES = 2 * FP32_BYTES
+# A boolean mask is 1 byte per element; SDPA's math kernel adds it as an fp32 additive mask.
+BOOL_BYTES = 1
+# Gemma-2 alternates full and sliding-window layers and builds one additive mask for each kind.
+EAGER_MASKS = 2
 
 
 def _mlp_kind(t: ModelType) -> str:
@@ -222,8 +257,18 @@ class _Shape:
     rope: bool
     norms_per_layer: int
     qk_norm: bool
+    learned_positions: bool
+    attention: str  # "sdpa", "eager" or "math": the attention path transformers takes
+    softcap: bool  # attention and final logits soft-capped (Gemma-2)
+    fp32_norm: bool  # RMSNorm scales in fp32 and keeps the fp32 normalized tensor (Gemma)
+    alibi: bool  # ALiBi biases folded into a per-head float mask (Falcon-RW)
+    always_mask: bool  # a causal mask is built even when none is needed (Falcon)
+    sliding_window: int | None
+    sliding_layers: int  # layers attending within the sliding window
+    fused_qkv: bool  # q, k and v are views of one fused projection output (Phi-3)
     kv_cache_per_token_layer: int  # elements of K and V cached per token per layer
     counts: ParamCount
+    params: int  # counts.total, read on every estimate
     largest_tensor: int
     linear_params: int
     lora_dims: Mapping[str, tuple[int, int]]
@@ -278,6 +323,18 @@ def _compute_shape(arch: Architecture) -> _Shape:
         kv_dim = q_dim
     else:
         kv_cache = 2 * kv_dim
+    attention = "eager" if t in _EAGER_ATTENTION else "sdpa"
+    alibi = False
+    if t is ModelType.falcon:
+        alibi = bool(arch.option("alibi", False))
+        if arch.option("new_decoder_architecture", False):
+            # Falcon's new decoder layout broadcasts its KV heads to every query head before
+            # caching them (modeling_falcon `_split_heads`, `num_kv_heads = num_heads`).
+            kv_cache = 2 * q_dim
+        elif arch.num_key_value_heads < arch.num_attention_heads:
+            # Multi-query keys and values reach SDPA with one head and no `enable_gqa`: no
+            # fused kernel takes that, so PyTorch runs its math kernel.
+            attention = "math"
     moe = t in MOE_TYPES
     expert_ffn = arch.moe_intermediate_size or arch.intermediate_size
     shared_ffn = expert_ffn * (arch.n_shared_experts or 0)
@@ -314,11 +371,25 @@ def _compute_shape(arch: Architecture) -> _Shape:
         dense_layers=(arch.first_k_dense_replace or 0) if moe else arch.num_hidden_layers,
         mlp_kind=_mlp_kind(t),
         layernorm=t in _LAYERNORM,
-        rope=t not in _NO_ROPE,
+        rope=t not in _NO_ROPE and not alibi,  # ALiBi replaces rotary embeddings
         norms_per_layer=norms,
         qk_norm=t in (ModelType.qwen3, ModelType.qwen3_moe, ModelType.gemma3_text),
+        learned_positions=t in _LEARNED_POSITIONS,
+        attention=attention,
+        softcap=t is ModelType.gemma2,
+        fp32_norm=t in _FP32_NORM,
+        alibi=alibi,
+        always_mask=t is ModelType.falcon,
+        sliding_window=arch.sliding_window,
+        sliding_layers=(
+            0
+            if arch.sliding_window is None
+            else (arch.num_sliding_layers or arch.num_hidden_layers)
+        ),
+        fused_qkv=t is ModelType.phi3,
         kv_cache_per_token_layer=kv_cache,
         counts=counts,
+        params=counts.total,
         largest_tensor=largest,
         linear_params=linear,
         lora_dims=MappingProxyType(lora_dims),
@@ -348,15 +419,22 @@ class _Bytes:
     residual: int  # bytes per element of the residual stream
 
 
-def _precision_bytes(p: Precision) -> _Bytes:
-    if p is Precision.fp32:
-        return _Bytes(4, 4, 4, 4, 0, 4)
-    if p in (Precision.bf16, Precision.fp16):
-        return _Bytes(2, 2, 2, 2, 0, 2)
-    if p is Precision.fp8:
+_PRECISION_BYTES: Mapping[Precision, _Bytes] = MappingProxyType(
+    {
+        Precision.fp32: _Bytes(4, 4, 4, 4, 0, 4),
+        Precision.bf16: _Bytes(2, 2, 2, 2, 0, 2),
+        Precision.fp16: _Bytes(2, 2, 2, 2, 0, 2),
         # fp32 master weights and states; FP8 working copies of the weights (TransformerEngine).
-        return _Bytes(4, 2, 4, 4, 1, 4)
-    return _Bytes(4, 2, 4, 4, 2, 4)  # mixed: fp32 model, autocast's 16-bit copies
+        Precision.fp8: _Bytes(4, 2, 4, 4, 1, 4),
+        # mixed: fp32 model, autocast's 16-bit copies
+        Precision.mixed_bf16: _Bytes(4, 2, 4, 4, 2, 4),
+        Precision.mixed_fp16: _Bytes(4, 2, 4, 4, 2, 4),
+    }
+)
+
+
+def _precision_bytes(p: Precision) -> _Bytes:
+    return _PRECISION_BYTES[p]
 
 
 # Bits of the rule of thumb's classes: a format counts as 4-bit below 6 bits per weight and as
@@ -396,7 +474,7 @@ def rule_of_thumb(params: int, workload: Workload, *, activations_per_sample: in
 
 def _weight_bytes(s: _Shape, workload: Workload, default_bytes: float) -> int:
     fmt = workload.weight_format
-    total = s.counts.total
+    total = s.params
     if fmt is None:
         return math.ceil(total * default_bytes)
     if fmt.scope == "all":
@@ -421,17 +499,44 @@ def _cached_tokens(arch: Architecture, seq: int) -> int:
     return arch.num_hidden_layers * seq
 
 
-def _inference_terms(
-    arch: Architecture, s: _Shape, w: Workload, shard: _Shard
-) -> tuple[list[Term], str]:
-    b = _precision_bytes(w.precision)
-    c = 2 if w.precision in (Precision.fp8,) or b.compute == 2 else b.compute
+def _scores_live(s: _Shape, score_elements: int, c: int) -> int:
+    """Bytes of the seq x seq attention tensors alive at an inference attention peak."""
+    if s.attention == "eager":
+        upcast = EAGER_SOFTMAX_FP32_BYTES if c != FP32_BYTES else 0
+        return _round(score_elements * c) + _round(score_elements * (upcast + FP32_BYTES))
+    if s.attention == "math":
+        # the fp32 scores and softmax, and the boolean mask added as an fp32 one
+        mask = _round(score_elements // s.heads * FP32_BYTES) if s.always_mask else 0
+        return 2 * _round(score_elements * FP32_BYTES) + mask
+    return 0
+
+
+def _model_masks(s: _Shape, batch: int, seq: int, c: int) -> int:
+    """Masks the model builds once per forward, batch x (heads x) seq x seq."""
+    total = 0
+    sliding = s.sliding_window is not None and seq >= s.sliding_window
+    if s.always_mask or (sliding and s.attention == "sdpa"):
+        # Falcon's materialized causal mask; a sliding window's boolean mask once the context
+        # reaches the window (SDPA's is_causal cannot express it).
+        total += _round(batch * seq * seq * BOOL_BYTES)
+    if s.alibi:
+        # ALiBi: the causal mask rebuilt as a float mask per head with the biases folded in.
+        total += _round(batch * s.heads * seq * seq * c)
+    if s.attention == "eager":
+        # Gemma-2's full and sliding-window additive masks, in the compute dtype.
+        total += EAGER_MASKS * _round(batch * seq * seq * c)
+    return total
+
+
+def _inference_terms(arch: Architecture, s: _Shape, w: Workload, shard: _Shard) -> _Result:
+    b = _PRECISION_BYTES[w.precision]
+    c = 2 if w.precision is Precision.fp8 or b.compute == 2 else b.compute
     default_weight = 1.0 if w.precision is Precision.fp8 else b.weight
-    weights = _weight_bytes(s, w, default_weight)
-    n = w.tokens
+    weights = shard.weights(_weight_bytes(s, w, default_weight))
+    n = w.batch * w.seq
     kv_elem = _kv_element_bytes(w, c)
     cached = _cached_tokens(arch, w.seq)
-    kv = math.ceil(w.batch * cached * s.kv_cache_per_token_layer * kv_elem)
+    kv = shard.kv(math.ceil(w.batch * cached * s.kv_cache_per_token_layer * kv_elem))
     ffn_live = (
         s.experts_per_tok * (4 * s.expert_ffn + s.hidden)
         if s.moe
@@ -439,50 +544,66 @@ def _inference_terms(
     )
     attn_live = 2 * s.q_dim + s.kv_cache_per_token_layer
     live = max(ffn_live, attn_live)
+    scores = _scores_live(s, w.batch * s.heads * w.seq * w.seq, c)
+    masks = _model_masks(s, w.batch, w.seq, c)
     hidden = (INFERENCE_HIDDEN_LIVE_LAYERNORM if s.layernorm else INFERENCE_HIDDEN_LIVE) * s.hidden
-    act = _round(n * live * c / shard.tp) + _round(n * hidden * c)
+    layer_peak = max(_round(n * ffn_live * c), _round(n * attn_live * c) + scores)
+    act = math.ceil(layer_peak / shard.tp) + _round(n * hidden * c) + masks
     if s.rope:
         act += 2 * _round(w.seq * s.head_dim * c)  # the rotary cos and sin tables
-    if arch.model_type in _LEARNED_POSITIONS:
+    if s.learned_positions:
         act += _round(w.seq * s.hidden * c)  # the position embeddings of the context
     logits = _round(w.batch * s.vocab * c) + _round(w.batch * s.vocab * FP32_BYTES)
-    terms = [
-        Term(
-            "weights",
-            shard.weights(weights),
-            "params x bytes per weight" + (" (linear layers quantized)" if w.weight_format else ""),
-            {
-                "params": s.counts.total,
-                "bytes_per_weight": (
-                    w.weight_format.bits_per_weight / 8 if w.weight_format else default_weight
-                ),
-            },
-        ),
-        Term(
-            "kv_cache",
-            shard.kv(kv),
-            "batch x cached tokens summed over layers x (K + V elements per token) x bytes",
-            {
-                "batch": w.batch,
-                "cached_tokens": cached,
-                "kv_elements_per_token": s.kv_cache_per_token_layer,
-                "bytes": kv_elem,
-            },
-        ),
-        Term(
-            "activations",
-            act,
-            "tokens x (largest live MLP/attention intermediates + 4 hidden states) x bytes",
-            {"tokens": n, "live_per_token": live, "hidden": s.hidden, "bytes": c},
-        ),
-        Term(
-            "logits",
-            logits,
-            "batch x vocab x (bytes + 4): last position's logits and their fp32 copy",
-            {"batch": w.batch, "vocab": s.vocab},
-        ),
-    ]
-    return terms, "forward pass over the context"
+
+    def explain() -> list[Term]:
+        return [
+            Term(
+                "weights",
+                weights,
+                "params x bytes per weight"
+                + (" (linear layers quantized)" if w.weight_format else ""),
+                {
+                    "params": s.params,
+                    "bytes_per_weight": (
+                        w.weight_format.bits_per_weight / 8 if w.weight_format else default_weight
+                    ),
+                },
+            ),
+            Term(
+                "kv_cache",
+                kv,
+                "batch x cached tokens summed over layers x (K + V elements per token) x bytes",
+                {
+                    "batch": w.batch,
+                    "cached_tokens": cached,
+                    "kv_elements_per_token": s.kv_cache_per_token_layer,
+                    "bytes": kv_elem,
+                },
+            ),
+            Term(
+                "activations",
+                act,
+                "the larger of the MLP peak and the attention peak (its seq x seq scores"
+                " on eager/math paths) + 4 hidden states per token + the model's masks",
+                {
+                    "tokens": n,
+                    "live_per_token": live,
+                    "attention_path": s.attention,
+                    "scores": scores,
+                    "masks": masks,
+                    "hidden": s.hidden,
+                    "bytes": c,
+                },
+            ),
+            Term(
+                "logits",
+                logits,
+                "batch x vocab x (bytes + 4): last position's logits and their fp32 copy",
+                {"batch": w.batch, "vocab": s.vocab},
+            ),
+        ]
+
+    return (weights, kv, act, logits, 0, 0, 0), "forward pass over the context", explain
 
 
 # --- training -------------------------------------------------------------------------------
@@ -511,7 +632,7 @@ def _trainable(s: _Shape, w: Workload) -> _Trainable:
         # The output head trains with the top layers (and so does a tied embedding).
         head = s.counts.output_head + s.counts.final_norm
         return _Trainable(per_layer * n + head, 0, n, False)
-    return _Trainable(s.counts.total, 0, s.layers, True)
+    return _Trainable(s.params, 0, s.layers, True)
 
 
 def _norm_saved(s: _Shape, b: _Bytes, consumers: int, frozen: bool) -> float:
@@ -522,27 +643,61 @@ def _norm_saved(s: _Shape, b: _Bytes, consumers: int, frozen: bool) -> float:
         return h * b.residual + 2 * FP32_BYTES + (0 if frozen else out)
     # RMSNorm as transformers writes it: an fp32 copy of the input, the rsqrt, the normalized
     # tensor cast back (kept for the weight's gradient) and the weighted output.
-    normalized = h * (FP32_BYTES if b.cast else b.compute)
+    normalized = h * (FP32_BYTES if b.cast or s.fp32_norm else b.compute)
     out = consumers * h * b.compute if b.cast else h * b.compute
+    if consumers == 0:
+        out = 0  # Gemma-2/3's post-norms feed the residual add, which saves nothing
     if frozen:
         return h * FP32_BYTES + FP32_BYTES
     return h * FP32_BYTES + FP32_BYTES + normalized + out
 
 
-def _layer_saved(s: _Shape, b: _Bytes, w: Workload) -> tuple[float, float]:
-    """(bytes per token, bytes per batch x seq^2) one layer saves for backward."""
+def _masked_layers(s: _Shape, w: Workload, layers: int) -> int:
+    """Layers whose attention gets a mask tensor: every one with a padding mask or in Falcon
+    (which always builds its causal mask); otherwise the sliding-window layers once the
+    context reaches the window (transformers' `_ignore_causal_mask_sdpa` cannot then fall back
+    on SDPA's is_causal)."""
+    if w.with_attention_mask or s.always_mask:
+        return layers
+    if s.sliding_window and w.seq >= s.sliding_window:
+        return min(s.sliding_layers, layers)
+    return 0
+
+
+def _layer_saved(s: _Shape, b: _Bytes, w: Workload, mask: bool) -> tuple[float, float]:
+    """(bytes per token, bytes per batch x seq^2) one layer saves for backward; `mask`: its
+    attention gets a mask tensor."""
     c = b.compute
     lora = w.method in (Method.lora, Method.qlora)
-    mask = w.with_attention_mask
     expand = mask and s.kv_heads < s.heads and not lora
     if lora:
         expand = mask and s.kv_heads < s.heads
     kv = s.q_dim if expand else s.kv_dim
-    if s.rope:
-        attn = (s.q_dim + 2 * kv) * c
+    if s.attention == "eager":
+        # q, the keys and values expanded to every head by `repeat_kv` (the matmuls save
+        # them), the output before o_proj; per head: the soft-capped logits' tanh, softmax's
+        # fp32 output and its cast back that multiplies the values.
+        kv = s.q_dim if s.kv_heads < s.heads else s.kv_dim
+        attn = (2 * s.q_dim + 2 * kv) * c
+        score = (c if s.softcap else 0) + FP32_BYTES + c
+        per_seq_sq = s.heads * score
+    elif s.attention == "math":
+        # The math kernel's fp32 copies of q, k and v, the output cast back for the dense
+        # projection; per head its fp32 softmax; the boolean mask made additive per layer.
+        attn = (s.q_dim + 2 * s.kv_dim) * FP32_BYTES + s.q_dim * c
+        per_seq_sq = s.heads * FP32_BYTES + c
     else:
-        attn = (s.q_dim + 2 * s.kv_dim) * c
-    attn += s.q_dim * c + s.heads * FP32_BYTES  # SDPA output and its log-sum-exp
+        if s.rope:
+            attn = (s.q_dim + 2 * kv) * c
+        else:
+            attn = (s.q_dim + 2 * s.kv_dim) * c
+        attn += s.q_dim * c + s.heads * FP32_BYTES  # SDPA output and its log-sum-exp
+        if s.fused_qkv:
+            # SDPA saves v, a view of the fused qkv output: its q and k parts stay alive too.
+            attn += (s.q_dim + s.kv_dim) * c
+        # the boolean mask turned into an additive one per layer (an ALiBi mask is one float
+        # tensor for the whole model, counted once)
+        per_seq_sq = c if mask and not s.alibi else 0
     if s.qk_norm:
         # Per-head RMSNorm of queries and keys (Qwen3, Gemma 3): the fp32 copies and the
         # normalized tensors cast back, and one rsqrt per head.
@@ -568,10 +723,9 @@ def _layer_saved(s: _Shape, b: _Bytes, w: Workload) -> tuple[float, float]:
         norms = (
             _norm_saved(s, b, 3, frozen=False)
             + _norm_saved(s, b, 2, frozen=False)
-            + (s.norms_per_layer - 2) * _norm_saved(s, b, 1, frozen=False)
+            + (s.norms_per_layer - 2) * _norm_saved(s, b, 0, frozen=False)
         )
         per_token = attn + mlp + norms
-    per_seq_sq = c if mask else 0  # the boolean mask turned into an additive one per layer
     return per_token, per_seq_sq
 
 
@@ -629,9 +783,7 @@ class _Shard:
         return n
 
 
-def _training_terms(
-    arch: Architecture, s: _Shape, w: Workload, shard: _Shard
-) -> tuple[list[Term], str]:
+def _training_terms(arch: Architecture, s: _Shape, w: Workload, shard: _Shard) -> _Result:
     b = _precision_bytes(w.precision)
     c = b.compute
     n = w.tokens
@@ -642,9 +794,9 @@ def _training_terms(
     if w.method is Method.qlora:
         weights = _weight_bytes(s, w, 2)
     elif lora:
-        weights = s.counts.total * 2 if b.cast else math.ceil(s.counts.total * b.weight)
+        weights = s.params * 2 if b.cast else math.ceil(s.params * b.weight)
     else:
-        weights = math.ceil(s.counts.total * b.weight)
+        weights = math.ceil(s.params * b.weight)
     weights = shard.weights(weights)
     cast = 0
     if b.cast and not lora:
@@ -669,15 +821,24 @@ def _training_terms(
     )
 
     # Activations saved for backward.
-    per_token, per_seq_sq = _layer_saved(s, b, w)
     layers = tr.layers_with_grad
+    masked = _masked_layers(s, w, layers)
+    per_token, per_seq_sq = _layer_saved(s, b, w, mask=masked > 0)
+    layer_bytes = _round(n * per_token) + _round(w.batch * w.seq * w.seq * per_seq_sq)
+    unmasked_bytes = layer_bytes
+    if 0 < masked < layers:
+        plain_token, plain_seq_sq = _layer_saved(s, b, w, mask=False)
+        unmasked_bytes = _round(n * plain_token) + _round(w.batch * w.seq * w.seq * plain_seq_sq)
     if w.grad_checkpointing:
         # Each layer keeps only its input; one layer's activations are rebuilt during backward.
         saved = layers * _round(n * s.hidden * c)
     else:
-        saved = layers * (_round(n * per_token) + _round(w.batch * w.seq * w.seq * per_seq_sq))
+        saved = masked * layer_bytes + (layers - masked) * unmasked_bytes
     final_norm = _norm_saved(s, b, 1, frozen=lora)
     saved += _round(n * final_norm)
+    if s.alibi:
+        # ALiBi's per-head float mask, saved by every layer's attention: one tensor.
+        saved += _round(w.batch * s.heads * w.seq * w.seq * c)
     if b.residual == 4 and not s.layernorm:
         saved += _round(n * s.hidden * b.residual)  # the embedding output, kept by the first norm
     saved = math.ceil(saved / shard.tp)
@@ -689,6 +850,9 @@ def _training_terms(
     held = _round(n * s.vocab * logits_dtype)
     log_softmax = _round(n * s.vocab * FP32_BYTES)
     loss_grads = 2 * _round(n * s.vocab * FP32_BYTES)
+    if s.softcap:
+        # Gemma-2 soft-caps the final logits (tanh(x / 30) x 30): tanh's output is saved.
+        log_softmax += _round(n * s.vocab * c)
 
     base = weights + adapters
     start = base + states + cast + saved + held + log_softmax + loss_grads
@@ -699,89 +863,111 @@ def _training_terms(
     end = base + states + grads + held + shard.grads(tied_accumulate)
     # Backward through the first layer: nearly every gradient exists while that layer's saved
     # (with checkpointing: recomputed) activations are still alive.
-    one_layer = math.ceil(
-        (_round(n * per_token) + _round(w.batch * w.seq * w.seq * per_seq_sq)) / shard.tp
-    )
+    one_layer = math.ceil(max(layer_bytes, unmasked_bytes) / shard.tp)
     first_layer = base + states + grads + held + one_layer
     step = base + states + grads + step_temp
 
-    moments = {
-        "start of backward": start,
-        "end of backward": end,
-        "backward of the first layer": first_layer,
-        "optimizer step": step,
-    }
-    moment = max(moments, key=lambda k: moments[k])
-    terms = [
-        Term(
-            "weights",
-            weights + (cast if moment == "start of backward" else 0),
-            "params x bytes per weight"
-            + (" + autocast's 16-bit copy of the linear weights" if cast else ""),
-            {"params": s.counts.total, "bytes_per_weight": b.weight, "cast_bytes": cast},
-        ),
-        Term(
-            "optimizer",
-            states + (step_temp if moment == "optimizer step" else 0),
-            f"{w.optimizer.value} states x trainable params x state bytes"
-            + (" + the step's temporaries" if moment == "optimizer step" else ""),
-            {"trainable": trainable, "state_bytes": state_bytes, "step_temp": step_temp},
-        ),
-        Term(
-            "adapters",
-            adapters,
-            "LoRA A and B (rank x (in + out) per target) x 4 bytes",
-            {"adapter_params": tr.adapter_params, "rank": w.lora_rank},
-        ),
-    ]
+    moment = "start of backward"
+    peak = start
+    for name, value in (
+        ("end of backward", end),
+        ("backward of the first layer", first_layer),
+        ("optimizer step", step),
+    ):
+        if value > peak:
+            moment, peak = name, value
+    weights_term = weights + (cast if moment == "start of backward" else 0)
+    optimizer_term = states + (step_temp if moment == "optimizer step" else 0)
     if moment == "start of backward":
-        terms += [
+        activations_term, logits_term, grads_term = saved, held + log_softmax + loss_grads, 0
+    else:
+        activations_term = one_layer if moment == "backward of the first layer" else 0
+        logits_term = 0 if moment == "optimizer step" else held
+        grads_term = grads + (shard.grads(tied_accumulate) if moment == "end of backward" else 0)
+
+    def explain() -> list[Term]:
+        terms = [
             Term(
-                "activations",
-                saved,
-                "layers x tokens x saved bytes per token (+ batch x seq^2 mask per layer)",
-                {
-                    "layers": layers,
-                    "tokens": n,
-                    "bytes_per_token_layer": per_token,
-                    "mask_bytes_per_seq_sq": per_seq_sq,
-                },
+                "weights",
+                weights_term,
+                "params x bytes per weight"
+                + (" + autocast's 16-bit copy of the linear weights" if cast else ""),
+                {"params": s.params, "bytes_per_weight": b.weight, "cast_bytes": cast},
             ),
             Term(
-                "logits",
-                held + log_softmax + loss_grads,
-                "tokens x vocab x (bytes + 4 log-softmax + 8 loss gradients)",
-                {"tokens": n, "vocab": s.vocab, "bytes": logits_dtype},
+                "optimizer",
+                optimizer_term,
+                f"{w.optimizer.value} states x trainable params x state bytes"
+                + (" + the step's temporaries" if moment == "optimizer step" else ""),
+                {"trainable": trainable, "state_bytes": state_bytes, "step_temp": step_temp},
+            ),
+            Term(
+                "adapters",
+                adapters,
+                "LoRA A and B (rank x (in + out) per target) x 4 bytes",
+                {"adapter_params": tr.adapter_params, "rank": w.lora_rank},
             ),
         ]
-    else:
-        terms += [
+        if moment == "start of backward":
+            return [
+                *terms,
+                Term(
+                    "activations",
+                    activations_term,
+                    "layers x tokens x saved bytes per token (+ batch x seq^2 mask per layer)",
+                    {
+                        "layers": layers,
+                        "tokens": n,
+                        "bytes_per_token_layer": per_token,
+                        "mask_bytes_per_seq_sq": per_seq_sq,
+                        "masked_layers": masked,
+                    },
+                ),
+                Term(
+                    "logits",
+                    logits_term,
+                    "tokens x vocab x (bytes + 4 log-softmax + 8 loss gradients)",
+                    {"tokens": n, "vocab": s.vocab, "bytes": logits_dtype},
+                ),
+            ]
+        terms.append(
             Term(
                 "gradients",
-                grads + (shard.grads(tied_accumulate) if moment == "end of backward" else 0),
+                grads_term,
                 "trainable params x gradient bytes",
                 {"trainable": trainable, "grad_bytes": grad_bytes},
-            ),
-        ]
-        if moment != "optimizer step":
+            )
+        )
+        if logits_term:
             terms.append(
                 Term(
                     "logits",
-                    held,
+                    logits_term,
                     "tokens x vocab x bytes (held by the caller)",
                     {"tokens": n, "vocab": s.vocab},
                 )
             )
-        if moment == "backward of the first layer":
+        if activations_term:
             terms.append(
                 Term(
                     "activations",
-                    one_layer,
+                    activations_term,
                     "tokens x saved bytes per token of one layer (+ its mask)",
                     {"tokens": n, "bytes_per_token_layer": per_token},
                 )
             )
-    return terms, moment
+        return terms
+
+    components = (
+        weights_term,
+        0,
+        activations_term,
+        logits_term,
+        grads_term,
+        optimizer_term,
+        adapters,
+    )
+    return components, moment, explain
 
 
 # --- entry point ----------------------------------------------------------------------------
@@ -821,34 +1007,41 @@ def estimate(
         )
     shard = _Shard(workload.gpus, strategy, tp)
     if workload.stage is Stage.inference:
-        terms, moment = _inference_terms(arch, s, workload, shard)
+        tensor, moment, explain_tensors = _inference_terms(arch, s, workload, shard)
     else:
-        terms, moment = _training_terms(arch, s, workload, shard)
-    tensor_bytes = sum(t.bytes for t in terms)
-    ov = overhead or RuntimeOverhead()
-    terms.append(
-        Term(
-            "runtime_overhead",
-            ov.bytes_for(tensor_bytes),
-            "CUDA context + allocator reserve x tensor peak",
-            {
-                "cuda_context": ov.cuda_context_bytes,
-                "reserve_fraction": ov.allocator_reserve_fraction,
-            },
+        tensor, moment, explain_tensors = _training_terms(arch, s, workload, shard)
+    tensor_bytes = sum(tensor)
+    ov = _DEFAULT_OVERHEAD if overhead is None else overhead
+    runtime = ov.bytes_for(tensor_bytes)
+
+    def explain() -> tuple[Term, ...]:
+        return (
+            *explain_tensors(),
+            Term(
+                "runtime_overhead",
+                runtime,
+                "CUDA context + allocator reserve x tensor peak",
+                {
+                    "cuda_context": ov.cuda_context_bytes,
+                    "reserve_fraction": ov.allocator_reserve_fraction,
+                },
+            ),
         )
-    )
+
     return Estimate(
         workload=workload,
-        params=s.counts.total,
+        params=s.params,
         gpus=workload.gpus,
         peak_moment=moment,
-        terms=tuple(terms),
         rule_of_thumb_bytes=rule_of_thumb(
-            s.counts.total,
+            s.params,
             workload,
             # A: one hidden-size activation per token per layer, the rule's usual reading.
             activations_per_sample=workload.seq * s.hidden * s.layers,
         ),
+        per_gpu_bytes=tensor_bytes + runtime,
+        component_bytes=(*tensor, runtime),
+        _explain=explain,
         valid_gpu_counts=valid,
         notes=tuple(notes),
     )

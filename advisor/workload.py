@@ -122,10 +122,15 @@ class Workload:
     attention_mask: bool | None = None
 
     def __post_init__(self) -> None:
-        for name in ("batch", "seq", "gpus", "lora_rank"):
-            value = getattr(self, name)
-            if value < 1:
-                raise InvalidValueError(f"{name.replace('_', '-')} must be at least 1, got {value}")
+        # Sweeps build thousands of workloads (`dataclasses.replace`): the common case is
+        # checked with plain comparisons, the messages are built only for a failure.
+        if self.batch < 1 or self.seq < 1 or self.gpus < 1 or self.lora_rank < 1:
+            for name in ("batch", "seq", "gpus", "lora_rank"):
+                value = getattr(self, name)
+                if value < 1:
+                    raise InvalidValueError(
+                        f"{name.replace('_', '-')} must be at least 1, got {value}"
+                    )
         training = self.stage is not Stage.inference
         if not training and self.method is not Method.full:
             raise InvalidValueError(
@@ -148,8 +153,8 @@ class Workload:
                 raise InvalidValueError(
                     f"trainable-layers must not be negative, got {self.trainable_layers}"
                 )
-        unknown = sorted(set(self.lora_targets) - LORA_TARGET_CHOICES)
-        if unknown or not self.lora_targets:
+        if not self.lora_targets or not LORA_TARGET_CHOICES.issuperset(self.lora_targets):
+            unknown = sorted(set(self.lora_targets) - LORA_TARGET_CHOICES)
             raise InvalidValueError(
                 "LoRA targets must be among "
                 + ", ".join(sorted(LORA_TARGET_CHOICES))

@@ -192,6 +192,11 @@ ARCHS = [
         "mixtral-8x7b.json",
         "opt-1.3b.json",
     )
+] + [
+    # The held-out architectures: eager and math attention paths, ALiBi, sliding windows.
+    architecture_from_hf_config(json.loads(line)["config"])
+    for line in (DATA / "heldout" / "traced.jsonl").read_text().splitlines()
+    if line and json.loads(line)["id"] == "inf-b1-s2048"
 ]
 STAGES = st.sampled_from([Stage.inference, Stage.finetune, Stage.pretrain])
 PRECISIONS = st.sampled_from([Precision.bf16, Precision.fp32, Precision.mixed_bf16])
