@@ -51,3 +51,14 @@ class DatabaseError(AdvisorError):
     """The database cannot be used: corrupt, foreign, or made by a newer advisor."""
 
     exit_code = 1
+
+
+class TraceExtraMissingError(AdvisorError):
+    """`advisor trace` needs the optional `trace` extra (torch, transformers, peft)."""
+
+    exit_code = 1
+
+
+class TraceUnavailableError(InvalidValueError):
+    """The model or workload cannot be traced: transformers cannot build the model type, or
+    the workload needs kernels a fake device cannot run (QLoRA, quantized weights, fp8)."""

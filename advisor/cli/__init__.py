@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from advisor import __version__
-from advisor.cli import catalog_cmd, db_cmd, estimate_cmd, fit_cmd, which_models_cmd
+from advisor.cli import catalog_cmd, db_cmd, estimate_cmd, fit_cmd, trace_cmd, which_models_cmd
 from advisor.cli.shared import CliState
 from advisor.errors import AdvisorError
 
@@ -74,6 +74,7 @@ def root(
 app.add_typer(catalog_cmd.app, name="catalog")
 app.add_typer(db_cmd.app, name="db")
 app.command("estimate")(estimate_cmd.estimate)
+app.command("trace")(trace_cmd.trace)
 app.command("fit")(fit_cmd.fit)
 app.command("which-models")(which_models_cmd.which_models)
 

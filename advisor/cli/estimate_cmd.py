@@ -6,15 +6,19 @@ calls `advisor.estimator.estimate` and renders its result. No estimation logic l
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_type_hints
 
 import typer
 
 from advisor.cli import options, shared
 from advisor.units import Units, format_size
-from advisor.workload import Method, Optimizer, Precision, Stage
+from advisor.workload import KVDtype, Method, Optimizer, Parallel, Precision, Stage
 
 if TYPE_CHECKING:
+    from advisor.arch import Architecture
     from advisor.estimator import Estimate
     from advisor.workload import Workload
 
@@ -57,12 +61,9 @@ def estimate_json(model: str, result: Estimate) -> dict[str, Any]:
     }
 
 
-def _render(model: str, result: Estimate, units: Units, explain: bool) -> None:
-    from rich.table import Table
-
-    console = shared.out()
-    w = result.workload
-    header = f"{model}: {result.params:,} parameters · {w.stage.value}"
+def workload_header(model: str, params: int, w: Workload) -> str:
+    """The first line of a one-workload command: the model and what it runs."""
+    header = f"{model}: {params:,} parameters · {w.stage.value}"
     if w.training:
         header += f" ({w.method.value}, {w.optimizer.value})"
     header += f" · {w.precision.value}"
@@ -72,7 +73,14 @@ def _render(model: str, result: Estimate, units: Units, explain: bool) -> None:
     header += "s" if w.gpus > 1 else ""
     if w.gpus > 1:
         header += f" ({w.strategy.value})"
-    console.print(header)
+    return header
+
+
+def _render(model: str, result: Estimate, units: Units, explain: bool) -> None:
+    from rich.table import Table
+
+    console = shared.out()
+    console.print(workload_header(model, result.params, result.workload))
     console.print(f"peak at: {result.peak_moment}")
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("term")
@@ -108,7 +116,7 @@ def _render(model: str, result: Estimate, units: Units, explain: bool) -> None:
             console.print(f"{term.name}: {term.formula}\n    {inputs}")
 
 
-def estimate(
+def _workload_options(
     ctx: typer.Context,
     model: options.ModelOpt,
     stage: options.StageOpt = Stage.inference,
@@ -128,12 +136,66 @@ def estimate(
     offload_optimizer: options.OffloadOpt = False,
     units: options.UnitsOpt = Units.gib,
     as_json: options.JsonOpt = False,
-    explain: Annotated[
-        bool, typer.Option("--explain", help="Print each term's formula and inputs.")
-    ] = False,
 ) -> None:
-    """Peak GPU memory of one workload, term by term."""
-    from advisor.estimator import estimate as run_estimate
+    """The options of every one-workload command (`estimate`, `trace`); never registered."""
+
+
+CommandT = TypeVar("CommandT", bound=Callable[..., None])
+
+
+def workload_command(command: CommandT) -> CommandT:
+    """Give `command(ctx, *, own options..., **workload)` the options of `_workload_options`
+    followed by its own keyword-only ones, so every one-workload command spells them alike."""
+    template = inspect.signature(_workload_options, eval_str=True)
+    own = [
+        p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        for p in inspect.signature(command, eval_str=True).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    hints = get_type_hints(_workload_options, include_extras=True)
+    hints.update(get_type_hints(command, include_extras=True))
+    command.__signature__ = template.replace(  # type: ignore[attr-defined]
+        parameters=[*template.parameters.values(), *own]
+    )
+    command.__annotations__ = {name: hints[name] for name in command.__signature__.parameters}  # type: ignore[attr-defined]
+    return command
+
+
+@dataclass(frozen=True)
+class WorkloadRequest:
+    """What the workload options ask for: the model, its architecture, the workload, and how
+    to print the answer."""
+
+    slug: str
+    arch: Architecture
+    workload: Workload
+    units: Units
+    as_json: bool
+
+
+def workload_request(
+    ctx: typer.Context,
+    *,
+    model: str,
+    stage: Stage,
+    method: Method,
+    precision: Precision,
+    quant: str | None,
+    kv_dtype: KVDtype | None,
+    batch: int | None,
+    seq: int | None,
+    optimizer: Optimizer,
+    grad_checkpointing: bool,
+    lora_rank: int,
+    lora_targets: str,
+    trainable_layers: int | None,
+    gpus: int,
+    parallel: Parallel | None,
+    offload_optimizer: bool,
+    units: Units,
+    as_json: bool,
+) -> WorkloadRequest:
+    """Look the model (or config.json) and format up and build the validated Workload."""
     from advisor.workload import Workload
 
     slug, arch = options.load_model(ctx, model)
@@ -154,8 +216,24 @@ def estimate(
         parallel=parallel,
         offload_optimizer=offload_optimizer,
     )
-    result = run_estimate(arch, workload)
-    if as_json:
-        shared.print_json(estimate_json(slug, result))
+    return WorkloadRequest(slug, arch, workload, units, as_json)
+
+
+@workload_command
+def estimate(
+    ctx: typer.Context,
+    *,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Print each term's formula and inputs.")
+    ] = False,
+    **workload: Any,
+) -> None:
+    """Peak GPU memory of one workload, term by term."""
+    from advisor.estimator import estimate as run_estimate
+
+    request = workload_request(ctx, **workload)
+    result = run_estimate(request.arch, request.workload)
+    if request.as_json:
+        shared.print_json(estimate_json(request.slug, result))
     else:
-        _render(slug, result, units, explain)
+        _render(request.slug, result, request.units, explain)

@@ -1,0 +1,130 @@
+"""`advisor trace`: the peak memory of one workload measured on the real model (fake tensors).
+
+Takes the options of `advisor estimate`, calls `advisor.trace.trace` and
+`advisor.estimator.estimate`, and renders the traced peak by category beside the estimate.
+No tracing logic lives here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from advisor.cli import shared
+from advisor.cli.estimate_cmd import (
+    estimate_json,
+    workload_command,
+    workload_header,
+    workload_request,
+)
+from advisor.units import Units, format_size
+
+if TYPE_CHECKING:
+    from advisor.estimator import Estimate
+    from advisor.trace import Comparison, Trace
+
+# What each compared group sums, for the table's legend.
+GROUP_LEGEND = (
+    "parameters: weights + adapters vs param + buffer; activations: kv_cache + activations + "
+    "logits vs act + temp (forward and backward tensors)"
+)
+
+
+def trace_json(model: str, result: Trace, est: Estimate) -> dict[str, Any]:
+    """The estimate's JSON shape plus `traced` and the estimate's `error_pct` by group."""
+    from advisor.trace import compare
+
+    rows = compare(result, est)
+    return {
+        **estimate_json(model, est),
+        "traced": {
+            "peak_bytes": result.peak_bytes,
+            "by_category": dict(result.by_category),
+            "params": result.params,
+            "model_type": result.model_type,
+            "notes": list(result.notes),
+            "versions": dict(result.versions),
+        },
+        "error_pct": {
+            row.name: None if row.error_pct is None else round(row.error_pct, 3) for row in rows
+        },
+    }
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.2f}%"
+
+
+def _render(model: str, result: Trace, est: Estimate, units: Units) -> None:
+    from rich.table import Table
+
+    from advisor.trace import compare
+
+    console = shared.out()
+    console.print(workload_header(model, result.params, result.workload))
+    console.print(
+        f"traced: transformers' {result.model_type} model on fake tensors with "
+        + ", ".join(f"{name} {version}" for name, version in result.versions.items())
+    )
+    unit = units.value.replace("gib", "GiB").replace("gb", "GB")
+    table = Table(show_edge=False, pad_edge=False, title="traced peak by category")
+    table.add_column("category")
+    table.add_column(f"traced ({unit})", justify="right")
+    table.add_column("bytes", justify="right")
+    for name, value in result.by_category.items():
+        if value:
+            table.add_row(name, format_size(value, units, digits=2), f"{value:,}")
+    table.add_row(
+        "peak (tensors)", format_size(result.peak_bytes, units, digits=2), f"{result.peak_bytes:,}"
+    )
+    console.print(table)
+
+    rows: tuple[Comparison, ...] = compare(result, est)
+    against = Table(show_edge=False, pad_edge=False, title="against the estimate")
+    against.add_column("term")
+    against.add_column(f"traced ({unit})", justify="right")
+    against.add_column(f"estimate ({unit})", justify="right")
+    against.add_column("error", justify="right")
+    for row in rows:
+        if row.traced or row.estimated:
+            against.add_row(
+                row.name,
+                format_size(row.traced, units, digits=2),
+                format_size(row.estimated, units, digits=2),
+                _percent(row.error_pct),
+            )
+    console.print(against)
+    console.print(GROUP_LEGEND)
+    console.print(
+        f"not tensors, so not traced: runtime_overhead "
+        f"{format_size(est.components['runtime_overhead'], units)} (CUDA context, cuBLAS "
+        f"workspace, allocator reserve); estimated total per GPU "
+        f"{format_size(est.per_gpu_bytes, units)}"
+    )
+    for note in result.notes:
+        console.print(f"note: {note}")
+
+
+@workload_command
+def trace(ctx: typer.Context, **workload: Any) -> None:
+    """Peak tensor memory of one workload traced on the real model (fake tensors, no GPU),
+    beside the estimate. Needs the `trace` extra."""
+    from advisor.estimator import estimate
+    from advisor.trace import trace as run_trace
+
+    request = workload_request(ctx, **workload)
+    model: Any = request.arch
+    path = Path(workload["model"])
+    if path.suffix == ".json" or path.is_file():
+        # A config.json is traced as written (every field transformers reads), not as the
+        # architecture advisor keeps of it; `load_model` above has validated it.
+        model = json.loads(path.read_text(encoding="utf-8"))
+    result = run_trace(model, request.workload)
+    est = estimate(request.arch, request.workload)
+    if request.as_json:
+        shared.print_json(trace_json(request.slug, result, est))
+    else:
+        _render(request.slug, result, est, request.units)
