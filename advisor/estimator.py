@@ -271,7 +271,7 @@ class _Shape:
     params: int  # counts.total, read on every estimate
     largest_tensor: int
     linear_params: int
-    lora_dims: Mapping[str, tuple[int, int]]
+    lora_dims: Mapping[str, tuple[int, int]]  # only the projections the model type has
 
 
 _SHAPE_CACHE_SIZE = 4096
@@ -304,6 +304,29 @@ def _shape_of(key: tuple[object, ...], arch: Architecture) -> _Shape:
         if len(_SHAPES) >= _SHAPE_CACHE_SIZE:
             _SHAPES.clear()
         found = _SHAPES[key] = _compute_shape(arch)
+    return found
+
+
+# Projections a model type lacks under PEFT's names, so a LoRA target naming them adapts
+# nothing (transformers' modeling files; confirmed by tracing PEFT on tiny configs): Phi-3
+# fuses q/k/v into qkv_proj and gate/up into gate_up_proj; OPT calls its attention output
+# out_proj and its MLP fc1/fc2.
+_ABSENT_LORA_TARGETS: Mapping[ModelType, tuple[str, ...]] = MappingProxyType(
+    {
+        ModelType.phi3: ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"),
+        ModelType.opt: ("o_proj", "gate_proj", "up_proj", "down_proj"),
+    }
+)
+
+
+def _lora_targets(s: _Shape, w: Workload) -> tuple[str, ...]:
+    """The workload's LoRA targets that exist in the model (PEFT skips the others)."""
+    found = tuple(t for t in w.lora_targets if t in s.lora_dims)
+    if not found:
+        raise InvalidValueError(
+            "none of the LoRA targets " + ",".join(w.lora_targets) + " exist in this model; "
+            "it has " + ",".join(s.lora_dims)
+        )
     return found
 
 
@@ -353,6 +376,8 @@ def _compute_shape(arch: Architecture) -> _Shape:
         "up_proj": (h, arch.intermediate_size),
         "down_proj": (arch.intermediate_size, h),
     }
+    for name in _ABSENT_LORA_TARGETS.get(t, ()):
+        del lora_dims[name]
     return _Shape(
         layers=arch.num_hidden_layers,
         hidden=h,
@@ -618,7 +643,8 @@ class _Trainable:
 
 
 def _lora_params(s: _Shape, w: Workload) -> int:
-    per_layer = sum(w.lora_rank * (i + o) for i, o in (s.lora_dims[t] for t in w.lora_targets))
+    targets = _lora_targets(s, w)
+    per_layer = sum(w.lora_rank * (i + o) for i, o in (s.lora_dims[t] for t in targets))
     return per_layer * s.layers
 
 
@@ -713,9 +739,10 @@ def _layer_saved(s: _Shape, b: _Bytes, w: Workload, mask: bool) -> tuple[float, 
         # its rank-r hidden state.
         if s.mlp_kind == "gated" and not s.moe:
             mlp = 3 * s.ffn * c
+        targets = _lora_targets(s, w)
         adapters = (
-            sum(s.lora_dims[t][0] * LORA_DTYPE_BYTES for t in w.lora_targets)
-            + len(w.lora_targets) * w.lora_rank * LORA_DTYPE_BYTES
+            sum(s.lora_dims[t][0] * LORA_DTYPE_BYTES for t in targets)
+            + len(targets) * w.lora_rank * LORA_DTYPE_BYTES
         )
         norms = s.norms_per_layer * _norm_saved(s, b, 1, frozen=True)
         per_token = attn + mlp + adapters + norms
@@ -814,7 +841,9 @@ def _training_terms(arch: Architecture, s: _Shape, w: Workload, shard: _Shard) -
         else shard.states(_optimizer_state_bytes(trainable, w.optimizer, state_bytes))
     )
     largest = (
-        max(w.lora_rank * max(i, o) for i, o in s.lora_dims.values()) if lora else s.largest_tensor
+        max(w.lora_rank * max(*s.lora_dims[t]) for t in _lora_targets(s, w))
+        if lora
+        else s.largest_tensor
     )
     step_temp = (
         0 if w.offload_optimizer else _optimizer_step_temp(largest, w.optimizer, state_bytes)

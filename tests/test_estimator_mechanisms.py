@@ -167,3 +167,31 @@ def test_workload_fast_checks_keep_their_messages(kwargs: dict[str, Any], messag
     with pytest.raises(InvalidValueError) as error:
         Workload(stage=Stage.finetune, **kwargs)
     assert str(error.value) == message
+
+
+def _tiny(name: str) -> Architecture:
+    path = Path(__file__).parent / "data" / "trace" / f"tiny-{name}.json"
+    return architecture_from_hf_config(json.loads(path.read_text(encoding="utf-8")))
+
+
+def test_lora_adapts_only_the_projections_a_model_has() -> None:
+    """Phi-3 fuses q/k/v (only o_proj of the attention targets exists); OPT has no o_proj."""
+    lora = Workload(stage=Stage.finetune, method=Method.lora, lora_rank=8)
+    phi3 = _tiny("phi3")
+    q_dim = phi3.num_attention_heads * phi3.head_dim
+    adapters = estimate(phi3, lora).components["adapters"]
+    assert adapters == 8 * (q_dim + phi3.hidden_size) * phi3.num_hidden_layers * 4
+    opt = _tiny("opt")
+    h, kv = opt.hidden_size, opt.num_key_value_heads * opt.head_dim
+    assert estimate(opt, lora).components["adapters"] == (
+        8 * ((h + h) + 2 * (h + kv)) * opt.num_hidden_layers * 4
+    )
+    mlp_only = Workload(
+        stage=Stage.finetune, method=Method.lora, lora_targets=("gate_proj", "up_proj")
+    )
+    with pytest.raises(InvalidValueError) as error:
+        estimate(opt, mlp_only)
+    assert str(error.value) == (
+        "none of the LoRA targets gate_proj,up_proj exist in this model; it has "
+        "q_proj,k_proj,v_proj"
+    )
