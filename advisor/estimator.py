@@ -265,7 +265,7 @@ class _Shape:
     always_mask: bool  # a causal mask is built even when none is needed (Falcon)
     sliding_window: int | None
     sliding_layers: int  # layers attending within the sliding window
-    fused_qkv: bool  # q, k and v are views of one fused projection output (Phi-3)
+    fused_qkv: bool  # q, k and v are views of one fused projection output (Phi-3, GPT-NeoX)
     kv_cache_per_token_layer: int  # elements of K and V cached per token per layer
     counts: ParamCount
     params: int  # counts.total, read on every estimate
@@ -317,6 +317,12 @@ _ABSENT_LORA_TARGETS: Mapping[ModelType, tuple[str, ...]] = MappingProxyType(
         ModelType.opt: ("o_proj", "gate_proj", "up_proj", "down_proj"),
     }
 )
+
+
+# Model types whose attention takes q, k and v as views of one fused projection output, so
+# the saved v keeps all of it alive (transformers' Phi3Attention slices qkv_proj's output,
+# GPTNeoXAttention views query_key_value's; traced: the saved bytes grow by q + k per token).
+_FUSED_QKV_VIEWS = frozenset({ModelType.phi3, ModelType.gpt_neox})
 
 
 def _lora_targets(s: _Shape, w: Workload) -> tuple[str, ...]:
@@ -411,7 +417,7 @@ def _compute_shape(arch: Architecture) -> _Shape:
             if arch.sliding_window is None
             else (arch.num_sliding_layers or arch.num_hidden_layers)
         ),
-        fused_qkv=t is ModelType.phi3,
+        fused_qkv=t in _FUSED_QKV_VIEWS,
         kv_cache_per_token_layer=kv_cache,
         counts=counts,
         params=counts.total,

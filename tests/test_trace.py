@@ -75,6 +75,9 @@ def test_hf_config_builds_the_architecture(path: Path) -> None:
         ("gpt2", TINY_FINETUNE),
         ("opt", TINY_FINETUNE),
         ("falcon", TINY_FINETUNE),
+        ("gpt_neox", TINY_FINETUNE),
+        ("phi3", TINY_LORA),
+        ("opt", TINY_LORA),
     ],
     ids=lambda v: v if isinstance(v, str) else f"{v.stage.value}-{v.method.value}",
 )
