@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from advisor.workload import WeightFormat, Workload
     from catalog.tables import GPU
 
-BAR_WIDTH = 24
+BAR_WIDTH = 16
 # Quantization levels `fit` compares for inference unless told: 16-bit, bitsandbytes int8,
 # 4-bit integer (GPTQ/AWQ-style, group size 128) and llama.cpp's most used k-quant.
 DEFAULT_INFERENCE_QUANTS = ("int8", "int4", "q4_k_m")
@@ -404,12 +404,13 @@ def _render(
     rows = rows_by_card(result, sort)
     priced = any(o[0].card.price_per_hour is not None for o in rows)
     table = Table(show_edge=False, pad_edge=False, show_lines=True)
-    table.add_column("card")
-    table.add_column(f"memory ({unit_label(units)})", justify="right")
+    # Cells never wrap inside (a narrow terminal crops them instead of tripling the rows).
+    table.add_column("card", no_wrap=True)
+    table.add_column(unit_label(units), justify="right")
     if priced:
-        table.add_column("$/h per card", justify="right")
+        table.add_column("$/h", justify="right")
     for level in levels:
-        table.add_column(level_words(level))
+        table.add_column(level_words(level), no_wrap=True)
     for row in rows:
         card = row[0].card
         cells: list[Any] = [card.slug, format_size(card.capacity_bytes, units).split()[0]]
@@ -420,8 +421,10 @@ def _render(
     console.print(table)
     fitting = sum(1 for row in rows if any(o.fits for o in row))
     label = unit_label(units)
+    price = "$/h: the catalog's hourly price of one card. " if priced else ""
     console.print(
-        f"{fitting} of {len(rows)} cards fit at some level. Each cell: cards needed x use of "
+        f"{fitting} of {len(rows)} cards fit at some level. {label}: memory per card; {price}"
+        "Each cell: cards needed x use of "
         f"usable memory (card memory less runtime overhead) +headroom per card in {label}, "
         f"{TIGHT_MARK} tight (under {_tight_percent()} free); below it, "
         + (
