@@ -40,6 +40,12 @@ def inference(seq: int = 2048, **kw: object) -> Level:
     return Level(label="bf16", workload=Workload(stage=Stage.inference, seq=seq, **kw))  # type: ignore[arg-type]
 
 
+def bf16_and_int4(seq: int = 4096) -> list[Level]:
+    """Two inference levels, 16-bit first."""
+    int4 = Workload(stage=Stage.inference, seq=seq, weight_format=INT4)
+    return [inference(seq=seq), Level(label="int4", quant="int4", workload=int4)]
+
+
 @given(
     sizes=st.lists(st.integers(0, 10**6), min_size=2, max_size=200),
     budget=st.integers(-10, 2 * 10**8),
@@ -173,14 +179,7 @@ def test_more_memory_never_needs_more_cards(
 
 def test_fewer_bits_never_need_more_cards(session: Session) -> None:
     arch = arch_of(session, "llama-2-70b")
-    levels = [
-        inference(seq=4096),
-        Level(
-            label="int4",
-            quant="int4",
-            workload=Workload(stage=Stage.inference, seq=4096, weight_format=INT4),
-        ),
-    ]
+    levels = bf16_and_int4()
     for memory in (16, 24, 48, 80):
         bf16, int4 = plan(arch, levels, [card(memory)]).options
         if bf16.count is not None:
@@ -189,14 +188,7 @@ def test_fewer_bits_never_need_more_cards(session: Session) -> None:
 
 def test_which_models_climbs_down_to_the_first_level_that_fits(session: Session) -> None:
     arch = arch_of(session, "llama-2-13b")
-    levels = [
-        inference(seq=4096),
-        Level(
-            label="int4",
-            quant="int4",
-            workload=Workload(stage=Stage.inference, seq=4096, weight_format=INT4),
-        ),
-    ]
+    levels = bf16_and_int4()
     found = best_level("llama-2-13b", arch, levels, card(24), 1)
     assert found.fits and found.best is not None
     assert found.best.level.label == "int4"
