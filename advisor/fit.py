@@ -152,7 +152,7 @@ def candidate_counts(arch: Architecture, workload: Workload, max_gpus: int) -> t
     if workload.stage is Stage.inference:
         if strategy is Parallel.pp:
             return tuple(range(1, min(max_gpus, arch.num_hidden_layers) + 1))
-        return tuple(n for n in valid_tp_counts(arch, limit=max_gpus))
+        return valid_tp_counts(arch, limit=max_gpus)
     return tuple(range(1, max_gpus + 1))
 
 
@@ -270,9 +270,6 @@ class Plan:
     options: tuple[Option, ...]
     max_gpus: int
     breakdowns: tuple[Estimate, ...] = field(default=())  # each level on one card
-
-    def for_card(self, slug: str) -> tuple[Option, ...]:
-        return tuple(o for o in self.options if o.card.slug == slug)
 
 
 @dataclass

@@ -236,6 +236,12 @@ def test_sort_by_price(run: Run) -> None:
         (["--model", "llama-2-7b", "--max-gpus", "0"], 2, "error: max-gpus must be at least 1"),
         (["--model", "llama-2-7b", "--count", "0"], 2, "error: count must be at least 1, got 0"),
         (
+            ["--model", "llama-2-7b", "--gpu", "rtx4090", "--vendor", "amd"],
+            2,
+            "error: --vendor and --market narrow the default or --all cards; with --gpu, name "
+            "the cards",
+        ),
+        (
             ["--model", "llama-2-7b", "--stage", "pretrain", "--quant", "int4"],
             2,
             "error: --quant applies to inference and to the QLoRA base",

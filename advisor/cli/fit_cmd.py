@@ -17,7 +17,7 @@ from advisor.cli import options, shared
 from advisor.enums import Market, Vendor
 from advisor.errors import InvalidValueError
 from advisor.units import Units, format_size, unit_label
-from advisor.workload import Method, Optimizer, Precision, Stage
+from advisor.workload import KVDtype, Method, Optimizer, Parallel, Precision, Stage
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -63,7 +63,7 @@ class WorkloadArgs:
     method: Method | None
     precision: Precision
     quants: Sequence[str]
-    kv_dtype: Any
+    kv_dtype: KVDtype | None
     batch: int | None
     seq: int | None
     optimizer: Optimizer
@@ -71,7 +71,7 @@ class WorkloadArgs:
     lora_rank: int
     lora_targets: str
     trainable_layers: int | None
-    parallel: Any
+    parallel: Parallel | None
     offload_optimizer: bool
 
 
@@ -208,7 +208,7 @@ def _compute_dtype(w: Workload) -> str:
 
 def strategy_words(w: Workload) -> str:
     if w.stage is Stage.inference:
-        return "pipeline parallel" if w.parallel and w.parallel.value == "pp" else "tensor parallel"
+        return "pipeline parallel" if w.parallel is Parallel.pp else "tensor parallel"
     if w.parallel is None:
         return "ZeRO-3 beyond one card"
     return f"{w.parallel.value} beyond one card"
@@ -322,6 +322,10 @@ def _select_cards(
 ) -> tuple[list[Card], str]:
     from catalog import queries
 
+    if gpus and (vendor or market):
+        raise InvalidValueError(
+            "--vendor and --market narrow the default or --all cards; with --gpu, name the cards"
+        )
     with shared.session(ctx) as session:
         if gpus:
             rows = [queries.get_gpu(session, name=name) for name in gpus]
@@ -341,7 +345,7 @@ def _select_cards(
     return cards, what
 
 
-def _render_single(slug: str, result: Plan, units: Units) -> None:
+def _render_single(result: Plan, units: Units) -> None:
     """`--gpu X --count N`: the breakdown per card of each level, and what else fits."""
     from rich.table import Table
     from rich.text import Text
@@ -350,9 +354,9 @@ def _render_single(slug: str, result: Plan, units: Units) -> None:
     table = Table(show_edge=False, pad_edge=False)
     for name in ("level", "per card", "usable", "headroom", "fits", "longest context", "batch"):
         table.add_column(name, justify="left" if name in ("level", "fits") else "right")
+    training = result.levels[0].workload.training
     for option in result.options:
         style = STYLE_NONE if not option.fits else STYLE_TIGHT if option.tight else STYLE_FITS
-        training = option.level.workload.training
         table.add_row(
             level_words(option.level),
             format_size(option.per_gpu_bytes, units, digits=2),
@@ -385,6 +389,8 @@ def _render(
 ) -> None:
     from rich.table import Table
 
+    from advisor.fit import TIGHT_HEADROOM_FRACTION
+
     console = shared.out()
     levels = result.levels
     first = levels[0].workload
@@ -399,7 +405,7 @@ def _render(
     console.print(breakdown_table(levels, result.breakdowns, units))
     console.print()
     if len(result.options) == len(levels):
-        _render_single(slug, result, units)
+        _render_single(result, units)
         return
     rows = rows_by_card(result, sort)
     priced = any(o[0].card.price_per_hour is not None for o in rows)
@@ -426,19 +432,13 @@ def _render(
         f"{fitting} of {len(rows)} cards fit at some level. {label}: memory per card; {price}"
         "Each cell: cards needed x use of "
         f"usable memory (card memory less runtime overhead) +headroom per card in {label}, "
-        f"{TIGHT_MARK} tight (under {_tight_percent()} free); below it, "
+        f"{TIGHT_MARK} tight (under {TIGHT_HEADROOM_FRACTION:.0%} free); below it, "
         + (
             "the longest context at batch 1 · the most sequences at the context."
             if first.stage is Stage.inference
             else "the longest sequence at the batch · the largest batch at the length."
         )
     )
-
-
-def _tight_percent() -> str:
-    from advisor.fit import TIGHT_HEADROOM_FRACTION
-
-    return f"{TIGHT_HEADROOM_FRACTION:.0%}"
 
 
 def fit_json(slug: str, params: int, result: Plan) -> dict[str, Any]:
