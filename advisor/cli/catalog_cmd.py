@@ -580,6 +580,8 @@ ArchOption = Annotated[
     ),
 ]
 NameArgument = Annotated[str, typer.Argument(help="Slug or any alias.", metavar="NAME")]
+
+
 def _clears(options: Sequence[FieldOption], names: Sequence[str] | None) -> dict[str, None]:
     by_flag = {option.flag[2:]: option.field for option in options}
     cleared: dict[str, None] = {}

@@ -127,6 +127,42 @@ def _render(
     console.print(line + ".")
 
 
+def _answers(
+    ctx: typer.Context,
+    request: Request,
+    gpu: str,
+    count: int,
+    family: str | None,
+    allow_longer_context: bool,
+) -> tuple[Card, list[tuple[ModelFit, str]]]:
+    """The card, and each catalog model's best level on `count` of it with its family."""
+    from advisor.fit import best_level
+    from advisor.policy import build_levels
+    from catalog import queries
+
+    formats = options.level_formats(ctx, request, WHICH_MODELS_LADDER)
+    with shared.session(ctx) as session:
+        card = options.card_of(queries.get_gpu(session, name=gpu))
+        rows = [
+            (row.slug, row.architecture(), slug)
+            for row, slug in queries.list_models_with_family(session, family=family)
+        ]
+    results = []
+    for name, arch, family_slug in rows:
+        levels = build_levels(arch, request, formats, default_quants=WHICH_MODELS_LADDER)
+        found = best_level(
+            name,
+            arch,
+            levels,
+            card,
+            count,
+            all_levels=request.stage is not Stage.inference,
+            allow_longer_context=allow_longer_context,
+        )
+        results.append((found, family_slug))
+    return card, results
+
+
 def which_models(
     ctx: typer.Context,
     gpu: Annotated[str, typer.Option("--gpu", help="The card you have, e.g. rtx4090.")],
@@ -176,10 +212,6 @@ def which_models(
     as_json: options.JsonOpt = False,
 ) -> None:
     """Which catalog models fit on a card (or several), at which quantization or method."""
-    from advisor.fit import best_level
-    from advisor.policy import build_levels
-    from catalog import queries
-
     if count < 1:
         raise InvalidValueError(f"count must be at least 1, got {count}")
     if context is not None and context < 1:
@@ -198,28 +230,7 @@ def which_models(
         lora_targets=options.lora_targets(lora_targets),
         parallel=parallel,
     )
-    formats = options.level_formats(ctx, request, WHICH_MODELS_LADDER)
-    with shared.session(ctx) as session:
-        card = options.card_of(queries.get_gpu(session, name=gpu))
-        rows = [
-            (row.slug, row.architecture(), slug)
-            for row, slug in queries.list_models_with_family(session, family=family)
-        ]
-    results = [
-        (
-            best_level(
-                name,
-                arch,
-                build_levels(arch, request, formats, default_quants=WHICH_MODELS_LADDER),
-                card,
-                count,
-                all_levels=stage is not Stage.inference,
-                allow_longer_context=allow_longer_context,
-            ),
-            family_slug,
-        )
-        for name, arch, family_slug in rows
-    ]
+    card, results = _answers(ctx, request, gpu, count, family, allow_longer_context)
     if as_json:
         shared.print_json(
             {
