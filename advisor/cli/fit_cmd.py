@@ -16,7 +16,14 @@ from advisor.cli import options, shared
 from advisor.cli.shared import NO_FIT, STYLE_FITS, STYLE_NONE, STYLE_TIGHT, level_words
 from advisor.enums import Market, Vendor
 from advisor.errors import InvalidValueError
-from advisor.policy import DEFAULT_MAX_GPUS, FIT_QUANTS, Request
+from advisor.policy import (
+    COMPARED_METHODS,
+    DEFAULT_FLOAT_LEVEL,
+    DEFAULT_MAX_GPUS,
+    DEFAULT_QLORA_QUANT,
+    FIT_QUANTS,
+    Request,
+)
 from advisor.units import Units, format_size, unit_label
 from advisor.workload import (
     DEFAULT_LORA_RANK,
@@ -352,7 +359,12 @@ def fit(
     stage: options.StageOpt = Stage.inference,
     method: Annotated[
         Method | None,
-        typer.Option("--method", help="Fine-tuning method; default: compare full, lora and qlora."),
+        typer.Option(
+            "--method",
+            help="Fine-tuning method; default: compare "
+            + ", ".join(m.value for m in COMPARED_METHODS)
+            + ".",
+        ),
     ] = None,
     precision: options.PrecisionOpt = DEFAULT_PRECISION,
     quant: Annotated[
@@ -360,7 +372,8 @@ def fit(
         typer.Option(
             "--quant",
             help="A level to compare (repeatable): bf16/fp16/fp32 or a format of `advisor "
-            "catalog quants`. Default: bf16, int8, int4, q4_k_m; for QLoRA: its base (nf4).",
+            f"catalog quants`. Default: {', '.join((DEFAULT_FLOAT_LEVEL, *FIT_QUANTS))}; "
+            f"for QLoRA: its base ({DEFAULT_QLORA_QUANT}).",
         ),
     ] = None,
     kv_dtype: options.KVDtypeOpt = None,

@@ -18,8 +18,11 @@ import typer
 from advisor.cli import shared
 from advisor.enums import Vendor
 from advisor.errors import InvalidValueError
+from advisor.policy import DEFAULT_INFERENCE_CONTEXT
 from advisor.units import Units
 from advisor.workload import (
+    DEFAULT_BATCH,
+    DEFAULT_TRAINING_SEQ,
     LORA_TARGET_SETS,
     KVDtype,
     Method,
@@ -55,13 +58,16 @@ QuantOpt = Annotated[
 KVDtypeOpt = Annotated[
     KVDtype | None, typer.Option("--kv-dtype", help="KV-cache dtype; default: compute dtype.")
 ]
-BatchOpt = Annotated[int | None, typer.Option("--batch", help="Sequences per step. Default: 1.")]
+BatchOpt = Annotated[
+    int | None, typer.Option("--batch", help=f"Sequences per step. Default: {DEFAULT_BATCH}.")
+]
 SeqOpt = Annotated[
     int | None,
     typer.Option(
         "--seq",
         help="Tokens per sequence (inference: the context held in the KV cache). "
-        "Default: min(4096, model maximum) for inference, 2048 for training.",
+        f"Default: min({DEFAULT_INFERENCE_CONTEXT}, model maximum) for inference, "
+        f"{DEFAULT_TRAINING_SEQ} for training.",
     ),
 ]
 OptimizerOpt = Annotated[Optimizer, typer.Option("--optimizer", help="Optimizer (training).")]

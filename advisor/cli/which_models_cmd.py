@@ -13,13 +13,21 @@ import typer
 from advisor.cli import options, shared
 from advisor.cli.shared import NO_FIT, STYLE_FITS, STYLE_NONE, STYLE_TIGHT, level_words
 from advisor.errors import InvalidValueError
-from advisor.policy import WHICH_MODELS_LADDER, Request
+from advisor.policy import (
+    COMPARED_METHODS,
+    DEFAULT_FLOAT_LEVEL,
+    DEFAULT_INFERENCE_CONTEXT,
+    DEFAULT_QLORA_QUANT,
+    WHICH_MODELS_LADDER,
+    Request,
+)
 from advisor.units import Units, format_size, unit_label
 from advisor.workload import (
     DEFAULT_LORA_RANK,
     DEFAULT_LORA_TARGETS,
     DEFAULT_OPTIMIZER,
     DEFAULT_PRECISION,
+    DEFAULT_TRAINING_SEQ,
     Method,
     Stage,
 )
@@ -171,7 +179,10 @@ def which_models(
     method: Annotated[
         Method | None,
         typer.Option(
-            "--method", help="Fine-tuning method; default: which of full, lora, qlora fit."
+            "--method",
+            help="Fine-tuning method; default: which of "
+            + ", ".join(m.value for m in COMPARED_METHODS)
+            + " fit.",
         ),
     ] = None,
     precision: options.PrecisionOpt = DEFAULT_PRECISION,
@@ -179,8 +190,9 @@ def which_models(
         list[str] | None,
         typer.Option(
             "--quant",
-            help="Levels to try, best first (repeatable). Default: bf16, q8_0, q6_k, q5_k_m, "
-            "q4_k_m, q3_k_m, q2_k; for QLoRA: its base (nf4).",
+            help="Levels to try, best first (repeatable). Default: "
+            f"{', '.join((DEFAULT_FLOAT_LEVEL, *WHICH_MODELS_LADDER))}; for QLoRA: its base "
+            f"({DEFAULT_QLORA_QUANT}).",
         ),
     ] = None,
     context: Annotated[
@@ -188,7 +200,8 @@ def which_models(
         typer.Option(
             "--context",
             help="Context (inference) or sequence length (training). "
-            "Default: min(4096, model maximum), 2048 for training.",
+            f"Default: min({DEFAULT_INFERENCE_CONTEXT}, model maximum), "
+            f"{DEFAULT_TRAINING_SEQ} for training.",
         ),
     ] = None,
     batch: options.BatchOpt = None,
