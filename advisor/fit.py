@@ -5,9 +5,11 @@ Pure: no CLI, rendering or database imports. The caller turns catalog rows into 
 method), and gets frozen `Option`s back: per card and level, the fewest cards that fit, the
 memory per card, the headroom, and the longest context and largest batch that still fit.
 
-The estimates depend on the level and the card count, never on the card, so a sweep over
+Every figure is one need per card (tensors + the runtime overhead of the card's vendor) against
+one capacity (the card's memory as the catalog defines usable memory). The estimates depend on
+the level, the card count and the card's runtime, never on the card's size, so a sweep over
 thousands of cards costs a few dozen estimates plus comparisons; the context and batch searches
-are memoized per usable-memory budget (cards of one size share them).
+are memoized per capacity (cards of one size and runtime share them).
 """
 
 from __future__ import annotations
