@@ -20,11 +20,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from functools import cached_property
 from types import MappingProxyType
 
 from advisor.arch import MOE_TYPES, Architecture, ParamCount, count_params
-from advisor.enums import AttentionKind, ModelType
+from advisor.enums import AttentionKind, ModelType, Vendor
 from advisor.errors import InvalidValueError
 from advisor.workload import (
     KVDtype,
@@ -92,24 +93,82 @@ COMPONENTS = (
 )
 
 
+class Runtime(StrEnum):
+    """The GPU runtime PyTorch drives a card through, which sets the memory that is not
+    tensors."""
+
+    cuda = "cuda"
+    rocm = "rocm"
+    metal = "metal"
+    level_zero = "level-zero"
+
+
 @dataclass(frozen=True, kw_only=True)
 class RuntimeOverhead:
-    """Memory that is not tensors, paid on every GPU; override for your own measurements."""
+    """Memory that is not tensors, paid on every GPU: the runtime's context (driver state and
+    kernels resident before the first tensor) and the caching allocator's reserve. `measured`
+    False: no public measurement of this runtime's context was found and `context_bytes` is a
+    stated stand-in (`basis` says which). Override it for your own measurements."""
 
-    cuda_context_bytes: int = CUDA_CONTEXT_BYTES
+    runtime: Runtime = Runtime.cuda
+    context_bytes: int = CUDA_CONTEXT_BYTES
     allocator_reserve_fraction: float = ALLOCATOR_RESERVE_FRACTION
+    measured: bool = True
+    basis: str = "CUDA context as measured by Hugging Face's 'Model training anatomy'"
 
     def __post_init__(self) -> None:
-        if self.cuda_context_bytes < 0:
-            raise InvalidValueError("the CUDA context size must not be negative")
+        if self.context_bytes < 0:
+            raise InvalidValueError("the runtime context size must not be negative")
         if not 0 <= self.allocator_reserve_fraction < 1:
             raise InvalidValueError("the allocator reserve must be a fraction in [0, 1)")
 
     def bytes_for(self, tensor_bytes: int) -> int:
-        return self.cuda_context_bytes + math.ceil(tensor_bytes * self.allocator_reserve_fraction)
+        return self.context_bytes + math.ceil(tensor_bytes * self.allocator_reserve_fraction)
 
 
-_DEFAULT_OVERHEAD = RuntimeOverhead()
+CUDA_OVERHEAD = RuntimeOverhead()
+# ROCm (HIP): no public measurement of the HIP context's size was found. vLLM's ROCm CI notes
+# that PyTorch's initialization overhead is larger on ROCm than on CUDA (vllm-project/vllm
+# PR #43236), so the CUDA figure stands in as a floor, flagged unmeasured.
+ROCM_CONTEXT_BYTES = CUDA_CONTEXT_BYTES
+ROCM_OVERHEAD = RuntimeOverhead(
+    runtime=Runtime.rocm,
+    context_bytes=ROCM_CONTEXT_BYTES,
+    measured=False,
+    basis="no published HIP context size; the CUDA figure stands in (ROCm's is larger, "
+    "vllm-project/vllm#43236)",
+)
+# Metal (Apple): no CUDA-style context is carved out of the GPU's memory; what bounds the GPU
+# is the working set, Metal's recommendedMaxWorkingSetSize, which PyTorch's MPS allocator
+# caps its heaps against (aten/src/ATen/mps/MPSAllocator.mm) and which the catalog already
+# charges as the card's capacity (`usable_memory_fraction`). The MPS heap allocator caches
+# blocks like CUDA's, so the same reserve applies.
+METAL_CONTEXT_BYTES = 0
+METAL_OVERHEAD = RuntimeOverhead(
+    runtime=Runtime.metal,
+    context_bytes=METAL_CONTEXT_BYTES,
+    basis="no CUDA-style context; the Metal working-set limit is the card's capacity",
+)
+# Level Zero (Intel XPU): no public measurement of the device-memory context was found (the
+# one report, intel/intel-extension-for-pytorch#732, measures host memory on an integrated
+# GPU), so the CUDA figure stands in, flagged unmeasured.
+LEVEL_ZERO_CONTEXT_BYTES = CUDA_CONTEXT_BYTES
+LEVEL_ZERO_OVERHEAD = RuntimeOverhead(
+    runtime=Runtime.level_zero,
+    context_bytes=LEVEL_ZERO_CONTEXT_BYTES,
+    measured=False,
+    basis="no published Level Zero context size; the CUDA figure stands in",
+)
+# The runtime each vendor's cards run PyTorch through.
+OVERHEAD_BY_VENDOR: Mapping[Vendor, RuntimeOverhead] = MappingProxyType(
+    {
+        Vendor.nvidia: CUDA_OVERHEAD,
+        Vendor.amd: ROCM_OVERHEAD,
+        Vendor.apple: METAL_OVERHEAD,
+        Vendor.intel: LEVEL_ZERO_OVERHEAD,
+    }
+)
+_DEFAULT_OVERHEAD = CUDA_OVERHEAD
 
 
 @dataclass(frozen=True)
@@ -132,7 +191,7 @@ class Estimate:
     params: int
     gpus: int
     peak_moment: str
-    rule_of_thumb_bytes: int
+    rule_of_thumb_bytes: int | None  # None: the seed gives no rule for fine-tuning
     per_gpu_bytes: int
     # Bytes per GPU in COMPONENTS order, and the builder of their explanation.
     component_bytes: tuple[int, ...] = field(repr=False)
@@ -474,13 +533,16 @@ RULE_4BIT_BELOW = 6
 RULE_8BIT_BELOW = 12
 
 
-def rule_of_thumb(params: int, workload: Workload, *, activations_per_sample: int) -> int:
-    """The classic estimates, kept beside the detailed one.
+def rule_of_thumb(params: int, workload: Workload, *, activations_per_sample: int) -> int | None:
+    """The classic estimates, kept beside the detailed one, where the seed gives one.
 
     Inference: params x 2 bytes at 16 bit, x 1 at 8 bit, x 0.5 at 4 bit, x 4 at fp32.
-    Training: (P + B·A + P + 2P) x 4 bytes: fp32 weights, activations (A per sample),
-    gradients and two Adam states.
+    Pretraining: (P + B·A + P + 2P) x 4 bytes: fp32 weights, activations (A per sample),
+    gradients and two Adam states. Fine-tuning: None (the seed gives no rule; the pretraining
+    one charges gradients and states for every weight, which LoRA and QLoRA do not train).
     """
+    if workload.stage is Stage.finetune:
+        return None
     if workload.stage is Stage.inference:
         if workload.weight_format is not None:
             bits = workload.weight_format.bits_per_weight
@@ -1055,9 +1117,9 @@ def estimate(
             Term(
                 "runtime_overhead",
                 runtime,
-                "CUDA context + allocator reserve x tensor peak",
+                f"{ov.runtime.value} context + allocator reserve x tensor peak",
                 {
-                    "cuda_context": ov.cuda_context_bytes,
+                    "context": ov.context_bytes,
                     "reserve_fraction": ov.allocator_reserve_fraction,
                 },
             ),

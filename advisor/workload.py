@@ -6,8 +6,10 @@ estimator only ever sees requests that can exist.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 
 from advisor.errors import InvalidValueError
 
@@ -79,6 +81,26 @@ TRAINING_PARALLEL = frozenset({Parallel.ddp, Parallel.zero1, Parallel.zero2, Par
 ATTENTION_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_TARGETS = ("gate_proj", "up_proj", "down_proj")
 LORA_TARGET_CHOICES = frozenset({*ATTENTION_TARGETS, *MLP_TARGETS})
+# Named sets of LoRA targets users type: PEFT's default (attention) and every linear layer of
+# a block (PEFT's `target_modules="all-linear"`).
+LORA_TARGET_SETS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"attention": ATTENTION_TARGETS, "all-linear": (*ATTENTION_TARGETS, *MLP_TARGETS)}
+)
+DEFAULT_LORA_TARGETS = "attention"
+
+# Defaults of a workload, named once: the CLI's options show and use these.
+# 16-bit brain float, the dtype most checkpoints ship in and most GPUs compute in.
+DEFAULT_PRECISION = Precision.bf16
+# AdamW, the optimizer of most published fine-tuning and pretraining recipes.
+DEFAULT_OPTIMIZER = Optimizer.adamw
+# One sequence per step.
+DEFAULT_BATCH = 1
+# Tokens per sequence: a common fine-tuning recipe's length (inference defaults to the
+# model's context instead: `advisor.policy.default_seq`).
+DEFAULT_TRAINING_SEQ = 2048
+# LoRA rank when none is asked (PEFT's `LoraConfig` defaults to 8; 16 is the rank many
+# published fine-tuning recipes use).
+DEFAULT_LORA_RANK = 16
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,14 +128,14 @@ class WeightFormat:
 class Workload:
     stage: Stage
     method: Method = Method.full
-    precision: Precision = Precision.bf16
+    precision: Precision = DEFAULT_PRECISION
     weight_format: WeightFormat | None = None
     kv_dtype: KVDtype | None = None
-    batch: int = 1
-    seq: int = 2048
-    optimizer: Optimizer = Optimizer.adamw
+    batch: int = DEFAULT_BATCH
+    seq: int = DEFAULT_TRAINING_SEQ
+    optimizer: Optimizer = DEFAULT_OPTIMIZER
     grad_checkpointing: bool = False
-    lora_rank: int = 16
+    lora_rank: int = DEFAULT_LORA_RANK
     lora_targets: tuple[str, ...] = field(default=ATTENTION_TARGETS)
     trainable_layers: int | None = None
     gpus: int = 1

@@ -30,7 +30,7 @@ CALIBRATION = DATA / "calibration" / "traced.jsonl"
 SHARED_CALIBRATION = Path(__file__).parents[2] / "shared" / "calibration" / "traced.jsonl"
 # Issue 3: every traced case within 3 % of the measured peak.
 CALIBRATION_BOUND = 0.03
-NO_OVERHEAD = RuntimeOverhead(cuda_context_bytes=0, allocator_reserve_fraction=0)
+NO_OVERHEAD = RuntimeOverhead(context_bytes=0, allocator_reserve_fraction=0)
 
 
 def _config(name: str) -> Architecture:
