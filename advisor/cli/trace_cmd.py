@@ -7,7 +7,6 @@ No tracing logic lives here.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,6 +111,7 @@ def _render(model: str, result: Trace, est: Estimate, units: Units) -> None:
 def trace(ctx: typer.Context, **workload: Any) -> None:
     """Peak tensor memory of one workload traced on the real model (fake tensors, no GPU),
     beside the estimate. Needs the `trace` extra."""
+    from advisor.arch import load_hf_config
     from advisor.estimator import estimate
     from advisor.trace import trace as run_trace
 
@@ -121,7 +121,7 @@ def trace(ctx: typer.Context, **workload: Any) -> None:
     if path.suffix == ".json" or path.is_file():
         # A config.json is traced as written (every field transformers reads), not as the
         # architecture advisor keeps of it; `load_model` above has validated it.
-        model = json.loads(path.read_text(encoding="utf-8"))
+        model = load_hf_config(path)
     result = run_trace(model, request.workload)
     est = estimate(request.arch, request.workload)
     if request.as_json:
