@@ -162,7 +162,7 @@ class Estimate:
         return self.per_gpu_bytes - self.component_bytes[-1]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Components:
     """The tensor terms at the peak, bytes per GPU (the runtime overhead is added on top)."""
 
@@ -187,7 +187,7 @@ class Components:
         )
 
 
-@dataclass(frozen=True)
+@dataclass  # private, built on every estimate: frozen ones cost several times more
 class _Peak:
     """A stage's tensor terms at its peak, the moment, and the builder of their explanation
     (called only when `Estimate.terms` is read)."""
@@ -537,7 +537,7 @@ def _model_masks(s: _Shape, batch: int, seq: int, c: int) -> int:
     return total
 
 
-@dataclass(frozen=True)
+@dataclass  # private, built on every estimate: frozen ones cost several times more
 class _InferenceActivations:
     bytes: int
     live_per_token: int  # the larger of the MLP's and the attention's live elements per token
@@ -653,7 +653,7 @@ def _explain_inference(
 # --- training -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass  # private, built on every estimate: frozen ones cost several times more
 class _Trainable:
     params: int  # trainable parameters of the base model
     adapter_params: int
@@ -806,7 +806,7 @@ def _optimizer_step_temp(largest: int, opt: Optimizer, state: int) -> int:
     return 0
 
 
-@dataclass(frozen=True)
+@dataclass  # private, built on every estimate: frozen ones cost several times more
 class _Shard:
     """Divides each term among GPUs as the strategy does."""
 
@@ -842,7 +842,7 @@ FIRST_LAYER_BACKWARD = "backward of the first layer"
 OPTIMIZER_STEP = "optimizer step"
 
 
-@dataclass(frozen=True)
+@dataclass  # private, built on every estimate: frozen ones cost several times more
 class _TrainingState:
     """Bytes per GPU of the weights, gradients and optimizer of a training step."""
 
@@ -858,7 +858,7 @@ class _TrainingState:
     tied_accumulate: int  # the tied embedding's two gradients summed at the end of backward
 
 
-@dataclass(frozen=True)
+@dataclass  # private, built on every estimate: frozen ones cost several times more
 class _Saved:
     """Activations saved for backward, bytes per GPU."""
 
@@ -870,7 +870,7 @@ class _Saved:
     per_seq_sq: float
 
 
-@dataclass(frozen=True)
+@dataclass  # private, built on every estimate: frozen ones cost several times more
 class _TrainingLogits:
     held: int  # the model's logits, held by the caller through backward
     log_softmax: int  # the loss's fp32 log-softmax output (and Gemma-2's soft-cap tanh)
