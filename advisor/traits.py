@@ -5,8 +5,8 @@ Pure: no CLI, rendering or database imports. Each `ModelType` has one complete `
 entry (no field has a default; tests/test_arch.py checks that every member has one), and no
 consumer falls back on a default for a type it does not know. The facts are read off each
 type's modeling and configuration files in Hugging Face transformers (5.x) and checked against
-traced models (tests/test_trace.py, tests/test_estimator_pinned.py); see docs/architecture.md
-for adding a type.
+models traced with `advisor trace` (tests/test_trace.py); tests/test_estimator_pinned.py holds
+the estimator's bytes fixed. docs/architecture.md says how to add a type.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class AttentionKernel(StrEnum):
 
     sdpa = "sdpa"  # PyTorch's fused SDPA kernels
     eager = "eager"  # no SDPA path: `eager_attention_forward` materializes the scores
-    math = "math"  # SDPA's math kernel (fp32 scores), chosen by the estimator per layout
+    math = "math"  # SDPA's math kernel (fp32 scores): PyTorch's choice for mqa_math_fallback
 
 
 class KVHeads(StrEnum):
@@ -111,7 +111,7 @@ class ModelTraits:
     layout: ParamLayout
     norm: Norm
     norms_per_layer: int
-    qkv_bias: bool  # q, k and v carry biases whatever attention_bias says
+    qkv_bias: bool  # q, k, v biased whatever attention_bias says (other layouts: their options)
     qk_norm: bool  # per-head RMSNorm of queries and keys
     moe: bool  # routed experts (the config must give num_experts)
     experts_use_intermediate_size: bool  # an expert's width is intermediate_size
@@ -121,7 +121,7 @@ class ModelTraits:
     # --- the estimator's mechanisms ---------------------------------------------------------
     mlp: MLPKind
     rotary: bool  # rotary position embeddings (cos/sin tables per forward)
-    attention: AttentionKernel
+    attention: AttentionKernel  # under attn_implementation="sdpa" (asked for eager, all are)
     mqa_math_fallback: bool  # fewer K/V heads reach SDPA without enable_gqa: the math kernel
     alibi_option: str | None  # the option that swaps rotary embeddings for ALiBi
     kv_broadcast_option: str | None  # the option under which K/V are cached per query head
