@@ -162,7 +162,11 @@ class Estimate:
         return self.per_gpu_bytes - self.component_bytes[-1]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+# _RECORDS: the records an estimate builds on its way (these components, a stage's peak, the
+# training state …) are slotted, mutable dataclasses that never leave the estimator, built
+# from locals named as their fields, in field order: a frozen dataclass or keyword arguments
+# cost several times more to build, and sweeps build millions of estimates.
+@dataclass(slots=True)
 class Components:
     """The tensor terms at the peak, bytes per GPU (the runtime overhead is added on top)."""
 
@@ -187,7 +191,7 @@ class Components:
         )
 
 
-@dataclass  # private, built on every estimate: frozen ones cost several times more
+@dataclass(slots=True)  # see _RECORDS
 class _Peak:
     """A stage's tensor terms at its peak, the moment, and the builder of their explanation
     (called only when `Estimate.terms` is read)."""
@@ -537,7 +541,7 @@ def _model_masks(s: _Shape, batch: int, seq: int, c: int) -> int:
     return total
 
 
-@dataclass  # private, built on every estimate: frozen ones cost several times more
+@dataclass(slots=True)  # see _RECORDS
 class _InferenceActivations:
     bytes: int
     live_per_token: int  # the larger of the MLP's and the attention's live elements per token
@@ -578,15 +582,8 @@ def _inference_terms(arch: Architecture, s: _Shape, w: Workload, shard: _Shard) 
     kv = shard.kv(math.ceil(w.batch * cached * s.kv_cache_per_token_layer * kv_elem))
     act = _inference_activations(s, w, shard, c)
     logits = _round(w.batch * s.vocab * c) + _round(w.batch * s.vocab * FP32_BYTES)
-    components = Components(
-        weights=weights,
-        kv_cache=kv,
-        activations=act.bytes,
-        logits=logits,
-        gradients=0,
-        optimizer=0,
-        adapters=0,
-    )
+    grads = optimizer = adapters = 0
+    components = Components(weights, kv, act.bytes, logits, grads, optimizer, adapters)
     explain = functools.partial(
         _explain_inference, s, w, components, act, default_weight, cached, kv_elem, c
     )
@@ -653,7 +650,7 @@ def _explain_inference(
 # --- training -------------------------------------------------------------------------------
 
 
-@dataclass  # private, built on every estimate: frozen ones cost several times more
+@dataclass(slots=True)  # see _RECORDS
 class _Trainable:
     params: int  # trainable parameters of the base model
     adapter_params: int
@@ -806,7 +803,7 @@ def _optimizer_step_temp(largest: int, opt: Optimizer, state: int) -> int:
     return 0
 
 
-@dataclass  # private, built on every estimate: frozen ones cost several times more
+@dataclass(slots=True)  # see _RECORDS
 class _Shard:
     """Divides each term among GPUs as the strategy does."""
 
@@ -842,7 +839,7 @@ FIRST_LAYER_BACKWARD = "backward of the first layer"
 OPTIMIZER_STEP = "optimizer step"
 
 
-@dataclass  # private, built on every estimate: frozen ones cost several times more
+@dataclass(slots=True)  # see _RECORDS
 class _TrainingState:
     """Bytes per GPU of the weights, gradients and optimizer of a training step."""
 
@@ -858,7 +855,7 @@ class _TrainingState:
     tied_accumulate: int  # the tied embedding's two gradients summed at the end of backward
 
 
-@dataclass  # private, built on every estimate: frozen ones cost several times more
+@dataclass(slots=True)  # see _RECORDS
 class _Saved:
     """Activations saved for backward, bytes per GPU."""
 
@@ -870,7 +867,7 @@ class _Saved:
     per_seq_sq: float
 
 
-@dataclass  # private, built on every estimate: frozen ones cost several times more
+@dataclass(slots=True)  # see _RECORDS
 class _TrainingLogits:
     held: int  # the model's logits, held by the caller through backward
     log_softmax: int  # the loss's fp32 log-softmax output (and Gemma-2's soft-cap tanh)
@@ -907,17 +904,21 @@ def _training_state(
     tied_accumulate = 0
     if tr.embedding_trainable and s.tied:
         tied_accumulate = shard.grads(2 * _round(s.vocab * s.hidden * b.grad))
+    weights = shard.weights(_training_weights(s, w, b))
+    cast = (s.linear_params + s.vocab * s.hidden) * b.cast if b.cast and not lora else 0
+    adapters = tr.adapter_params * LORA_DTYPE_BYTES
+    grads = shard.grads(trainable * grad_bytes)
     return _TrainingState(
-        weights=shard.weights(_training_weights(s, w, b)),
-        cast=(s.linear_params + s.vocab * s.hidden) * b.cast if b.cast and not lora else 0,
-        adapters=tr.adapter_params * LORA_DTYPE_BYTES,
-        trainable=trainable,
-        grad_bytes=grad_bytes,
-        grads=shard.grads(trainable * grad_bytes),
-        state_bytes=state_bytes,
-        states=states,
-        step_temp=step_temp,
-        tied_accumulate=tied_accumulate,
+        weights,
+        cast,
+        adapters,
+        trainable,
+        grad_bytes,
+        grads,
+        state_bytes,
+        states,
+        step_temp,
+        tied_accumulate,
     )
 
 
@@ -942,16 +943,11 @@ def _saved_activations(s: _Shape, w: Workload, shard: _Shard, b: _Bytes, layers:
         saved += _round(w.batch * s.heads * w.seq * w.seq * b.compute)
     if b.residual == FP32_BYTES and not s.layernorm:
         saved += _round(n * s.hidden * b.residual)  # the embedding output, kept by the first norm
-    return _Saved(
-        total=math.ceil(saved / shard.tp),
-        # Backward through the first layer: nearly every gradient exists while that layer's
-        # saved (with checkpointing: recomputed) activations are still alive.
-        one_layer=math.ceil(max(layer_bytes, unmasked_bytes) / shard.tp),
-        layers=layers,
-        masked=masked,
-        per_token=per_token,
-        per_seq_sq=per_seq_sq,
-    )
+    total = math.ceil(saved / shard.tp)
+    # Backward through the first layer: nearly every gradient exists while that layer's saved
+    # (with checkpointing: recomputed) activations are still alive.
+    one_layer = math.ceil(max(layer_bytes, unmasked_bytes) / shard.tp)
+    return _Saved(total, one_layer, layers, masked, per_token, per_seq_sq)
 
 
 def _training_logits(s: _Shape, w: Workload, c: int) -> _TrainingLogits:
@@ -963,12 +959,9 @@ def _training_logits(s: _Shape, w: Workload, c: int) -> _TrainingLogits:
     if s.softcap:
         # Gemma-2 soft-caps the final logits (tanh(x / 30) x 30): tanh's output is saved.
         log_softmax += _round(n * s.vocab * c)
-    return _TrainingLogits(
-        held=_round(n * s.vocab * c),
-        log_softmax=log_softmax,
-        loss_grads=2 * _round(n * s.vocab * FP32_BYTES),
-        dtype_bytes=c,
-    )
+    held = _round(n * s.vocab * c)
+    loss_grads = 2 * _round(n * s.vocab * FP32_BYTES)
+    return _TrainingLogits(held, log_softmax, loss_grads, c)
 
 
 def _training_peak(state: _TrainingState, saved: _Saved, logits: _TrainingLogits) -> str:
@@ -1006,15 +999,10 @@ def _training_components(
         activations = saved.one_layer if moment == FIRST_LAYER_BACKWARD else 0
         logit_bytes = 0 if moment == OPTIMIZER_STEP else logits.held
         grads = state.grads + (state.tied_accumulate if moment == END_OF_BACKWARD else 0)
-    return Components(
-        weights=state.weights + (state.cast if start else 0),
-        kv_cache=0,
-        activations=activations,
-        logits=logit_bytes,
-        gradients=grads,
-        optimizer=state.states + (state.step_temp if moment == OPTIMIZER_STEP else 0),
-        adapters=state.adapters,
-    )
+    weights = state.weights + (state.cast if start else 0)
+    optimizer = state.states + (state.step_temp if moment == OPTIMIZER_STEP else 0)
+    kv_cache = 0
+    return Components(weights, kv_cache, activations, logit_bytes, grads, optimizer, state.adapters)
 
 
 def _training_terms(arch: Architecture, s: _Shape, w: Workload, shard: _Shard) -> _Peak:

@@ -162,13 +162,17 @@ def test_traits_fields_have_no_defaults() -> None:
 
 
 def test_every_layout_is_counted() -> None:
-    """Each ParamLayout has its counting function, each MLPKind its activation factors."""
+    """Each ParamLayout has its counting function, each MLPKind its activation factors, each
+    component its field."""
     from advisor import arch as arch_module
     from advisor import estimator
 
     assert set(arch_module._LAYER_PARAMS) == set(ParamLayout)
     assert set(estimator._MLP_SAVED) == set(MLPKind)
     assert set(estimator._MLP_INFERENCE_LIVE) == set(MLPKind)
+    # Components are built positionally (estimator._RECORDS): their fields follow COMPONENTS.
+    names = [f.name for f in dataclasses.fields(estimator.Components)]
+    assert [*names, "runtime_overhead"] == list(estimator.COMPONENTS)
 
 
 @pytest.mark.parametrize("model_type", list(ModelType), ids=str)
