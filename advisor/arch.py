@@ -4,8 +4,14 @@ Pure: no database, CLI or rendering imports. The field names are Hugging Face co
 names, so a catalog row, a config file and the estimator speak the same language.
 
 The counts follow the module layout of each `model_type` in Hugging Face transformers (which
-projections carry biases, how many norms a layer has, whether positions are learned); they
-reproduce the published exact counts of the bundled models (see tests/test_bundled_data.py).
+projections carry biases, how many norms a layer has, whether positions are learned), as the
+type's entry in `advisor/traits.py` states it; they reproduce the published exact counts of
+the bundled models (see tests/test_bundled_data.py).
+
+This module is also the one reader of config.json: `load_hf_config` (a file),
+`architecture_from_hf_config` and `native_dtype_from_hf_config` (multimodal wrappers read
+through their `text_config`), used by the catalog's and the CLI's config paths, the
+estimator's callers and `advisor trace`.
 """
 
 from __future__ import annotations
