@@ -154,6 +154,11 @@ class Workload:
                         f"{name.replace('_', '-')} must be at least 1, got {value}"
                     )
         training = self.stage is not Stage.inference
+        self._check_method(training)
+        self._check_lora_targets()
+        self._check_parallel(training)
+
+    def _check_method(self, training: bool) -> None:
         if not training and self.method is not Method.full:
             raise InvalidValueError(
                 f"--method {self.method.value} is a fine-tuning method; inference has none"
@@ -175,6 +180,8 @@ class Workload:
                 raise InvalidValueError(
                     f"trainable-layers must not be negative, got {self.trainable_layers}"
                 )
+
+    def _check_lora_targets(self) -> None:
         if not self.lora_targets or not LORA_TARGET_CHOICES.issuperset(self.lora_targets):
             unknown = sorted(set(self.lora_targets) - LORA_TARGET_CHOICES)
             raise InvalidValueError(
@@ -182,6 +189,8 @@ class Workload:
                 + ", ".join(sorted(LORA_TARGET_CHOICES))
                 + (f"; got {', '.join(unknown)}" if unknown else "")
             )
+
+    def _check_parallel(self, training: bool) -> None:
         if self.parallel is not None:
             allowed = TRAINING_PARALLEL if training else INFERENCE_PARALLEL
             if self.parallel not in allowed:

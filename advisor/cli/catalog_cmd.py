@@ -712,27 +712,17 @@ def update_gpu(
     shared.note(f"updated GPU {slug!r}")
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise InvalidValueError(f"cannot read {path}: {error.strerror}") from None
-    except json.JSONDecodeError as error:
-        raise InvalidValueError(
-            f"{path}: malformed JSON at line {error.lineno} column {error.colno}: {error.msg}"
-        ) from None
-    if not isinstance(content, dict):
-        raise InvalidValueError(f"{path}: a config.json must hold a JSON object")
-    return content
-
-
 def _config_fields(path: Path) -> dict[str, Any]:
     """Catalog fields read from a Hugging Face config.json."""
     import dataclasses
 
-    from advisor.arch import architecture_from_hf_config, native_dtype_from_hf_config
+    from advisor.arch import (
+        architecture_from_hf_config,
+        load_hf_config,
+        native_dtype_from_hf_config,
+    )
 
-    config = _read_config(path)
+    config = load_hf_config(path)
     try:
         arch = architecture_from_hf_config(config)
     except InvalidValueError as error:

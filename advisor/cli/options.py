@@ -9,7 +9,6 @@ them.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -17,7 +16,6 @@ import typer
 
 from advisor.cli import shared
 from advisor.enums import Vendor
-from advisor.errors import InvalidValueError
 from advisor.policy import DEFAULT_INFERENCE_CONTEXT
 from advisor.units import Units
 from advisor.workload import (
@@ -112,19 +110,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 def load_model(ctx: typer.Context, name: str) -> tuple[str, Architecture]:
     """A catalog model by any alias, or a Hugging Face config.json by path."""
-    from advisor.arch import architecture_from_hf_config
+    from advisor.arch import architecture_from_hf_config, load_hf_config
 
     path = Path(name)
     if name.endswith(".json") or path.is_file():
-        try:
-            config = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InvalidValueError(f"{name}: no such file") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise InvalidValueError(f"{name}: not a readable JSON config ({error})") from None
-        if not isinstance(config, dict):
-            raise InvalidValueError(f"{name}: a config.json holds one JSON object")
-        return path.stem, architecture_from_hf_config(config)
+        return path.stem, architecture_from_hf_config(load_hf_config(path))
     from catalog import queries
 
     with shared.session(ctx) as session:

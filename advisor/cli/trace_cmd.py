@@ -7,7 +7,6 @@ No tracing logic lives here.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -135,6 +134,7 @@ def trace(
 ) -> None:
     """Peak tensor memory of one workload traced on the real model (fake tensors, no GPU),
     beside the estimate. Needs the `trace` extra."""
+    from advisor.arch import load_hf_config
     from advisor.estimator import estimate
     from advisor.trace import trace as run_trace
 
@@ -161,7 +161,7 @@ def trace(
     if path.suffix == ".json" or path.is_file():
         # A config.json is traced as written (every field transformers reads), not as the
         # architecture advisor keeps of it; `load_model` above has validated it.
-        traced = json.loads(path.read_text(encoding="utf-8"))
+        traced = load_hf_config(path)
     result = run_trace(traced, workload)
     est = estimate(arch, workload)
     if as_json:
