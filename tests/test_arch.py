@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -158,7 +159,10 @@ def test_traits_fields_have_no_defaults() -> None:
         ]
         assert defaulted == [], cls.__name__
     with pytest.raises(TypeError, match="missing 1 required keyword-only argument: 'mlp'"):
-        ModelTraits(**{f.name: None for f in dataclasses.fields(ModelTraits) if f.name != "mlp"})
+        partial: dict[str, Any] = {
+            f.name: None for f in dataclasses.fields(ModelTraits) if f.name != "mlp"
+        }
+        ModelTraits(**partial)
 
 
 def test_every_layout_is_counted() -> None:

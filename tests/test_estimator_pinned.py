@@ -171,8 +171,8 @@ def _cases() -> Iterator[tuple[str, Architecture, Workload]]:
     ]
     models += list(_catalog_architectures())
     for name, arch in models:
-        for workload_id, workload in WORKLOADS.items():
-            yield f"{name}:{workload_id}", arch, workload
+        for workload_id, shape in WORKLOADS.items():
+            yield f"{name}:{workload_id}", arch, shape
 
 
 def _pin(arch: Architecture, workload: Workload) -> list[Any]:
