@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from advisor.estimator import Estimate
     from advisor.fit import Card, Level, Option, Plan
     from advisor.workload import WeightFormat, Workload
-    from catalog.tables import GPU
+    from catalog.reader import GPURecord
 
 BAR_WIDTH = 16
 # Quantization levels `fit` compares for inference unless told: 16-bit, bitsandbytes int8,
@@ -157,7 +157,7 @@ def build_levels(
     return levels
 
 
-def card_of(row: GPU) -> Card:
+def card_of(row: GPURecord) -> Card:
     from advisor.fit import Card
 
     return Card(
@@ -320,22 +320,20 @@ def _select_cards(
     vendor: Vendor | None,
     market: Market | None,
 ) -> tuple[list[Card], str]:
-    from catalog import queries
-
     if gpus and (vendor or market):
         raise InvalidValueError(
             "--vendor and --market narrow the default or --all cards; with --gpu, name the cards"
         )
-    with shared.session(ctx) as session:
+    with shared.reader(ctx) as catalog:
         if gpus:
-            rows = [queries.get_gpu(session, name=name) for name in gpus]
+            rows = [catalog.gpu(name) for name in gpus]
             rows = list({row.slug: row for row in rows}.values())
             what = "the cards asked"
         elif all_cards:
-            rows = queries.list_gpus(session, vendor=vendor, market=market)
+            rows = catalog.gpus(vendor=vendor, market=market)
             what = "every card in the catalog"
         else:
-            rows = queries.current_gpus(session, vendor=vendor, market=market)
+            rows = catalog.current_gpus(vendor=vendor, market=market)
             what = "current cards (--all for every card)"
         if vendor or market:
             what += " of " + " ".join(v.value for v in (vendor, market) if v)

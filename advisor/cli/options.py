@@ -99,11 +99,9 @@ def load_model(ctx: typer.Context, name: str) -> tuple[str, Architecture]:
         if not isinstance(config, dict):
             raise InvalidValueError(f"{name}: a config.json holds one JSON object")
         return path.stem, architecture_from_hf_config(config)
-    from catalog import queries
-
-    with shared.session(ctx) as session:
-        row = queries.get_model(session, name=name)
-        return row.slug, row.architecture()
+    with shared.reader(ctx) as catalog:
+        model = catalog.model(name)
+    return model.slug, model.architecture
 
 
 def weight_format(ctx: typer.Context, quant: str | None) -> WeightFormat | None:
@@ -114,15 +112,8 @@ def weight_format(ctx: typer.Context, quant: str | None) -> WeightFormat | None:
 
 
 def weight_formats(ctx: typer.Context, quants: list[str]) -> list[WeightFormat]:
-    from advisor.workload import WeightFormat
-    from catalog import queries
-
-    with shared.session(ctx) as session:
-        rows = [queries.get_quant(session, name=q) for q in quants]
-        return [
-            WeightFormat(slug=row.slug, bits_per_weight=row.bits_per_weight, scope=row.scope)
-            for row in rows
-        ]
+    with shared.reader(ctx) as catalog:
+        return [catalog.quant(q).weight_format() for q in quants]
 
 
 def lora_targets(text: str) -> tuple[str, ...]:

@@ -181,7 +181,6 @@ def which_models(
 ) -> None:
     """Which catalog models fit on a card (or several), at which quantization or method."""
     from advisor.fit import best_level
-    from catalog import queries
 
     if count < 1:
         raise InvalidValueError(f"count must be at least 1, got {count}")
@@ -203,12 +202,9 @@ def which_models(
         parallel=parallel,
         offload_optimizer=False,
     )
-    with shared.session(ctx) as session:
-        card = card_of(queries.get_gpu(session, name=gpu))
-        rows = [
-            (row.slug, row.architecture(), slug)
-            for row, slug in queries.list_models_with_family(session, family=family)
-        ]
+    with shared.reader(ctx) as catalog:
+        card = card_of(catalog.gpu(gpu))
+        rows = [(m.slug, m.architecture, m.family) for m in catalog.models(family=family)]
     formats: dict[str, WeightFormat] = {}
     results: list[tuple[ModelFit, str]] = []
     for name, arch, family_slug in rows:
