@@ -11,8 +11,8 @@ every write; this module writes nothing.
 
 Records are NamedTuples rather than frozen dataclasses: defining a 21-field frozen dataclass
 costs about ten times as much at import, which this path exists to avoid. Both paths give the
-same records, resolve names by the same rules (catalog/rules.py) and
-order rows alike; tests/test_reader.py compares them on every bundled row.
+same records, resolve names by the same rules (catalog/rules.py) and order rows alike;
+tests/test_reader.py compares them on every bundled row.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Self
 
 from advisor.arch import Architecture
 from advisor.enums import Market, QuantAppliesTo, QuantKind, QuantScope, Vendor
-from advisor.errors import NotFoundError
+from advisor.errors import DatabaseError, NotFoundError
 from advisor.workload import WeightFormat
 from catalog import rules
 from catalog.bundled_files import DIGEST_KEY, digest
@@ -355,9 +355,8 @@ def _read_only(path: Path) -> sqlite3.Connection | None:
     except sqlite3.Error:
         connection.close()
         return None
-    if [tuple(r) for r in revision] != [(SCHEMA_HEAD,)] or [tuple(r) for r in synced] != [
-        (digest(),)
-    ]:
+    at_head = [tuple(r) for r in revision] == [(SCHEMA_HEAD,)]
+    if not (at_head and [tuple(r) for r in synced] == [(digest(),)]):
         connection.close()
         return None
     return connection
@@ -379,6 +378,8 @@ def open_reader(
     if connection is not None:
         try:
             yield SQLiteReader(connection)
+        except sqlite3.Error as error:  # e.g. a page corrupted after the checks
+            raise DatabaseError(f"cannot read the database at {path}: {error}") from None
         finally:
             connection.close()
         return

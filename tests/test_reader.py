@@ -373,3 +373,15 @@ def test_read_only_commands_load_no_orm(catalog_file: Path, argv: list[str]) -> 
     )
     assert result.stderr.strip().splitlines()[-1] == "0 []"
     assert result.stdout.startswith("{")
+
+
+def test_an_unreadable_table_is_a_database_error(catalog_file: Path) -> None:
+    """A table SQLite cannot read after the checks passed is one DatabaseError, not a trace."""
+    with sqlite3.connect(catalog_file) as connection:
+        connection.execute("DROP TABLE model_alias")
+    connection.close()
+    with pytest.raises(DatabaseError) as error, open_reader() as reader:
+        reader.model("no-such-model")
+    assert str(error.value) == (
+        f"cannot read the database at {catalog_file}: no such table: model_alias"
+    )
