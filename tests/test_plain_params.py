@@ -88,7 +88,9 @@ def test_every_plain_parameter_converts_as_typer_does() -> None:
         plain_params.install(params)
         for param in params:
             runtime = param.get_runtime_param()
-            if not isinstance(runtime, plain_params._plain_param_class() or ()):
+            internals = plain_params._typer_internals()
+            assert internals is not None
+            if not isinstance(runtime, internals.param_class):
                 continue
             own = coercion.build_runtime_param(param.type_descriptor)
             for value in _samples(param.type_descriptor.annotation):

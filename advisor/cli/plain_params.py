@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from functools import cache
-from typing import Any, get_args, get_origin
+from typing import Any, NamedTuple, get_args, get_origin
 
 # What a plain converter returns when it does not handle a value itself.
 _DEFER = object()
@@ -42,9 +42,11 @@ def _plain_int(value: Any, _ctx: Any) -> Any:
     return _DEFER
 
 
-def _plain_choice(enum: type[Enum], case_sensitive: bool) -> Leaf:
-    from typer._param_types import coerce_cli_choice
-
+def _plain_choice(enum: type[Enum], case_sensitive: bool) -> Leaf | None:
+    internals = _typer_internals()
+    if internals is None:
+        return None
+    coerce_cli_choice = internals.coerce_choice
     choices = list(enum)
 
     def convert(value: Any, ctx: Any) -> Any:
@@ -92,12 +94,21 @@ def converter(annotation: Any, parameter_info: Any) -> Leaf | None:
     return leaf_converter(annotation, parameter_info)
 
 
+class _TyperInternals(NamedTuple):
+    """The parts of Typer's adapter-based conversion that the plain converters plug into."""
+
+    param_class: type[Any]  # Typer's runtime parameter, extended with a plain converter
+    typer_parameter: type[Any]  # the parameter class that holds a runtime parameter
+    coerce_choice: Callable[..., Any]  # Typer's own choice matching (enums)
+
+
 @cache
-def _plain_param_class() -> type[Any] | None:
-    """Typer's runtime-parameter class extended with a plain converter; None on a Typer
-    that converts without pydantic."""
+def _typer_internals() -> _TyperInternals | None:
+    """None on a Typer without adapter-based conversion (nothing to speed up there)."""
     try:
         from typer._coercion import RuntimeParam, build_runtime_param
+        from typer._param_types import coerce_cli_choice
+        from typer.core import _TyperParameter
     except ImportError:
         return None
 
@@ -113,26 +124,24 @@ def _plain_param_class() -> type[Any] | None:
                 return typer_own._coerce_value(value, param=param, ctx=ctx)
             return result
 
-    return PlainRuntimeParam
+    return _TyperInternals(PlainRuntimeParam, _TyperParameter, coerce_cli_choice)
 
 
 def install(params: Iterable[Any]) -> None:
     """Give the plain ones of a command's `params` a stdlib converter (see the module's
     docstring); call it with `command.get_params(ctx)`, which includes `--help`."""
-    plain_param = _plain_param_class()
-    if plain_param is None:
+    internals = _typer_internals()
+    if internals is None:
         return
-    from typer.core import _TyperParameter
-
     for param in params:
-        if not isinstance(param, _TyperParameter) or param._runtime_param is not None:
+        if not isinstance(param, internals.typer_parameter) or param._runtime_param is not None:
             continue
         descriptor = param.type_descriptor
         if descriptor.file_annotation is not None:
             continue
         convert = converter(descriptor.annotation, descriptor.parameter_info)
         if convert is not None:
-            param._runtime_param = plain_param(
+            param._runtime_param = internals.param_class(
                 parameter_info=descriptor.parameter_info,
                 annotation=descriptor.annotation,
                 convert=convert,
