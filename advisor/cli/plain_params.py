@@ -13,7 +13,6 @@ every command. On a Typer without adapters (no `typer._coercion`), nothing is in
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from enum import Enum
 from functools import cache
 from typing import Any, NamedTuple, get_args, get_origin
@@ -112,8 +111,15 @@ def _typer_internals() -> _TyperInternals | None:
     except ImportError:
         return None
 
-    @dataclass(frozen=True)
     class PlainRuntimeParam(RuntimeParam):
+        # Not a dataclass of its own: generating one costs more than the rest of this module.
+        def __init__(
+            self, *, parameter_info: Any, annotation: Any, convert: Leaf, descriptor: Any
+        ) -> None:
+            super().__init__(parameter_info=parameter_info, annotation=annotation)
+            object.__setattr__(self, "convert", convert)  # the parent is a frozen dataclass
+            object.__setattr__(self, "descriptor", descriptor)
+
         convert: Leaf
         descriptor: Any
 
