@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from advisor.fit import Card
     from advisor.policy import Level, Request
     from advisor.workload import WeightFormat
-    from catalog.tables import GPU
+    from catalog.reader import GPURecord
 
 ModelOpt = Annotated[str, typer.Option("--model", help="Catalog name or path to a config.json.")]
 StageOpt = Annotated[Stage, typer.Option("--stage", help="What to run.")]
@@ -115,26 +115,17 @@ def load_model(ctx: typer.Context, name: str) -> tuple[str, Architecture]:
     path = Path(name)
     if name.endswith(".json") or path.is_file():
         return path.stem, architecture_from_hf_config(load_hf_config(path))
-    from catalog import queries
-
-    with shared.session(ctx) as session:
-        row = queries.get_model(session, name=name)
-        return row.slug, row.architecture()
+    with shared.reader(ctx) as catalog:
+        model = catalog.model(name)
+    return model.slug, model.architecture
 
 
 def weight_formats(ctx: typer.Context, quants: Sequence[str]) -> dict[str, WeightFormat]:
     """The catalog's formats named `quants`, by the name asked (none asked: no catalog)."""
-    from advisor.workload import WeightFormat
-    from catalog import queries
-
     if not quants:
         return {}
-    with shared.session(ctx) as session:
-        rows = {q: queries.get_quant(session, name=q) for q in quants}
-        return {
-            q: WeightFormat(slug=row.slug, bits_per_weight=row.bits_per_weight, scope=row.scope)
-            for q, row in rows.items()
-        }
+    with shared.reader(ctx) as catalog:
+        return {q: catalog.quant(q).weight_format() for q in quants}
 
 
 def lora_targets(text: str) -> tuple[str, ...]:
@@ -144,7 +135,7 @@ def lora_targets(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def card_of(row: GPU) -> Card:
+def card_of(row: GPURecord) -> Card:
     """A catalog GPU as the advisor's search needs it."""
     from advisor.fit import Card
 
@@ -160,10 +151,8 @@ def card_of(row: GPU) -> Card:
 
 def card(ctx: typer.Context, name: str) -> Card:
     """The catalog's GPU named `name` (any alias)."""
-    from catalog import queries
-
-    with shared.session(ctx) as session:
-        return card_of(queries.get_gpu(session, name=name))
+    with shared.reader(ctx) as catalog:
+        return card_of(catalog.gpu(name))
 
 
 def level_formats(
