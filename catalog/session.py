@@ -56,6 +56,9 @@ CATALOG_TABLES = frozenset(
 # Execution option marking a read-only transaction (a plain deferred `BEGIN`).
 _READ_ONLY = "advisor_read_only"
 BUSY_MESSAGE = "the catalog is busy: another advisor is writing; try again"
+# How long a first use waits for another process that is building the catalog file (seconds;
+# building and seeding the bundled rows takes seconds).
+CREATE_LOCK_TIMEOUT_S = 60
 
 
 def default_database_path() -> Path:
@@ -212,8 +215,7 @@ class Catalog:
                 yield session
                 if commit:
                     session.commit()
-                else:
-                    session.rollback()
+                # a read ends when the session closes: its objects stay loaded, detached
             except BaseException as error:
                 session.rollback()
                 mapped = translate(error, self.url)
@@ -347,7 +349,6 @@ def _create_file(path: Path, *, seed: bool, busy_timeout_ms: int | None) -> int:
     place, which fails if `path` appeared meanwhile: concurrent first uses never see a half
     built catalog, and exactly one of them wins. Returns the rows seeded (0 if another
     process created the file first). An empty placeholder file is replaced by rename."""
-    from catalog import bundled
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -355,6 +356,48 @@ def _create_file(path: Path, *, seed: bool, busy_timeout_ms: int | None) -> int:
         raise DatabaseError(
             f"cannot create the catalog folder {path.parent}: {error.strerror or error}"
         ) from None
+    with _creation_lock(path):
+        if path.exists() and path.stat().st_size != 0:
+            return 0  # another advisor created it while this one waited
+        return _build_and_link(path, seed=seed, busy_timeout_ms=busy_timeout_ms)
+
+
+@contextmanager
+def _creation_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on a file beside `path` while a catalog is built, so that concurrent
+    first uses build it once (the others wait, then open it). Where `fcntl` is missing the
+    hard link alone keeps creation atomic; the lock file itself is left in place (removing
+    it would race with a waiter)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    lock_path = path.with_name(f".{path.name}.create-lock")
+    try:
+        descriptor = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+    except OSError as error:
+        raise DatabaseError(
+            f"cannot create the catalog at {path}: {error.strerror or error}"
+        ) from None
+    try:
+        deadline = time.monotonic() + CREATE_LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise CatalogBusyError(BUSY_MESSAGE) from None
+                time.sleep(BEGIN_RETRY_PAUSE_S)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def _build_and_link(path: Path, *, seed: bool, busy_timeout_ms: int | None) -> int:
+    from catalog import bundled
+
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     url = f"sqlite:///{temporary}"
     try:
@@ -453,8 +496,9 @@ def _open(
 ) -> Catalog:
     from catalog import bundled
 
-    tables = frozenset(inspect(engine).get_table_names())
-    revision = _stored_revision(engine) if "alembic_version" in tables else None
+    reader = engine.execution_options(**{_READ_ONLY: True})  # looking takes no write lock
+    tables = frozenset(inspect(reader).get_table_names())
+    revision = _stored_revision(reader) if "alembic_version" in tables else None
     _check_identity(url, tables, revision)
     if revision == SCHEMA_HEAD:  # the common case: nothing to migrate, Alembic not loaded
         catalog = Catalog(url=url, engine=engine, report=report)

@@ -92,7 +92,7 @@ def list_gpus(
     from catalog import queries
 
     minimum = parse_size(min_memory, what="--min-memory") if min_memory else None
-    with shared.session(ctx) as session:
+    with shared.reading(ctx) as session:
         rows = [
             queries.gpu_public(session, gpu=g)
             for g in queries.list_gpus(
@@ -152,7 +152,7 @@ def list_models(
     """List models by family, smallest first."""
     from catalog import queries
 
-    with shared.session(ctx) as session:
+    with shared.reading(ctx) as session:
         rows = [
             queries.model_public(session, model=m)
             for m in queries.list_models(session, family=family)
@@ -203,7 +203,7 @@ def list_families(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """List model families."""
     from catalog import queries
 
-    with shared.session(ctx) as session:
+    with shared.reading(ctx) as session:
         rows = queries.list_families(session)
     if as_json:
         shared.print_json([row.model_dump(mode="json") for row in rows])
@@ -231,7 +231,7 @@ def list_quants(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """List quantization formats, most bits per weight first."""
     from catalog import queries
 
-    with shared.session(ctx) as session:
+    with shared.reading(ctx) as session:
         rows = [queries.quant_public(q) for q in queries.list_quants(session)]
     if as_json:
         shared.print_json([row.model_dump(mode="json") for row in rows])
@@ -329,7 +329,7 @@ def show_gpu(
     """Show one GPU."""
     from catalog import queries
 
-    with shared.session(ctx) as session:
+    with shared.reading(ctx) as session:
         gpu = queries.gpu_public(session, gpu=queries.get_gpu(session, name=name))
     if as_json:
         shared.print_json(gpu.model_dump(mode="json"))
@@ -381,7 +381,7 @@ def show_model(
     """Show one model."""
     from catalog import queries
 
-    with shared.session(ctx) as session:
+    with shared.reading(ctx) as session:
         model = queries.model_public(session, model=queries.get_model(session, name=name))
     if as_json:
         shared.print_json(model.model_dump(mode="json"))

@@ -65,11 +65,17 @@ def reading(ctx: typer.Context) -> Iterator[Session]:
 def confirm(question: str) -> bool:
     """Ask on stderr; False when answered no. When no answer can come (stdin closed or at
     its end), ConfirmationNeededError: one line, nothing changed."""
+    import sys
+
     from advisor.errors import ConfirmationNeededError
 
+    if sys.stdin is None or sys.stdin.closed:
+        raise ConfirmationNeededError(
+            "no answer on stdin; nothing changed (pass --yes to go ahead without asking)"
+        )
     try:
         return typer.confirm(question, err=True)
-    except typer.Abort:
+    except (typer.Abort, OSError, RuntimeError):
         typer.echo("", err=True)
         raise ConfirmationNeededError(
             "no answer on stdin; nothing changed (pass --yes to go ahead without asking)"
