@@ -109,11 +109,8 @@ def translate(error: BaseException, url: str) -> AdvisorError | None:
             f"cannot write to the catalog at {url}: the file or its folder is read-only"
         )
     if "malformed" in text or "not a database" in text or "corrupt" in text:
-        return DatabaseError(
-            f"the catalog at {url} is damaged ({text}); restore a backup "
-            "(catalog.db.*.bak beside it) or a file made by 'advisor catalog export' "
-            "(import it into a new catalog with --db)"
-        )
+        path = sqlite_path(url)
+        return _damaged(path, text) if path is not None else DatabaseError(text)
     if "unable to open" in text:
         return DatabaseError(f"cannot open the catalog at {url}: {text}")
     if "disk" in text and ("full" in text or "I/O" in text):
@@ -229,8 +226,9 @@ class Catalog:
 
 def _damaged(path: Path, reason: object) -> DatabaseError:
     return DatabaseError(
-        f"{path} is damaged ({reason}); restore a backup ({path.name}.*.bak beside it) or a "
-        "file made by 'advisor catalog export'"
+        f"{path} is damaged ({reason}); copy a backup over it ({path.name}.*.bak beside it, "
+        "if an upgrade made one), or move it aside and import a file made by "
+        "'advisor catalog export'"
     )
 
 
