@@ -133,11 +133,16 @@ def _begin_immediate(dbapi_connection: Any, busy_timeout_ms: int) -> None:
 
 
 def make_engine(
-    url: str, *, foreign_keys: bool = True, busy_timeout_ms: int | None = None
+    url: str,
+    *,
+    foreign_keys: bool = True,
+    busy_timeout_ms: int | None = None,
+    immutable: bool = False,
 ) -> Engine:
     """An engine; SQLite gets WAL, a busy timeout (default SQLITE_BUSY_TIMEOUT_MS), foreign
     keys and transactional DDL, and its transactions start as writes (`BEGIN IMMEDIATE`)
-    unless marked read-only."""
+    unless marked read-only. `immutable` opens a SQLite file read-only without the `-shm`
+    file WAL mode needs (for a catalog in a folder nobody may write to)."""
     timeout_ms = SQLITE_BUSY_TIMEOUT_MS if busy_timeout_ms is None else busy_timeout_ms
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
@@ -149,6 +154,10 @@ def make_engine(
     kwargs: dict[str, Any] = {}
     if in_memory:
         kwargs = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+    file = sqlite_path(url)
+    if immutable and file is not None:
+        uri = f"{file.as_uri()}?mode=ro&immutable=1"
+        kwargs = {"creator": lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)}
     engine = create_engine(url, **kwargs)
 
     @event.listens_for(engine, "connect")
@@ -158,7 +167,7 @@ def make_engine(
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {timeout_ms}")
-        if not in_memory:
+        if not in_memory and not immutable:
             cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
         cursor.close()
@@ -258,7 +267,8 @@ def _inspect_file(path: Path, busy_timeout_ms: int) -> _FileState | None:
     if header != SQLITE_HEADER:
         raise DatabaseError(f"{path} is not a SQLite database; refusing to use or overwrite it")
     try:
-        connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        options = "mode=ro&immutable=1" if _read_only_folder(path) else "mode=ro"
+        connection = sqlite3.connect(f"{path.as_uri()}?{options}", uri=True)
     except sqlite3.Error as error:
         raise DatabaseError(f"cannot open {path}: {error}") from None
     try:
@@ -478,7 +488,7 @@ def open_catalog(
                     f"the database at {url} is at revision {state.revision}, made by a newer "
                     "advisor; upgrade advisor to use it"
                 )
-    engine = make_engine(url, busy_timeout_ms=busy_timeout_ms)
+    engine = make_engine(url, busy_timeout_ms=busy_timeout_ms, immutable=_read_only_folder(path))
     try:
         return _open(url, path, engine, report, seed=seed, upgrade=upgrade)
     except BaseException as error:
@@ -487,6 +497,16 @@ def open_catalog(
         if mapped is None or mapped is error:
             raise
         raise mapped from None
+
+
+def _read_only_folder(path: Path | None) -> bool:
+    """True for a catalog file in a folder this process cannot write to, with no WAL file
+    beside it: SQLite could not create the `-shm` file WAL mode needs, so the catalog is
+    opened immutable (reads work; a write says the catalog is read-only). With a `-wal`
+    file present it is opened normally, since immutable would ignore the WAL's rows."""
+    if path is None or not path.exists() or os.access(path.parent, os.W_OK):
+        return False
+    return not Path(f"{path}-wal").exists()
 
 
 def _open(
