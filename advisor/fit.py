@@ -212,16 +212,22 @@ class _Sized:
         self._searches: dict[tuple[str, int, int], int | None] = {}
 
     def option(
-        self, card: Card, count: int | None, shown: Estimate, *, batch: bool = True
+        self,
+        card: Card,
+        count: int | None,
+        shown: Estimate,
+        *,
+        batch: bool = True,
+        offload: bool = True,
     ) -> Option:
         """`card` at this level: `count` cards (None: none fit), sized by `shown`; the largest
         batch is searched only with `batch`. When nothing fits and the engine can keep layers
         in system RAM, the split on one card."""
         capacity = self.budget(card)
-        offload = None
-        if count is None:
+        layers_in_ram = None
+        if count is None and offload:
             one = self.at(1)
-            offload = split(self.arch, one.workload, self.overhead, capacity)
+            layers_in_ram = split(self.arch, one.workload, self.overhead, capacity)
         return Option(
             card=card,
             level=self.level,
@@ -229,7 +235,7 @@ class _Sized:
             estimate=shown,
             max_context=None if count is None else self.longest_context(count, capacity),
             max_batch=None if count is None or not batch else self.largest_batch(count, capacity),
-            offload=offload,
+            offload=layers_in_ram,
         )
 
     def budget(self, card: Card) -> int:
@@ -515,7 +521,11 @@ def best_level(
         sized = planner.level(level, overhead or card.overhead)
         shown = sized.at(count)
         fits = shown.per_gpu_bytes <= sized.budget(card)
-        tried.append(sized.option(card, count if fits else None, shown, batch=with_batch))
+        # The split to system RAM is one card's; several cards asked get none.
+        option = sized.option(
+            card, count if fits else None, shown, batch=with_batch, offload=count == 1
+        )
+        tried.append(option)
         if fits and not all_levels:
             break
     fitting = [option for option in tried if option.fits]

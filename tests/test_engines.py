@@ -318,6 +318,15 @@ def test_which_models_partial_verdict() -> None:
     assert found.offload is not None and found.offload.gpu_layers < 81
 
 
+def test_no_one_card_split_when_several_cards_are_asked() -> None:
+    """which-models --count 2: a model that fits on neither pair gets no one-card split."""
+    arch = _llama_70b()
+    level = _level(arch, LLAMA_CPP, None, 8192)
+    assert best_level("llama-70b", arch, [level], RTX_4090, 1).verdict is Verdict.partial
+    found = best_level("llama-70b", arch, [level], RTX_4090, 2)
+    assert (found.fits, found.offload, found.verdict) == (False, None, Verdict.no)
+
+
 def test_vllm_fits_when_the_pool_holds_one_sequence() -> None:
     """vLLM fits a card when utilization x card holds everything and one sequence of KV."""
     arch = _config("llama-3-8b")
