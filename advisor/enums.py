@@ -87,3 +87,13 @@ class QuantAppliesTo(StrEnum):
     weights = "weights"
     kv_cache = "kv-cache"
     both = "weights+kv-cache"
+
+
+class Engine(StrEnum):
+    """The inference engine that serves the model, which sets how memory is allocated:
+    Hugging Face transformers on PyTorch, vLLM (paged KV cache in a preallocated share of the
+    card), llama.cpp (ggml buffers; Ollama and LM Studio run it)."""
+
+    transformers = "transformers"
+    vllm = "vllm"
+    llama_cpp = "llama.cpp"

@@ -17,6 +17,7 @@ estimate takes the largest, reporting what is alive at that moment:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Mapping
@@ -32,10 +33,11 @@ from advisor.arch import (
     ParamCount,
     count_params,
 )
-from advisor.enums import AttentionKind, Vendor
+from advisor.engines import ENGINES, check
+from advisor.enums import AttentionKind, Engine, Vendor
 from advisor.errors import InvalidValueError
 from advisor.traits import ALL_PROJECTIONS, AttentionKernel, MLPKind, ModelTraits, Norm
-from advisor.units import MIB
+from advisor.units import GIB, MIB
 from advisor.workload import (
     KVDtype,
     Method,
@@ -634,6 +636,15 @@ def _inference_activations(s: _Shape, w: Workload, shard: _Shard, c: int) -> _In
 
 
 def _inference_terms(arch: Architecture, s: _Shape, w: Workload, shard: _Shard) -> _Peak:
+    engine = w.serving.engine
+    if engine is Engine.llama_cpp:
+        return _llama_cpp_terms(arch, s, w, shard)
+    if engine is Engine.vllm:
+        return _vllm_terms(s, w, shard)
+    return _transformers_terms(arch, s, w, shard)
+
+
+def _transformers_terms(arch: Architecture, s: _Shape, w: Workload, shard: _Shard) -> _Peak:
     b = _PRECISION_BYTES[w.precision]
     # fp8 inference computes in 16 bit on fp8-stored weights.
     c = 2 if w.precision is Precision.fp8 or b.compute == 2 else b.compute
@@ -707,6 +718,258 @@ def _explain_inference(
             {"batch": w.batch, "vocab": s.vocab},
         ),
     ]
+
+
+# --- llama.cpp ------------------------------------------------------------------------------
+
+# llama.cpp pads the context to a multiple of 256 KV cells (src/llama-context.cpp,
+# `GGML_PAD(cparams.n_ctx, 256)`, ggml-org/llama.cpp at 4c7103b9).
+LLAMA_CPP_CTX_PAD = 256
+# ggml computes every intermediate tensor in fp32.
+GGML_F32_BYTES = FP32_BYTES
+# The KQ mask: fp16 for the flash-attention kernel, fp32 for the soft-max path.
+LLAMA_CPP_MASK_BYTES_FA = 2
+LLAMA_CPP_MASK_BYTES = FP32_BYTES
+# Hidden-size fp32 tensors alive beside the attention: the layer's input (the residual), the
+# normed input and the attention output; beside the MLP: the residual and the normed input;
+# beside the output matmul: the final norm's output (ggml-alloc frees every tensor after its
+# last consumer and runs soft-max, norms and element-wise ops in place).
+LLAMA_CPP_ATTN_HIDDEN_LIVE = 3
+LLAMA_CPP_FFN_HIDDEN_LIVE = 2
+LLAMA_CPP_OUT_HIDDEN_LIVE = 1
+# The MLP's fp32 intermediates alive at once: gate and up (SwiGLU's product runs in place).
+LLAMA_CPP_FFN_LIVE = 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class LlamaCppLayout:
+    """Where llama.cpp puts a model's bytes, for a split between GPU and system RAM.
+
+    `host_embedding`: the input embedding, always in system RAM (src/llama-model.cpp keeps
+    the input layer on the CPU); `layer_weights` and `layer_kv`: one repeating layer's
+    weights and KV cache; `output_weights`: the output layer (the embedding duplicated when
+    tied), llama.cpp's last offloadable layer; `compute`: the GPU's compute buffer.
+    """
+
+    layers: int
+    host_embedding: int
+    layer_weights: int
+    layer_kv: int
+    output_weights: int
+    compute: int
+
+    @property
+    def total_layers(self) -> int:
+        """What llama.cpp's `-ngl` counts: the repeating layers and the output layer."""
+        return self.layers + 1
+
+    def gpu_bytes(self, gpu_layers: int) -> int:
+        """Tensor bytes on the GPU with `gpu_layers` of `total_layers` there."""
+        repeating = min(gpu_layers, self.layers)
+        output = self.output_weights if gpu_layers > self.layers else 0
+        return repeating * (self.layer_weights + self.layer_kv) + output + self.compute
+
+    def host_bytes(self, gpu_layers: int) -> int:
+        """System RAM for the rest: the embedding, the CPU layers with their KV cache."""
+        cpu = self.layers - min(gpu_layers, self.layers)
+        output = 0 if gpu_layers > self.layers else self.output_weights
+        return self.host_embedding + cpu * (self.layer_weights + self.layer_kv) + output
+
+
+def _llama_cpp_context(w: Workload) -> int:
+    """KV cells llama.cpp allocates: the context of every parallel sequence, padded."""
+    cells = w.batch * w.seq
+    return -(-cells // LLAMA_CPP_CTX_PAD) * LLAMA_CPP_CTX_PAD
+
+
+def _llama_cpp_compute(s: _Shape, w: Workload, n_kv: int) -> int:
+    """The compute buffer: the peak of live fp32 tensors of the worst-case graph, one
+    micro-batch of min(n_ctx, n_ubatch) tokens, every one an output, over a full KV cache."""
+    n = min(n_kv, w.serving.ubatch)
+    f = GGML_F32_BYTES
+    output = n * (s.vocab + LLAMA_CPP_OUT_HIDDEN_LIVE * s.hidden) * f
+    ffn_width = s.experts_per_tok * s.expert_ffn if s.moe else s.ffn
+    ffn = n * (LLAMA_CPP_FFN_LIVE * ffn_width + LLAMA_CPP_FFN_HIDDEN_LIVE * s.hidden) * f
+    hidden = n * LLAMA_CPP_ATTN_HIDDEN_LIVE * s.hidden * f
+    if w.serving.flash_attention:
+        # The fused kernel never materializes the scores: the mask and its output remain.
+        attention = n * n_kv * LLAMA_CPP_MASK_BYTES_FA + n * s.q_dim * f + hidden
+    else:
+        # KQ (n_kv x n_tokens x heads, fp32; soft-max in place) and the fp32 mask.
+        attention = n * n_kv * (s.heads * f + LLAMA_CPP_MASK_BYTES) + hidden
+    return max(output, ffn, attention)
+
+
+def llama_cpp_layout(arch: Architecture, w: Workload) -> LlamaCppLayout:
+    """The bytes llama.cpp places for `w` on a model of `arch` (one GPU)."""
+    s = _shape(arch)
+    b = _PRECISION_BYTES[w.precision]
+    fmt = w.weight_format
+    total = _weight_bytes(s, w, b.weight)
+    per_weight = fmt.bits_per_weight / 8 if fmt is not None and fmt.scope == "all" else 2
+    if fmt is None:
+        per_weight = b.weight
+    embedding = math.ceil(s.vocab * s.hidden * per_weight)
+    output = embedding if s.tied else math.ceil(s.counts.output_head * per_weight)
+    layers_total = total - embedding - (0 if s.tied else output)
+    n_kv = _llama_cpp_context(w)
+    kv_elem = KV_BYTES_PER_ELEMENT[w.kv_dtype or KVDtype.fp16]
+    return LlamaCppLayout(
+        layers=s.layers,
+        host_embedding=embedding,
+        layer_weights=math.ceil(layers_total / s.layers),
+        layer_kv=math.ceil(n_kv * s.kv_cache_per_token_layer * kv_elem),
+        output_weights=output,
+        compute=_llama_cpp_compute(s, w, n_kv),
+    )
+
+
+def _llama_cpp_terms(arch: Architecture, s: _Shape, w: Workload, shard: _Shard) -> _Peak:
+    """Every layer on the GPU (llama.cpp's `-ngl` at its maximum); layers split over several
+    GPUs by rows of layers (llama.cpp's default `--split-mode layer`)."""
+    layout = llama_cpp_layout(arch, w)
+    weights = shard.weights(layout.layers * layout.layer_weights + layout.output_weights)
+    kv = shard.kv(layout.layers * layout.layer_kv)
+    components = Components(weights, kv, layout.compute, 0, 0, 0, 0)
+    explain = functools.partial(_explain_llama_cpp, s, w, layout, components)
+    return _Peak(components, "llama.cpp worst-case graph (one micro-batch)", explain)
+
+
+def _explain_llama_cpp(
+    s: _Shape, w: Workload, layout: LlamaCppLayout, bytes_: Components
+) -> list[Term]:
+    kv_dtype = w.kv_dtype or KVDtype.fp16
+    return [
+        Term(
+            "weights",
+            bytes_.weights,
+            "the GGUF file's layers and output layer; the input embedding stays in system RAM",
+            {"host_embedding": layout.host_embedding, "output_layer": layout.output_weights},
+        ),
+        Term(
+            "kv_cache",
+            bytes_.kv_cache,
+            "layers x n_ctx (padded to 256) x (K + V elements per token) x bytes",
+            {
+                "layers": layout.layers,
+                "n_ctx": _llama_cpp_context(w),
+                "kv_elements_per_token": s.kv_cache_per_token_layer,
+                "kv_dtype": kv_dtype.value,
+            },
+        ),
+        Term(
+            "activations",
+            bytes_.activations,
+            "compute buffer: the largest of the output (logits), attention and MLP phases of "
+            "one micro-batch, fp32",
+            {
+                "n_ubatch": w.serving.ubatch,
+                "flash_attention": str(w.serving.flash_attention),
+                "vocab": s.vocab,
+            },
+        ),
+    ]
+
+
+# --- vLLM -----------------------------------------------------------------------------------
+
+# vLLM stores the KV cache in blocks of 16 tokens (CacheConfig block_size default).
+VLLM_BLOCK_TOKENS = 16
+# Per-element bytes of the sampler in the profile run, beside the logits in the compute dtype:
+# their fp32 copy and the fp32 probabilities (one row per scheduled sequence).
+VLLM_SAMPLER_FP32_COPIES = 2
+# Memory CUDA graph capture takes: 0.21 GiB for Llama-3.2-1B in vLLM's own log
+# ("Graph capturing finished in 14 secs, took 0.21 GiB", vllm-project/vllm PR #11349).
+VLLM_CUDA_GRAPH_BYTES = round(0.21 * GIB)
+
+
+def _vllm_kv_per_seq(s: _Shape, w: Workload, c: int) -> float:
+    """KV bytes of one sequence of the context, in whole blocks."""
+    blocks = -(-w.seq // VLLM_BLOCK_TOKENS)
+    per_token = s.layers * s.kv_cache_per_token_layer * _kv_element_bytes(w, c)
+    return blocks * VLLM_BLOCK_TOKENS * per_token
+
+
+def _vllm_terms(s: _Shape, w: Workload, shard: _Shard) -> _Peak:
+    """The KV cache of `batch` sequences of the context, the weights, and the profile run's
+    peak: a forward pass over max_num_batched_tokens tokens and the sampler over max_num_seqs
+    rows."""
+    b = _PRECISION_BYTES[w.precision]
+    c = 2 if w.precision is Precision.fp8 or b.compute == 2 else b.compute
+    default_weight = 1.0 if w.precision is Precision.fp8 else b.weight
+    weights = shard.weights(_weight_bytes(s, w, default_weight))
+    kv = shard.kv(math.ceil(w.batch * _vllm_kv_per_seq(s, w, c)))
+    n = w.serving.max_batched_tokens
+    ffn_live = (
+        s.experts_per_tok * (MOE_INFERENCE_LIVE_FFN * s.expert_ffn + s.hidden)
+        if s.moe
+        else _MLP_INFERENCE_LIVE[s.mlp_kind] * s.ffn
+    )
+    attn_live = 2 * s.q_dim + s.kv_cache_per_token_layer
+    layer_peak = _round(n * max(ffn_live, attn_live) * c)
+    act = math.ceil(layer_peak / shard.tp) + _round(n * INFERENCE_HIDDEN_LIVE * s.hidden * c)
+    rows = w.serving.max_seqs
+    logits = _round(rows * s.vocab * c) + VLLM_SAMPLER_FP32_COPIES * _round(
+        rows * s.vocab * FP32_BYTES
+    )
+    components = Components(weights, kv, act, logits, 0, 0, 0)
+    explain = functools.partial(_explain_vllm, s, w, components, c)
+    return _Peak(components, "vLLM profile run + KV cache for the context", explain)
+
+
+def _explain_vllm(s: _Shape, w: Workload, bytes_: Components, c: int) -> list[Term]:
+    return [
+        Term(
+            "weights",
+            bytes_.weights,
+            "params x bytes per weight" + (" (linear layers quantized)" if w.weight_format else ""),
+            {"params": s.params},
+        ),
+        Term(
+            "kv_cache",
+            bytes_.kv_cache,
+            "batch x blocks of 16 tokens covering the context x layers x KV elements x bytes",
+            {"batch": w.batch, "seq": w.seq, "block_tokens": VLLM_BLOCK_TOKENS},
+        ),
+        Term(
+            "activations",
+            bytes_.activations,
+            "profile run: max_num_batched_tokens x (the larger of the MLP and attention "
+            "peaks + 4 hidden states) x bytes",
+            {"max_num_batched_tokens": w.serving.max_batched_tokens, "bytes": c},
+        ),
+        Term(
+            "logits",
+            bytes_.logits,
+            "profile run's sampler: max_num_seqs x vocab x (bytes + 8)",
+            {"max_num_seqs": w.serving.max_seqs, "vocab": s.vocab},
+        ),
+    ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class KVPool:
+    """vLLM's KV cache on one card: the blocks left once the rest is placed, and how many
+    sequences of the context they hold (vLLM's "Maximum concurrency for N tokens per
+    request")."""
+
+    pool_bytes: int
+    blocks: int
+    tokens: int
+    max_concurrency: float
+
+
+def vllm_kv_pool(est: Estimate, budget: int) -> KVPool:
+    """The KV pool of a vLLM estimate on a card whose engine budget is `budget` bytes
+    (gpu_memory_utilization x the card): the budget less everything but the KV cache."""
+    w = est.workload
+    blocks_per_seq = -(-w.seq // VLLM_BLOCK_TOKENS)
+    kv = est.components["kv_cache"]
+    block_bytes = kv / (w.batch * blocks_per_seq)
+    pool = max(0, budget - (est.per_gpu_bytes - kv))
+    blocks = math.floor(pool / block_bytes)
+    tokens = blocks * VLLM_BLOCK_TOKENS
+    return KVPool(pool_bytes=pool, blocks=blocks, tokens=tokens, max_concurrency=tokens / w.seq)
 
 
 # --- training -------------------------------------------------------------------------------
@@ -1215,20 +1478,34 @@ def _sharding(arch: Architecture, workload: Workload) -> tuple[_Shard, tuple[int
     return _Shard(workload.gpus, strategy, tp), valid
 
 
+@functools.lru_cache(maxsize=64)
+def engine_overhead(ov: RuntimeOverhead, engine: Engine) -> RuntimeOverhead:
+    """The runtime overhead under `engine`: llama.cpp's ggml buffers and vLLM's one KV
+    allocation are sized exactly, so PyTorch's caching-allocator reserve applies only to
+    transformers; the backend's context (CUDA, ROCm, Metal, Level Zero) is the vendor's."""
+    if ENGINES[engine].allocator_reserve:
+        return ov
+    return dataclasses.replace(ov, allocator_reserve_fraction=0.0)
+
+
 def estimate(
     arch: Architecture, workload: Workload, *, overhead: RuntimeOverhead | None = None
 ) -> Estimate:
     """Peak memory per GPU of `workload` on a model of architecture `arch`."""
     s = _shape(arch)
     shard, valid = _sharding(arch, workload)
+    engine = workload.serving.engine
     if workload.stage is Stage.inference:
+        if engine is not Engine.transformers:
+            check(workload.serving, workload.weight_format, workload.kv_dtype)
         peak = _inference_terms(arch, s, workload, shard)
     else:
         peak = _training_terms(arch, s, workload, shard)
     tensor = peak.components.in_order()
     tensor_bytes = sum(tensor)
-    ov = _DEFAULT_OVERHEAD if overhead is None else overhead
-    runtime = ov.bytes_for(tensor_bytes)
+    ov = engine_overhead(_DEFAULT_OVERHEAD if overhead is None else overhead, engine)
+    graphs = VLLM_CUDA_GRAPH_BYTES if engine is Engine.vllm else 0
+    runtime = ov.bytes_for(tensor_bytes) + graphs
 
     def explain() -> tuple[Term, ...]:
         return (
@@ -1236,10 +1513,12 @@ def estimate(
             Term(
                 "runtime_overhead",
                 runtime,
-                f"{ov.runtime.value} context + allocator reserve x tensor peak",
+                f"{ov.runtime.value} context + allocator reserve x tensor peak"
+                + (" + CUDA graphs" if graphs else ""),
                 {
                     "context": ov.context_bytes,
                     "reserve_fraction": ov.allocator_reserve_fraction,
+                    "cuda_graphs": graphs,
                 },
             ),
         )

@@ -20,16 +20,20 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from advisor.arch import Architecture, count_params
-from advisor.enums import Vendor
+from advisor.engines import budget_bytes
+from advisor.enums import Engine, Vendor
 from advisor.errors import InvalidValueError
 from advisor.estimator import (
     CUDA_OVERHEAD,
     OVERHEAD_BY_VENDOR,
     Estimate,
+    KVPool,
     RuntimeOverhead,
     estimate,
     valid_tp_counts,
+    vllm_kv_pool,
 )
+from advisor.offload import Offload, Verdict, split
 from advisor.policy import DEFAULT_MAX_GPUS, Level, default_context, with_parallel
 from advisor.workload import Parallel, Stage, Workload
 
@@ -101,10 +105,26 @@ class Option:
     estimate: Estimate  # at `count`, or at the largest valid count when nothing fits
     max_context: int | None  # longest context (inference: at batch 1) that fits on `count` cards
     max_batch: int | None  # most sequences at the workload's context that fit on `count` cards
+    # llama.cpp on one card when the model does not fit: the layers that do (None otherwise).
+    offload: Offload | None = None
 
     @property
     def fits(self) -> bool:
         return self.count is not None
+
+    @property
+    def verdict(self) -> Verdict:
+        """fits; partial (some layers in system RAM, never counted as fitting); no."""
+        if self.fits:
+            return Verdict.fits
+        return Verdict.partial if self.offload is not None else Verdict.no
+
+    @property
+    def kv_pool(self) -> KVPool | None:
+        """vLLM: the KV blocks left on each card and the concurrency they allow."""
+        if self.count is None or self.estimate.workload.serving.engine is not Engine.vllm:
+            return None
+        return vllm_kv_pool(self.estimate, self.capacity_bytes)
 
     @property
     def per_gpu_bytes(self) -> int:
@@ -123,7 +143,9 @@ class Option:
 
     @property
     def capacity_bytes(self) -> int:
-        return self.card.capacity_bytes
+        """What the engine may use of the card: all of it, or vLLM's
+        gpu_memory_utilization share."""
+        return budget_bytes(self.card.capacity_bytes, self.level.workload.serving)
 
     @property
     def headroom_bytes(self) -> int:
@@ -190,11 +212,22 @@ class _Sized:
         self._searches: dict[tuple[str, int, int], int | None] = {}
 
     def option(
-        self, card: Card, count: int | None, shown: Estimate, *, batch: bool = True
+        self,
+        card: Card,
+        count: int | None,
+        shown: Estimate,
+        *,
+        batch: bool = True,
+        offload: bool = True,
     ) -> Option:
         """`card` at this level: `count` cards (None: none fit), sized by `shown`; the largest
-        batch is searched only with `batch`."""
-        capacity = card.capacity_bytes
+        batch is searched only with `batch`. When nothing fits and the engine can keep layers
+        in system RAM, the split on one card."""
+        capacity = self.budget(card)
+        layers_in_ram = None
+        if count is None and offload:
+            one = self.at(1)
+            layers_in_ram = split(self.arch, one.workload, self.overhead, capacity)
         return Option(
             card=card,
             level=self.level,
@@ -202,7 +235,12 @@ class _Sized:
             estimate=shown,
             max_context=None if count is None else self.longest_context(count, capacity),
             max_batch=None if count is None or not batch else self.largest_batch(count, capacity),
+            offload=layers_in_ram,
         )
+
+    def budget(self, card: Card) -> int:
+        """What this level's engine may use of `card`."""
+        return budget_bytes(card.capacity_bytes, self.level.workload.serving)
 
     def at(self, gpus: int, *, seq: int | None = None, batch: int | None = None) -> Estimate:
         w = self.level.workload
@@ -361,7 +399,7 @@ def plan(
         for level in levels:
             sized = planner.level(level, overhead or card.overhead)
             tried = counts[level.label]
-            found = sized.fewest(tried, card.capacity_bytes)
+            found = sized.fewest(tried, sized.budget(card))
             shown = sized.at(found if found is not None else tried[-1])
             options.append(sized.option(card, found, shown))
     shown_overhead = _shared_overhead(cards, overhead)
@@ -391,6 +429,20 @@ class ModelFit:
     @property
     def fits(self) -> bool:
         return self.best is not None
+
+    @property
+    def offload(self) -> Offload | None:
+        """When the model fits at no level: the split of the smallest level tried, if its
+        engine keeps layers in system RAM and one layer fits."""
+        if self.best is not None or self.closest is None:
+            return None
+        return self.closest.offload
+
+    @property
+    def verdict(self) -> Verdict:
+        if self.best is not None:
+            return Verdict.fits
+        return Verdict.partial if self.offload is not None else Verdict.no
 
 
 def _strategy_for(arch: Architecture, first: Workload, count: int) -> tuple[Parallel | None, str]:
@@ -468,8 +520,12 @@ def best_level(
     for level in levels:
         sized = planner.level(level, overhead or card.overhead)
         shown = sized.at(count)
-        fits = shown.per_gpu_bytes <= card.capacity_bytes
-        tried.append(sized.option(card, count if fits else None, shown, batch=with_batch))
+        fits = shown.per_gpu_bytes <= sized.budget(card)
+        # The split to system RAM is one card's; several cards asked get none.
+        option = sized.option(
+            card, count if fits else None, shown, batch=with_batch, offload=count == 1
+        )
+        tried.append(option)
         if fits and not all_levels:
             break
     fitting = [option for option in tried if option.fits]

@@ -1,11 +1,11 @@
 """What `fit`, `which-models` and `estimate` assume unless told, and how a request becomes the
 levels they compare.
 
-Pure and light: it imports only `advisor.workload` and `advisor.errors`, so the CLI can read
-these defaults when it builds its options without loading the estimator. The CLI parses the
-options into a `Request`, looks up the weight formats `formats_to_look_up` names, and calls
-`build_levels` (or `workload` for one estimate); the validation of each workload is
-`Workload.__post_init__`'s alone.
+Pure and light: it imports only `advisor.workload`, `advisor.engines` and `advisor.errors`,
+so the CLI can read these defaults when it builds its options without loading the estimator.
+The CLI parses the options into a `Request`, looks up the weight formats `formats_to_look_up`
+names, and calls `build_levels` (or `workload` for one estimate); the validation of each
+workload is `Workload.__post_init__`'s, and of its engine `advisor.engines.check`'s.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from advisor import engines
+from advisor.enums import Engine
 from advisor.errors import InvalidValueError
 from advisor.workload import (
     ATTENTION_TARGETS,
@@ -29,6 +31,7 @@ from advisor.workload import (
     Optimizer,
     Parallel,
     Precision,
+    Serving,
     Stage,
     WeightFormat,
     Workload,
@@ -81,6 +84,9 @@ class Request:
     gpus: int = 1
     parallel: Parallel | None = None
     offload_optimizer: bool = False
+    # None: each level's default engine by its format (`advisor.engines.default_engine`).
+    engine: Engine | None = None
+    serving: Serving = field(default_factory=Serving)  # the engines' settings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,7 +121,18 @@ def workload(
     precision: Precision | None = None,
 ) -> Workload:
     """The validated workload `request` asks for on `arch`; `method` and `precision` override
-    the request's (one level of a comparison)."""
+    the request's (one level of a comparison). Inference runs on the engine asked, else on
+    the format's usual engine; an engine that cannot run the format or the KV dtype is
+    refused (InvalidValueError)."""
+    serving = request.serving
+    if request.stage is Stage.inference:
+        engine = request.engine or engines.default_engine(weight_format)
+        serving = dataclasses.replace(serving, engine=engine)
+        engines.check(serving, weight_format, request.kv_dtype)
+    elif request.engine not in (None, Engine.transformers):
+        raise InvalidValueError(
+            f"--engine {request.engine.value} serves inference; training runs on transformers"
+        )
     return Workload(
         stage=request.stage,
         method=method or request.method or Method.full,
@@ -132,6 +149,7 @@ def workload(
         gpus=request.gpus,
         parallel=request.parallel,
         offload_optimizer=request.offload_optimizer,
+        serving=serving,
     )
 
 
@@ -171,6 +189,10 @@ def build_levels(
     """
     quants = levels_asked(request, default_quants)
     if request.stage is Stage.inference:
+        if not request.quants:
+            # Default levels whose engine cannot run them (the engine asked, or the format's
+            # own, with the KV dtype asked) are left out, not refused.
+            quants = tuple(q for q in quants if _runs(request, formats.get(q)))
         return tuple(_inference_level(arch, request, q, formats) for q in quants)
     if len(quants) > 1:
         raise InvalidValueError(
@@ -193,6 +215,15 @@ def build_levels(
         label = method.value if request.stage is Stage.finetune else request.precision.value
         levels.append(Level(label=label, workload=w, quant=given.slug if given else None))
     return tuple(levels)
+
+
+def _runs(request: Request, fmt: WeightFormat | None) -> bool:
+    """Whether the level's engine runs weights in `fmt` (None: a float dtype) with the KV
+    dtype asked."""
+    traits = engines.ENGINES[request.engine or engines.default_engine(fmt)]
+    if fmt is not None and fmt.kind is not None and fmt.kind not in traits.runs:
+        return False
+    return request.kv_dtype is None or request.kv_dtype in traits.kv_dtypes
 
 
 def _inference_level(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
+from advisor.enums import Engine, QuantKind
 from advisor.errors import InvalidValueError
 
 
@@ -114,6 +115,7 @@ class WeightFormat:
     slug: str
     bits_per_weight: float
     scope: str = "linear"
+    kind: QuantKind | None = None  # the catalog's family; None: not from the catalog
 
     def __post_init__(self) -> None:
         if not 0 < self.bits_per_weight <= 32:
@@ -122,6 +124,56 @@ class WeightFormat:
             )
         if self.scope not in ("all", "linear"):
             raise InvalidValueError(f"scope must be 'all' or 'linear', got {self.scope!r}")
+
+
+# llama.cpp's micro-batch: prompts are processed n_ubatch tokens at a time (common/common.h
+# `n_ubatch = 512`, ggml-org/llama.cpp).
+DEFAULT_UBATCH = 512
+# vLLM's share of the card (`gpu_memory_utilization`, vllm/config EngineArgs default 0.9).
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
+# Tokens of vLLM's profile run: the scheduler's `max_num_batched_tokens`, 8192 for
+# `vllm serve` with chunked prefill (vllm/engine/arg_utils.py default_max_num_batched_tokens).
+DEFAULT_MAX_BATCHED_TOKENS = 8192
+# Sequences vLLM schedules at once, and so samples at once in its profile run (`max_num_seqs`).
+DEFAULT_MAX_SEQS = 256
+# Upper bounds of the engine settings a user can type (checked before any sizing).
+MAX_UBATCH = 1 << 20
+MAX_BATCHED_TOKENS = 1 << 24
+MAX_SEQS = 1 << 16
+
+
+@dataclass(frozen=True, kw_only=True)
+class Serving:
+    """The engine that runs an inference workload and the settings that size its memory.
+
+    `ubatch` and `flash_attention` are llama.cpp's (`-ub`, `-fa`: llama.cpp turns flash
+    attention on by default where the backend supports it); `gpu_memory_utilization`,
+    `max_batched_tokens` and `max_seqs` are vLLM's. `gpu_layers`: llama.cpp layers on the GPU
+    (`-ngl`; None: all of them).
+    """
+
+    engine: Engine = Engine.transformers
+    ubatch: int = DEFAULT_UBATCH
+    flash_attention: bool = True
+    gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION
+    max_batched_tokens: int = DEFAULT_MAX_BATCHED_TOKENS
+    max_seqs: int = DEFAULT_MAX_SEQS
+
+    def __post_init__(self) -> None:
+        for name, value, high in (
+            ("ubatch", self.ubatch, MAX_UBATCH),
+            ("max-batched-tokens", self.max_batched_tokens, MAX_BATCHED_TOKENS),
+            ("max-seqs", self.max_seqs, MAX_SEQS),
+        ):
+            if not 1 <= value <= high:
+                raise InvalidValueError(f"{name} must be in [1, {high:,}], got {value:,}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise InvalidValueError(
+                f"gpu-memory-utilization must be in (0, 1], got {self.gpu_memory_utilization}"
+            )
+
+
+TRANSFORMERS = Serving()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,6 +194,7 @@ class Workload:
     parallel: Parallel | None = None
     offload_optimizer: bool = False
     attention_mask: bool | None = None
+    serving: Serving = TRANSFORMERS
 
     def __post_init__(self) -> None:
         # Sweeps build thousands of workloads (`dataclasses.replace`): the common case is
@@ -157,6 +210,11 @@ class Workload:
         self._check_method(training)
         self._check_lora_targets()
         self._check_parallel(training)
+        if training and self.serving.engine is not Engine.transformers:
+            raise InvalidValueError(
+                f"--engine {self.serving.engine.value} serves inference; training runs on "
+                "transformers"
+            )
 
     def _check_method(self, training: bool) -> None:
         if not training and self.method is not Method.full:

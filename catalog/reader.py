@@ -134,7 +134,10 @@ class QuantRecord(NamedTuple):
 
     def weight_format(self) -> WeightFormat:
         return WeightFormat(
-            slug=self.slug, bits_per_weight=self.bits_per_weight, scope=self.scope.value
+            slug=self.slug,
+            bits_per_weight=self.bits_per_weight,
+            scope=self.scope.value,
+            kind=self.kind,
         )
 
 

@@ -23,7 +23,11 @@ OPTION_KEYS = [
     "tensor_bytes",
     "overhead_bytes",
     "capacity_bytes",
+    "engine",
     "fits",
+    "verdict",
+    "offload",
+    "kv_pool",
     "headroom_bytes",
     "max_context",
     "price_per_hour",
@@ -37,6 +41,9 @@ MODEL_KEYS = [
     "model",
     "params",
     "fits",
+    "verdict",
+    "offload",
+    "engine",
     "quant",
     "method",
     "per_gpu_bytes",
@@ -175,17 +182,19 @@ def test_fit_table(run: Run) -> None:
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("llama-2-70b: 68,976,648,192 parameters · llama, 80 layers")
-    assert lines[2] == (
-        "inference · batch 1, context 4,096 tokens · KV cache bf16 · tensor parallel, up to 8 "
-        "cards of the cards asked"
-    )
+    assert lines[2:4] == [
+        "inference · batch 1, context 4,096 tokens · KV cache bf16 · engine by format (column "
+        "engine) · tensor parallel, up to 8 ",
+        "cards of the cards asked",
+    ]
     rows = [line for line in lines if line.startswith(("h100-sxm5-80gb", "rtx4090"))]
     assert [row.split("│")[0].strip() for row in rows] == ["h100-sxm5-80gb", "rtx4090"]
     # Regression pins: these cells were copied from the command's output (the checks that
     # derive them independently are test_cells_are_need_against_capacity and
     # test_detail_matches_the_estimators_terms).
-    assert "2x 88% +10.0" in rows[0] and "1x 56% +35.1" in rows[0]
-    assert "8x 78% +5.3" in rows[1] and "2x 97%! +0.8" in rows[1]
+    # q4_k_m runs on llama.cpp by default (its GGUF engine), bf16 on transformers.
+    assert "2x 88% +10.0" in rows[0] and "1x 52% +38.1" in rows[0]
+    assert "8x 78% +5.3" in rows[1] and "2x 90%! +2.3" in rows[1]
 
 
 def test_cells_are_need_against_capacity(run: Run) -> None:
@@ -221,6 +230,7 @@ def test_one_configuration_in_detail(run: Run) -> None:
     # Regression pin copied from the command's output; test_detail_matches_the_estimators_terms
     # derives the same need independently.
     assert row.split("│")[1:] == [
+        " transformers ",
         " 16.99 GiB ",
         "  7.01 GiB ",
         " 71% ",
@@ -248,9 +258,10 @@ def test_detail_matches_the_estimators_terms(run: Run) -> None:
     breakdown = next(line for line in lines if line.startswith("bf16 ") and "█" in line)
     detail = next(line for line in lines if line.startswith("bf16 ") and "yes" in line)
     assert breakdown.split("│")[-2].strip() == gib
-    assert detail.split("│")[1].strip() == f"{gib} GiB"
-    assert detail.split("│")[2].strip() == f"{(24 * 2**30 - need) / 2**30:.2f} GiB"
-    assert detail.split("│")[3].strip() == f"{need / (24 * 2**30):.0%}"
+    assert detail.split("│")[1].strip() == "transformers"
+    assert detail.split("│")[2].strip() == f"{gib} GiB"
+    assert detail.split("│")[3].strip() == f"{(24 * 2**30 - need) / 2**30:.2f} GiB"
+    assert detail.split("│")[4].strip() == f"{need / (24 * 2**30):.0%}"
 
 
 def test_an_apple_card_pays_no_cuda_context(run: Run) -> None:
@@ -343,7 +354,10 @@ def test_which_models_on_a_4090(run: Run) -> None:
     assert models["llama-2-7b"]["quant"] == "bf16" and models["llama-2-7b"]["fits"] is True
     assert models["llama-2-7b"]["max_context"] == 4096
     assert models["llama-2-13b"]["quant"] == "q8_0"
-    assert "llama-2-70b" not in models  # without --all only what fits
+    # Without --all only what fits, and what fits with layers in system RAM (partial).
+    assert models["llama-2-70b"]["verdict"] == "partial"
+    assert "falcon-180b" in models and "bloom-176b" in models
+    assert all(m["fits"] or m["verdict"] == "partial" for m in data["models"])
     families = [m["family"] for m in data["models"]]
     assert families == sorted(families)
     everything = run("which-models", "--gpu", "rtx4090", "--all", "--json")

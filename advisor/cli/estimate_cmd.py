@@ -11,14 +11,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from advisor.cli import options, shared
-from advisor.enums import Vendor
+from advisor.enums import Engine, Vendor
 from advisor.policy import Request
 from advisor.units import Units, format_size
 from advisor.workload import (
+    DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_LORA_RANK,
     DEFAULT_LORA_TARGETS,
     DEFAULT_OPTIMIZER,
     DEFAULT_PRECISION,
+    DEFAULT_UBATCH,
+    KVDtype,
     Method,
     Stage,
 )
@@ -50,7 +53,37 @@ def workload_json(w: Workload) -> dict[str, Any]:
         "parallel": w.strategy.value,
         "offload_optimizer": w.offload_optimizer,
         "attention_mask": w.with_attention_mask,
+        "engine": w.serving.engine.value,
+        "engine_settings": engine_settings(w),
     }
+
+
+def engine_settings(w: Workload) -> dict[str, Any] | None:
+    """The settings that size the engine's memory (None for transformers)."""
+    if w.serving.engine is Engine.llama_cpp:
+        return {
+            "n_ubatch": w.serving.ubatch,
+            "flash_attention": w.serving.flash_attention,
+            "kv_dtype": (w.kv_dtype or KVDtype.fp16).value,
+        }
+    if w.serving.engine is Engine.vllm:
+        return {
+            "gpu_memory_utilization": w.serving.gpu_memory_utilization,
+            "max_num_batched_tokens": w.serving.max_batched_tokens,
+            "max_num_seqs": w.serving.max_seqs,
+        }
+    return None
+
+
+def engine_words(w: Workload) -> str:
+    """The engine as headers name it, with the settings that size it."""
+    serving = w.serving
+    if serving.engine is Engine.llama_cpp:
+        fa = "flash attention" if serving.flash_attention else "no flash attention"
+        return f"llama.cpp (n_ubatch {serving.ubatch}, {fa})"
+    if serving.engine is Engine.vllm:
+        return f"vllm (gpu_memory_utilization {serving.gpu_memory_utilization:g})"
+    return serving.engine.value
 
 
 def estimate_json(model: str, result: Estimate) -> dict[str, Any]:
@@ -77,6 +110,8 @@ def workload_header(model: str, params: int, w: Workload) -> str:
     header += f" · {w.precision.value}"
     if w.weight_format:
         header += f" · weights {w.weight_format.slug}"
+    if not w.training:
+        header += f" · engine {engine_words(w)}"
     header += f" · batch {w.batch} x {w.seq} tokens · {w.gpus} GPU"
     header += "s" if w.gpus > 1 else ""
     if w.gpus > 1:
@@ -98,11 +133,16 @@ def overhead_line(overhead: RuntimeOverhead, vendor: Vendor, units: Units) -> st
 def _render(model: str, result: Estimate, vendor: Vendor, units: Units, explain: bool) -> None:
     from rich.table import Table
 
-    from advisor.estimator import OVERHEAD_BY_VENDOR
+    from advisor.estimator import OVERHEAD_BY_VENDOR, VLLM_CUDA_GRAPH_BYTES, engine_overhead
 
     console = shared.out()
-    console.print(workload_header(model, result.params, result.workload))
-    console.print(overhead_line(OVERHEAD_BY_VENDOR[vendor], vendor, units))
+    w = result.workload
+    console.print(workload_header(model, result.params, w))
+    overhead = engine_overhead(OVERHEAD_BY_VENDOR[vendor], w.serving.engine)
+    line = overhead_line(overhead, vendor, units)
+    if w.serving.engine is Engine.vllm and not w.training:
+        line += f" + CUDA graphs {format_size(VLLM_CUDA_GRAPH_BYTES, units)}"
+    console.print(line)
     console.print(f"peak at: {result.peak_moment}")
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("term")
@@ -165,6 +205,10 @@ def estimate(
     gpus: options.GpusOpt = 1,
     parallel: options.ParallelOpt = None,
     offload_optimizer: options.OffloadOpt = False,
+    engine: options.EngineOpt = None,
+    ubatch: options.UbatchOpt = DEFAULT_UBATCH,
+    flash_attn: options.FlashAttnOpt = True,
+    gpu_memory_utilization: options.GpuMemoryUtilizationOpt = DEFAULT_GPU_MEMORY_UTILIZATION,
     vendor: options.RuntimeVendorOpt = Vendor.nvidia,
     units: options.UnitsOpt = Units.gib,
     as_json: options.JsonOpt = False,
@@ -192,6 +236,8 @@ def estimate(
         gpus=gpus,
         parallel=parallel,
         offload_optimizer=offload_optimizer,
+        engine=options.engine(engine),
+        serving=options.serving(ubatch, flash_attn, gpu_memory_utilization),
     )
     slug, arch, workload = resolve(ctx, model, request)
     result = run_estimate(arch, workload, overhead=OVERHEAD_BY_VENDOR[vendor])

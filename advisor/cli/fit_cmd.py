@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from advisor.cli import options, shared
+from advisor.cli.estimate_cmd import engine_words
 from advisor.cli.shared import NO_FIT, STYLE_FITS, STYLE_NONE, STYLE_TIGHT, level_words
 from advisor.enums import Market, Vendor
 from advisor.errors import InvalidValueError
@@ -26,10 +27,12 @@ from advisor.policy import (
 )
 from advisor.units import Units, format_size, unit_label
 from advisor.workload import (
+    DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_LORA_RANK,
     DEFAULT_LORA_TARGETS,
     DEFAULT_OPTIMIZER,
     DEFAULT_PRECISION,
+    DEFAULT_UBATCH,
     Method,
     Parallel,
     Stage,
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
     from advisor.arch import Architecture
     from advisor.estimator import Estimate
     from advisor.fit import Card, Option, Plan
+    from advisor.offload import Offload
     from advisor.policy import Level
     from advisor.workload import Workload
 
@@ -85,6 +89,12 @@ def workload_line(w: Workload, levels: Sequence[Level], cards: str) -> str:
     else:
         parts.append(f"batch {w.batch}, context {w.seq:,} tokens")
         parts.append(f"KV cache {w.kv_dtype.value if w.kv_dtype else _compute_dtype(w)}")
+        used = list(dict.fromkeys(lv.workload for lv in levels))
+        engines_used = {lv.workload.serving.engine for lv in levels}
+        if len(engines_used) == 1:
+            parts.append(f"engine {engine_words(used[0])}")
+        else:
+            parts.append("engine by format (column engine)")
     parts.append(cards)
     return " · ".join(parts)
 
@@ -112,6 +122,7 @@ def breakdown_table(levels: Sequence[Level], estimates: Sequence[Estimate], unit
     shown = [c for c in COMPONENTS if any(e.components[c] for e in estimates)]
     table = Table(show_edge=False, pad_edge=False, title_justify="left")
     table.add_column("level")
+    table.add_column("engine")
     for name in shown:
         table.add_column(name.replace("runtime_overhead", "overhead"), justify="right")
     table.add_column(f"per card ({unit_label(units)})", justify="right")
@@ -121,6 +132,7 @@ def breakdown_table(levels: Sequence[Level], estimates: Sequence[Estimate], unit
         values = e.components
         table.add_row(
             level_words(level),
+            level.workload.serving.engine.value,
             *(_number(values[c], units, digits=2) for c in shown),
             _number(e.per_gpu_bytes, units, digits=2),
             "█" * max(1, round(e.per_gpu_bytes / largest * BAR_WIDTH)),
@@ -133,6 +145,8 @@ def cell(option: Option, units: Units) -> Text:
     longest context and the batch that fit."""
     from rich.text import Text
 
+    if option.offload is not None:
+        return Text(partial_words(option.offload, units), style=STYLE_TIGHT)
     if not option.fits:
         return Text(f"{NO_FIT} short {_number(-option.headroom_bytes, units)}", style=STYLE_NONE)
     mark = TIGHT_MARK if option.tight else ""
@@ -141,6 +155,37 @@ def cell(option: Option, units: Units) -> Text:
     )
     second = f"{option.max_context or 0:,} · {option.max_batch or 0:,}"
     return Text(f"{first}\n{second}", style=STYLE_TIGHT if option.tight else STYLE_FITS)
+
+
+def partial_words(offload: Offload, units: Units) -> str:
+    """'partial: 28/33 layers on GPU, 6.1 GiB in RAM' (llama.cpp's CPU offload)."""
+    return (
+        f"partial: {offload.gpu_layers}/{offload.total_layers} layers on GPU, "
+        f"{format_size(offload.host_bytes, units)} in RAM"
+    )
+
+
+def offload_json(offload: Offload | None) -> dict[str, int] | None:
+    if offload is None:
+        return None
+    return {
+        "gpu_layers": offload.gpu_layers,
+        "total_layers": offload.total_layers,
+        "host_bytes": offload.host_bytes,
+    }
+
+
+def kv_pool_json(option: Option) -> dict[str, Any] | None:
+    """vLLM: the KV blocks left on each card and the sequences of the context they hold."""
+    pool = option.kv_pool
+    if pool is None:
+        return None
+    return {
+        "kv_pool_bytes": pool.pool_bytes,
+        "blocks": pool.blocks,
+        "tokens": pool.tokens,
+        "max_concurrency": round(pool.max_concurrency, 2),
+    }
 
 
 def _number(value: int, units: Units, digits: int = 1) -> str:
@@ -161,7 +206,11 @@ def option_json(option: Option) -> dict[str, Any]:
         "tensor_bytes": option.tensor_bytes,
         "overhead_bytes": option.overhead_bytes,
         "capacity_bytes": option.capacity_bytes,
+        "engine": estimate.workload.serving.engine.value,
         "fits": option.fits,
+        "verdict": option.verdict.value,
+        "offload": offload_json(option.offload),
+        "kv_pool": kv_pool_json(option),
         "headroom_bytes": option.headroom_bytes,
         "max_context": option.max_context,
         "price_per_hour": option.price_per_hour,
@@ -228,16 +277,21 @@ def _render_single(result: Plan, units: Units) -> None:
 
     console = shared.out()
     table = Table(show_edge=False, pad_edge=False)
-    for name in ("level", "per card", "headroom", "use", "fits", "longest context", "batch"):
-        table.add_column(name, justify="left" if name in ("level", "fits") else "right")
+    names = ("level", "engine", "per card", "headroom", "use", "fits", "longest context", "batch")
+    for name in names:
+        table.add_column(name, justify="left" if name in ("level", "engine", "fits") else "right")
     for option in result.options:
         style = STYLE_NONE if not option.fits else STYLE_TIGHT if option.tight else STYLE_FITS
+        verdict = "tight" if option.tight else "yes" if option.fits else "no"
+        if option.offload is not None:
+            verdict, style = partial_words(option.offload, units), STYLE_TIGHT
         table.add_row(
             level_words(option.level),
+            option.level.workload.serving.engine.value,
             format_size(option.per_gpu_bytes, units, digits=2),
             format_size(option.headroom_bytes, units, digits=2),
             f"{option.used_fraction:.0%}",
-            Text("tight" if option.tight else "yes" if option.fits else "no", style=style),
+            Text(verdict, style=style),
             f"{option.max_context:,}" if option.max_context else NO_FIT,
             f"{option.max_batch:,}" if option.max_batch else NO_FIT,
         )
@@ -342,6 +396,9 @@ def fit_json(slug: str, params: int, result: Plan) -> dict[str, Any]:
     workload["quants"] = [lv.quant for lv in result.levels] if not first.training else None
     workload["methods"] = [lv.method.value for lv in result.levels if lv.method] or None
     workload["parallel"] = first.parallel.value if first.parallel else None
+    used = list(dict.fromkeys(lv.workload.serving.engine.value for lv in result.levels))
+    workload["engine"] = used[0] if len(used) == 1 else None
+    workload["engines"] = [lv.workload.serving.engine.value for lv in result.levels]
     return {
         "model": slug,
         "params": params,
@@ -384,6 +441,10 @@ def fit(
     trainable_layers: options.TrainableLayersOpt = None,
     parallel: options.ParallelOpt = None,
     offload_optimizer: options.OffloadOpt = False,
+    engine: options.EngineOpt = None,
+    ubatch: options.UbatchOpt = DEFAULT_UBATCH,
+    flash_attn: options.FlashAttnOpt = True,
+    gpu_memory_utilization: options.GpuMemoryUtilizationOpt = DEFAULT_GPU_MEMORY_UTILIZATION,
     gpu: Annotated[
         list[str] | None,
         typer.Option("--gpu", help="A card to consider (repeatable). Default: current cards."),
@@ -431,6 +492,8 @@ def fit(
         trainable_layers=trainable_layers,
         parallel=parallel,
         offload_optimizer=offload_optimizer,
+        engine=options.engine(engine),
+        serving=options.serving(ubatch, flash_attn, gpu_memory_utilization),
     )
     slug, arch = options.load_model(ctx, model)
     levels = options.levels(ctx, arch, request, FIT_QUANTS)

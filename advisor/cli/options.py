@@ -15,18 +15,21 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from advisor.cli import shared
-from advisor.enums import Vendor
+from advisor.enums import Engine, Vendor
 from advisor.policy import DEFAULT_INFERENCE_CONTEXT
 from advisor.units import Units
 from advisor.workload import (
     DEFAULT_BATCH,
+    DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_TRAINING_SEQ,
+    DEFAULT_UBATCH,
     LORA_TARGET_SETS,
     KVDtype,
     Method,
     Optimizer,
     Parallel,
     Precision,
+    Serving,
     Stage,
 )
 
@@ -104,6 +107,36 @@ ParallelOpt = Annotated[
 OffloadOpt = Annotated[
     bool, typer.Option("--offload-optimizer", help="Keep optimizer states in CPU memory.")
 ]
+EngineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        help="Inference engine: transformers, vllm or llama.cpp (ollama: an alias of llama.cpp, "
+        "which Ollama and LM Studio run). Default: by weight format (GGUF: llama.cpp; GPTQ, "
+        "AWQ, int4, FP8: vllm; 16-bit and bitsandbytes: transformers).",
+    ),
+]
+UbatchOpt = Annotated[
+    int,
+    typer.Option(
+        "--ubatch", help="llama.cpp: tokens per micro-batch (-ub), sizes the compute buffer."
+    ),
+]
+FlashAttnOpt = Annotated[
+    bool,
+    typer.Option(
+        "--flash-attn/--no-flash-attn",
+        help="llama.cpp: flash attention (on by default where supported; a q8_0/q4_0 KV "
+        "cache needs it).",
+    ),
+]
+GpuMemoryUtilizationOpt = Annotated[
+    float,
+    typer.Option(
+        "--gpu-memory-utilization",
+        help="vllm: the share of each card the engine takes (the KV cache gets what is left).",
+    ),
+]
 UnitsOpt = Annotated[Units, typer.Option("--units", help="gib (binary) or gb (decimal).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
@@ -172,3 +205,26 @@ def levels(
 
     formats = level_formats(ctx, request, default_quants)
     return build_levels(arch, request, formats, default_quants=default_quants)
+
+
+def engine(text: str | None) -> Engine | None:
+    """The engine `--engine` names (an alias said on stderr); None when not given."""
+    from advisor.engines import parse_engine
+
+    if text is None:
+        return None
+    found, alias_note = parse_engine(text)
+    if alias_note:
+        shared.note(alias_note)
+    return found
+
+
+def serving(
+    ubatch: int = DEFAULT_UBATCH,
+    flash_attn: bool = True,
+    gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
+) -> Serving:
+    """The engines' settings as the options gave them (the engine is set per level)."""
+    return Serving(
+        ubatch=ubatch, flash_attention=flash_attn, gpu_memory_utilization=gpu_memory_utilization
+    )

@@ -3,7 +3,7 @@
 Typer (from 0.2x) converts every parameter through a pydantic `TypeAdapter` that it builds
 on first use: importing pydantic and building one adapter per parameter costs more than the
 rest of a read-only command (benchmarks/cold_start.py). For the annotations our commands
-declare (str, int, an Enum, a list of these), the standard library gives the same value:
+declare (str, int, float, an Enum, a list of these), the standard library gives the same value:
 `install` gives such parameters a converter that handles the plain cases and hands anything
 else (a malformed number, an unknown choice, an odd input) to Typer's own adapter, so results
 and error messages stay Typer's. tests/test_plain_params.py checks that on every parameter of
@@ -41,6 +41,18 @@ def _plain_int(value: Any, _ctx: Any) -> Any:
     return _DEFER
 
 
+def _plain_float(value: Any, _ctx: Any) -> Any:
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        whole, _, fraction = value.removeprefix("-").partition(".")
+        if whole.isascii() and whole.isdigit() and (not fraction or fraction.isdigit()):
+            return float(value)
+    return _DEFER  # exponents, inf, nan, blanks and the rest: Typer decides
+
+
 def _plain_choice(enum: type[Enum], case_sensitive: bool) -> Leaf | None:
     internals = _typer_internals()
     if internals is None:
@@ -69,6 +81,8 @@ def leaf_converter(annotation: Any, parameter_info: Any) -> Leaf | None:
         return _plain_str
     if annotation is int:
         return _plain_int
+    if annotation is float:
+        return _plain_float
     if annotation is bool:
         return _plain_bool
     return None

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from advisor.cli import options, shared
+from advisor.cli.fit_cmd import offload_json, partial_words
 from advisor.cli.shared import NO_FIT, STYLE_FITS, STYLE_NONE, STYLE_TIGHT, level_words
 from advisor.errors import InvalidValueError
 from advisor.policy import (
@@ -23,11 +24,13 @@ from advisor.policy import (
 )
 from advisor.units import Units, format_size, unit_label
 from advisor.workload import (
+    DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_LORA_RANK,
     DEFAULT_LORA_TARGETS,
     DEFAULT_OPTIMIZER,
     DEFAULT_PRECISION,
     DEFAULT_TRAINING_SEQ,
+    DEFAULT_UBATCH,
     Method,
     Stage,
 )
@@ -42,6 +45,9 @@ def model_json(found: ModelFit, family: str) -> dict[str, Any]:
         "model": found.name,
         "params": found.params,
         "fits": found.fits,
+        "verdict": found.verdict.value,
+        "offload": offload_json(found.offload),
+        "engine": option.level.workload.serving.engine.value if option else None,
         "quant": option.level.quant if option and found.fits else None,
         "method": (
             option.level.method.value if option and found.fits and option.level.method else None
@@ -66,6 +72,14 @@ def _describe(found: ModelFit, units: Units) -> tuple[Any, str, str, str]:
     if found.reason is not None or option is None:
         return Text(NO_FIT, style=STYLE_NONE), "", "", found.reason or ""
     memory = format_size(option.per_gpu_bytes, units)
+    if found.offload is not None:
+        words = partial_words(found.offload, units)
+        return (
+            Text(f"{words} at {level_words(option.level)}", style=STYLE_TIGHT),
+            format_size(found.offload.gpu_bytes, units),
+            "",
+            "",
+        )
     if not found.fits:
         short = format_size(-option.headroom_bytes, units)
         return (
@@ -104,12 +118,14 @@ def _render(
         + f" · {stage.value}"
     )
     fitting = [r for r in results if r[0].fits]
-    shown = results if show_all else fitting
+    partial = [r for r in results if r[0].offload is not None]
+    shown = results if show_all else fitting + partial
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("family")
     table.add_column("model")
     table.add_column("params", justify="right")
     table.add_column("methods that fit" if stage is not Stage.inference else "best quant")
+    table.add_column("engine")
     table.add_column(f"per card ({unit_label(units)})", justify="right")
     table.add_column("headroom", justify="right")
     table.add_column(
@@ -118,11 +134,13 @@ def _render(
     previous = None
     for found, family in shown:
         level, memory, headroom, context = _describe(found, units)
+        option = found.best or found.closest
         table.add_row(
             family if family != previous else "",
             found.name,
             f"{found.params / 1e9:,.2f}B",
             level,
+            option.level.workload.serving.engine.value if option else "",
             memory.split()[0] if memory else "",
             headroom,
             context,
@@ -130,6 +148,8 @@ def _render(
         previous = family
     console.print(table)
     line = f"{len(fitting)} of {len(results)} models fit"
+    if partial:
+        line += f", {len(partial)} more only with layers in system RAM (partial)"
     if not show_all and len(fitting) < len(results):
         line += "; --all lists the rest and by how much they miss"
     console.print(line + ".")
@@ -207,6 +227,10 @@ def which_models(
     lora_rank: options.LoraRankOpt = DEFAULT_LORA_RANK,
     lora_targets: options.LoraTargetsOpt = DEFAULT_LORA_TARGETS,
     parallel: options.ParallelOpt = None,
+    engine: options.EngineOpt = None,
+    ubatch: options.UbatchOpt = DEFAULT_UBATCH,
+    flash_attn: options.FlashAttnOpt = True,
+    gpu_memory_utilization: options.GpuMemoryUtilizationOpt = DEFAULT_GPU_MEMORY_UTILIZATION,
     family: Annotated[str | None, typer.Option("--family", help="Only this family.")] = None,
     show_all: Annotated[
         bool, typer.Option("--all", help="Also list what does not fit, and by how much.")
@@ -238,6 +262,8 @@ def which_models(
         lora_rank=lora_rank,
         lora_targets=options.lora_targets(lora_targets),
         parallel=parallel,
+        engine=options.engine(engine),
+        serving=options.serving(ubatch, flash_attn, gpu_memory_utilization),
     )
     card, results = _answers(ctx, request, gpu, count, family, allow_longer_context)
     if as_json:
@@ -246,7 +272,11 @@ def which_models(
                 "gpu": card.slug,
                 "count": count,
                 "stage": stage.value,
-                "models": [model_json(f, fam) for f, fam in results if show_all or f.fits],
+                "models": [
+                    model_json(f, fam)
+                    for f, fam in results
+                    if show_all or f.fits or f.offload is not None
+                ],
             }
         )
     else:

@@ -1,0 +1,179 @@
+"""The inference engines: one entry per `Engine`, holding what sets each one's memory.
+
+Pure: it imports only enums, errors and workload. The estimator reads `ENGINES` for the terms
+(`advisor.estimator._inference_terms` dispatches on the engine), the policy for the default
+engine of a weight format, the CLI only passes the choice in. Every entry is complete (no
+field has a default) and `tests/test_engines.py` checks that every `Engine`, and every
+`QuantKind` for every engine, has one.
+
+Sources (read at a named commit; facts only, no code copied):
+- llama.cpp, ggml-org/llama.cpp at 4c7103b96d720ea6057eec6ac11a49727f9ecd43:
+  src/llama-context.cpp (n_ctx padded to 256; the worst-case graph reserved with
+  n_tokens = min(n_ctx, n_ubatch) tokens, as many outputs, over a full KV cache; flash
+  attention `auto` turns on; a quantized V cache needs flash attention), src/llama-model.cpp
+  (the input embedding stays on the CPU), ggml/src/ggml-alloc.c (one buffer per backend
+  sized to the graph's peak of live tensors, in-place ops reuse their input).
+- vLLM, vllm-project/vllm: the worker's `determine_num_available_blocks` / memory profiling
+  (PR #10511: total memory x gpu_memory_utilization, minus weights, the profile run's
+  activation peak and non-torch memory, is the KV cache), block size 16.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from advisor.enums import Engine, QuantKind
+from advisor.errors import InvalidValueError
+from advisor.workload import KVDtype, Serving, WeightFormat
+
+# What users type for an engine that runs another: Ollama and LM Studio run llama.cpp.
+ENGINE_ALIASES: Mapping[str, Engine] = MappingProxyType(
+    {"ollama": Engine.llama_cpp, "lm-studio": Engine.llama_cpp, "llama-cpp": Engine.llama_cpp}
+)
+# A float format at fewer bits than this is an FP8/FP4 checkpoint, which vLLM serves.
+FLOAT_16_BITS = 16
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineTraits:
+    """How one engine allocates: the formats it runs (the others refused, with the reason),
+    its KV-cache dtypes and default, whether PyTorch's caching allocator adds its reserve,
+    whether a preallocated share of the card bounds it, and whether layers can stay in
+    system RAM."""
+
+    engine: Engine
+    runs: frozenset[QuantKind]
+    refused: Mapping[QuantKind, str]
+    kv_dtypes: frozenset[KVDtype]
+    default_kv_dtype: KVDtype | None  # None: the compute dtype
+    allocator_reserve: bool  # PyTorch's caching allocator (the 5 % reserve) applies
+    preallocates: bool  # the engine takes gpu_memory_utilization of the card up front
+    layer_offload: bool  # layers can stay in system RAM (llama.cpp -ngl)
+    source: str
+
+
+_NOT_LLAMA_CPP = (
+    "llama.cpp runs GGUF files only (its own k-quants and i-quants, F16/BF16/F32); "
+    "{kind} checkpoints cannot be loaded: pick a GGUF format or --engine vllm/transformers"
+)
+
+ENGINES: Mapping[Engine, EngineTraits] = MappingProxyType(
+    {
+        Engine.transformers: EngineTraits(
+            engine=Engine.transformers,
+            runs=frozenset(QuantKind),
+            refused=MappingProxyType({}),
+            kv_dtypes=frozenset(KVDtype),
+            default_kv_dtype=None,
+            allocator_reserve=True,
+            preallocates=False,
+            layer_offload=False,
+            source="Hugging Face transformers on PyTorch (docs/estimates.md)",
+        ),
+        Engine.vllm: EngineTraits(
+            engine=Engine.vllm,
+            runs=frozenset(QuantKind) - {QuantKind.gguf},
+            refused=MappingProxyType(
+                {
+                    QuantKind.gguf: "GGUF on vLLM is experimental (single-file models only, "
+                    "slower than llama.cpp) and not sized here: use --engine llama.cpp"
+                }
+            ),
+            kv_dtypes=frozenset({KVDtype.bf16, KVDtype.fp16, KVDtype.fp32, KVDtype.fp8}),
+            default_kv_dtype=None,
+            allocator_reserve=False,
+            preallocates=True,
+            layer_offload=False,
+            source="vllm-project/vllm worker memory profiling (PR #10511), block size 16",
+        ),
+        Engine.llama_cpp: EngineTraits(
+            engine=Engine.llama_cpp,
+            runs=frozenset({QuantKind.gguf, QuantKind.float}),
+            refused=MappingProxyType(
+                {
+                    kind: _NOT_LLAMA_CPP.format(kind=kind.value.upper())
+                    for kind in (
+                        QuantKind.integer,
+                        QuantKind.bitsandbytes,
+                        QuantKind.gptq,
+                        QuantKind.awq,
+                    )
+                }
+            ),
+            kv_dtypes=frozenset(
+                {KVDtype.fp16, KVDtype.bf16, KVDtype.fp32, KVDtype.q8_0, KVDtype.q4_0}
+            ),
+            default_kv_dtype=KVDtype.fp16,
+            allocator_reserve=False,
+            preallocates=False,
+            layer_offload=True,
+            source="ggml-org/llama.cpp at 4c7103b9 (src/llama-context.cpp, ggml-alloc.c)",
+        ),
+    }
+)
+
+# Quantized KV-cache types llama.cpp can only use with flash attention (a quantized V cache
+# is refused without it: src/llama-context.cpp).
+FLASH_ATTENTION_KV = frozenset({KVDtype.q8_0, KVDtype.q4_0})
+
+
+def parse_engine(text: str) -> tuple[Engine, str | None]:
+    """The engine a user typed, and a note when it was an alias (None otherwise)."""
+    name = text.strip().lower()
+    for engine in Engine:
+        if name == engine.value:
+            return engine, None
+    if name in ENGINE_ALIASES:
+        engine = ENGINE_ALIASES[name]
+        return engine, f"{name} runs {engine.value}: sizing {engine.value}"
+    choices = ", ".join(e.value for e in Engine)
+    aliases = ", ".join(ENGINE_ALIASES)
+    raise InvalidValueError(f"unknown engine {text!r}; choose {choices} (aliases: {aliases})")
+
+
+def default_engine(fmt: WeightFormat | None) -> Engine:
+    """The engine a weight format is usually served with: GGUF files by llama.cpp; GPTQ,
+    AWQ, 4-bit integer and FP8/FP4 checkpoints by vLLM; 16-bit weights and bitsandbytes by
+    transformers."""
+    if fmt is None or fmt.kind is None:
+        return Engine.transformers
+    if fmt.kind is QuantKind.gguf:
+        return Engine.llama_cpp
+    if fmt.kind in (QuantKind.gptq, QuantKind.awq, QuantKind.integer):
+        return Engine.vllm
+    if fmt.kind is QuantKind.float and fmt.bits_per_weight < FLOAT_16_BITS:
+        return Engine.vllm
+    return Engine.transformers
+
+
+def check(serving: Serving, fmt: WeightFormat | None, kv_dtype: KVDtype | None) -> None:
+    """Refuse a format or KV dtype the engine cannot run (InvalidValueError, exit 2)."""
+    traits = ENGINES[serving.engine]
+    if fmt is not None and fmt.kind is not None and fmt.kind not in traits.runs:
+        raise InvalidValueError(f"{fmt.slug}: {traits.refused[fmt.kind]}")
+    if kv_dtype is not None and kv_dtype not in traits.kv_dtypes:
+        allowed = ", ".join(sorted(k.value for k in traits.kv_dtypes))
+        raise InvalidValueError(
+            f"--kv-dtype {kv_dtype.value} is not a {serving.engine.value} KV cache type; "
+            f"choose {allowed}"
+        )
+    if (
+        serving.engine is Engine.llama_cpp
+        and kv_dtype in FLASH_ATTENTION_KV
+        and not serving.flash_attention
+    ):
+        raise InvalidValueError(
+            f"llama.cpp's {kv_dtype.value if kv_dtype else ''} KV cache needs flash attention "
+            "(-fa on); drop --no-flash-attn"
+        )
+
+
+def budget_bytes(capacity: int, serving: Serving) -> int:
+    """What the engine may use of a card of `capacity` bytes: vLLM its
+    gpu_memory_utilization share (the rest is left to others), the others all of it."""
+    if ENGINES[serving.engine].preallocates:
+        return math.floor(capacity * serving.gpu_memory_utilization)
+    return capacity
