@@ -73,3 +73,15 @@ class DetectionError(AdvisorError):
     """No accelerator could be detected (or its vendor library is missing): pass --gpu."""
 
     exit_code = 2
+
+
+class AmbiguousNameError(InvalidValueError):
+    """A card name that names several cards ('a100': 40 GB and 80 GB); the user must pick one."""
+
+    def __init__(self, kind: str, name: str, candidates: Sequence[str]) -> None:
+        self.candidates = tuple(candidates)
+        super().__init__(
+            f"{kind} {name!r} is ambiguous: it names "
+            + ", ".join(repr(c) for c in self.candidates)
+            + "; name one"
+        )

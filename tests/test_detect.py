@@ -225,3 +225,15 @@ def test_macos_asks_sysctl_only() -> None:
     found = detect(platform="darwin", load=refuse, sysctl=sysctl_of(answers))
     assert found.system_memory_bytes == 128 * 2**30
     assert [a.name for a in found.accelerators] == ["Apple M4 Max"]
+
+
+def test_size_variants_make_a_name_ambiguous() -> None:
+    """'a100', 'm2 max' and '4060 ti' name cards of several sizes; 'rtx 4090' names one."""
+    from catalog.ambiguity import size_variants
+
+    pairs = [(key, card.slug) for card in bundled_cards() for key in card.keys]
+    assert size_variants(name_key("a100"), pairs) == ["a100-sxm4-40gb", "a100-sxm4-80gb"]
+    assert size_variants(name_key("M2 Max"), pairs) == ["m2-max-32gb", "m2-max-64gb", "m2-max-96gb"]
+    assert size_variants(name_key("4060ti"), pairs) == ["rtx4060ti-16gb", "rtx4060ti-8gb"]
+    assert size_variants(name_key("RTX 4090"), pairs) == ["rtx4090"]
+    assert size_variants(name_key("A100 80GB"), pairs) == ["a100-sxm4-80gb"]
