@@ -4,47 +4,87 @@ Pure: no database, CLI or rendering imports. The field names are Hugging Face co
 names, so a catalog row, a config file and the estimator speak the same language.
 
 The counts follow the module layout of each `model_type` in Hugging Face transformers (which
-projections carry biases, how many norms a layer has, whether positions are learned); they
-reproduce the published exact counts of the bundled models (see tests/test_bundled_data.py).
+projections carry biases, how many norms a layer has, whether positions are learned), as the
+type's entry in `advisor/traits.py` states it; they reproduce the published exact counts of
+the bundled models (see tests/test_bundled_data.py).
+
+This module is also the one reader of config.json: `load_hf_config` (a file),
+`architecture_from_hf_config` and `native_dtype_from_hf_config` (multimodal wrappers read
+through their `text_config`), used by the catalog's and the CLI's config paths, the
+estimator's callers and `advisor trace`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from advisor.enums import AttentionKind, ModelType
 from advisor.errors import InvalidValueError
+from advisor.traits import (
+    TRAITS,
+    KVHeads,
+    ModelTraits,
+    Norm,
+    ParamLayout,
+    SlidingLayers,
+    model_type_of,
+    multimodal_wrappers,
+)
 
 # LayerNorm has a weight and a bias per channel; RMSNorm only a weight.
 LAYERNORM_PARAMS_PER_CHANNEL = 2
 RMSNORM_PARAMS_PER_CHANNEL = 1
-# OPT's learned position table has 2 extra rows: positions start at an offset of 2
-# (transformers `OPTLearnedPositionalEmbedding.offset`).
-OPT_POSITION_OFFSET = 2
-# GPT-2, GPT-NeoX, Falcon and BLOOM size their MLP at 4 x hidden unless the config says otherwise.
-DEFAULT_MLP_RATIO = 4
 
-_DENSE_GATED = {
-    ModelType.llama,
-    ModelType.mistral,
-    ModelType.qwen2,
-    ModelType.qwen3,
-    ModelType.gemma,
-    ModelType.gemma2,
-    ModelType.gemma3_text,
-    ModelType.phi3,
-}
-MOE_TYPES = frozenset(
-    {ModelType.mixtral, ModelType.qwen3_moe, ModelType.deepseek_v3, ModelType.gpt_oss}
-)
+
+def _hashable(value: Any) -> Any:
+    """A JSON value as a hashable one (lists as tuples, objects as sorted item tuples)."""
+    if isinstance(value, list | tuple):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value
+
+
+class ArchOptions(Mapping[str, Any]):
+    """Config options that change the layout (`arch_options`): an immutable, hashable mapping."""
+
+    __slots__ = ("_hash", "_items")
+
+    def __init__(self, items: Mapping[str, Any] | None = None) -> None:
+        self._items: dict[str, Any] = dict(items or {})
+        self._hash = hash(frozenset((k, _hashable(v)) for k, v in self._items.items()))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ArchOptions):
+            return self._hash == other._hash and self._items == other._items
+        return isinstance(other, Mapping) and self._items == dict(other)
+
+    def __repr__(self) -> str:
+        return f"ArchOptions({self._items!r})"
 
 
 @dataclass(frozen=True, kw_only=True)
 class Architecture:
-    """What the memory of a decoder-only transformer depends on."""
+    """What the memory of a decoder-only transformer depends on. Immutable and hashable (the
+    estimator caches its derived sizes per architecture); `arch_options` may be given as any
+    mapping and is kept as an `ArchOptions`."""
 
     model_type: ModelType
     num_hidden_layers: int
@@ -68,10 +108,21 @@ class Architecture:
     qk_nope_head_dim: int | None = None
     qk_rope_head_dim: int | None = None
     v_head_dim: int | None = None
-    arch_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    arch_options: Mapping[str, Any] = field(default_factory=ArchOptions)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.arch_options, ArchOptions):
+            object.__setattr__(self, "arch_options", ArchOptions(self.arch_options))
         validate(self)
+        # Hashed once: the estimator looks its sizes up by architecture on every call.
+        object.__setattr__(self, "_hash", hash(tuple(getattr(self, f) for f in _FIELD_NAMES)))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[no-any-return,attr-defined]
+
+    @property
+    def traits(self) -> ModelTraits:
+        return TRAITS[self.model_type]
 
     @property
     def is_moe(self) -> bool:
@@ -89,6 +140,9 @@ class Architecture:
 
     def option(self, name: str, default: Any) -> Any:
         return self.arch_options.get(name, default)
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(Architecture))
 
 
 @dataclass(frozen=True)
@@ -111,28 +165,31 @@ def _positive(name: str, value: int | None) -> None:
         raise InvalidValueError(f"{name} must be a positive integer, got {value}")
 
 
+_POSITIVE_FIELDS = (
+    "num_hidden_layers",
+    "hidden_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "intermediate_size",
+    "vocab_size",
+    "max_position_embeddings",
+    "num_experts",
+    "num_experts_per_tok",
+    "moe_intermediate_size",
+    "sliding_window",
+    "num_sliding_layers",
+    "q_lora_rank",
+    "kv_lora_rank",
+    "qk_nope_head_dim",
+    "qk_rope_head_dim",
+    "v_head_dim",
+)
+
+
 def validate(arch: Architecture) -> None:
     """Reject architectures that cannot exist; raise InvalidValueError naming the field."""
-    for name in (
-        "num_hidden_layers",
-        "hidden_size",
-        "num_attention_heads",
-        "num_key_value_heads",
-        "head_dim",
-        "intermediate_size",
-        "vocab_size",
-        "max_position_embeddings",
-        "num_experts",
-        "num_experts_per_tok",
-        "moe_intermediate_size",
-        "sliding_window",
-        "num_sliding_layers",
-        "q_lora_rank",
-        "kv_lora_rank",
-        "qk_nope_head_dim",
-        "qk_rope_head_dim",
-        "v_head_dim",
-    ):
+    for name in _POSITIVE_FIELDS:
         _positive(name, getattr(arch, name))
     for name in ("n_shared_experts", "first_k_dense_replace"):
         value = getattr(arch, name)
@@ -148,12 +205,18 @@ def validate(arch: Architecture) -> None:
             f"num_key_value_heads ({arch.num_key_value_heads}) must divide "
             f"num_attention_heads ({arch.num_attention_heads})"
         )
-    moe_fields = (arch.num_experts, arch.num_experts_per_tok)
-    if (moe_fields[0] is None) != (moe_fields[1] is None):
+    _validate_experts(arch)
+    _validate_layers(arch)
+    _validate_mla(arch)
+
+
+def _validate_experts(arch: Architecture) -> None:
+    if (arch.num_experts is None) != (arch.num_experts_per_tok is None):
         raise InvalidValueError("num_experts and num_experts_per_tok must be given together")
-    if arch.model_type in MOE_TYPES and arch.num_experts is None:
+    moe = arch.traits.moe
+    if moe and arch.num_experts is None:
         raise InvalidValueError(f"model_type {arch.model_type.value} needs num_experts")
-    if arch.model_type not in MOE_TYPES and arch.num_experts is not None:
+    if not moe and arch.num_experts is not None:
         raise InvalidValueError(
             f"model_type {arch.model_type.value} has no experts; num_experts must be empty"
         )
@@ -166,6 +229,9 @@ def validate(arch: Architecture) -> None:
             f"num_experts_per_tok ({arch.num_experts_per_tok}) exceeds num_experts "
             f"({arch.num_experts})"
         )
+
+
+def _validate_layers(arch: Architecture) -> None:
     if arch.first_k_dense_replace is not None and (
         arch.first_k_dense_replace > arch.num_hidden_layers
     ):
@@ -178,13 +244,18 @@ def validate(arch: Architecture) -> None:
                 f"num_sliding_layers ({arch.num_sliding_layers}) exceeds num_hidden_layers "
                 f"({arch.num_hidden_layers})"
             )
+
+
+def _validate_mla(arch: Architecture) -> None:
     mla = (arch.kv_lora_rank, arch.qk_nope_head_dim, arch.qk_rope_head_dim, arch.v_head_dim)
     if any(v is not None for v in mla) and any(v is None for v in mla):
         raise InvalidValueError(
             "MLA needs kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim and v_head_dim together"
         )
-    if arch.model_type is ModelType.deepseek_v3 and arch.kv_lora_rank is None:
-        raise InvalidValueError("model_type deepseek_v3 needs the MLA fields (kv_lora_rank …)")
+    if arch.traits.mla and arch.kv_lora_rank is None:
+        raise InvalidValueError(
+            f"model_type {arch.model_type.value} needs the MLA fields (kv_lora_rank …)"
+        )
 
 
 # --- parameter counting --------------------------------------------------------------------
@@ -209,6 +280,11 @@ def _attention(arch: Architecture, *, qkv_bias: bool, out_bias: bool) -> int:
     q = arch.num_attention_heads * d
     kv = arch.num_key_value_heads * d
     return _linear(h, q, qkv_bias) + 2 * _linear(h, kv, qkv_bias) + _linear(q, h, out_bias)
+
+
+def _qk_norm(arch: Architecture) -> int:
+    """Per-head RMSNorm of queries and keys (q_norm, k_norm), where the type has them."""
+    return 2 * arch.head_dim * RMSNORM_PARAMS_PER_CHANNEL if arch.traits.qk_norm else 0
 
 
 def _mla_attention(arch: Architecture) -> int:
@@ -260,108 +336,131 @@ def _moe_block(arch: Architecture, *, router_bias: bool, expert_bias: bool) -> _
     return _Layer(router + experts + shared, inactive)
 
 
-def _layer(arch: Architecture, index: int) -> _Layer:
-    t = arch.model_type
+def _norms(arch: Architecture) -> int:
+    """The layer's norms: `norms_per_layer` of the type's kind."""
+    per_channel = (
+        LAYERNORM_PARAMS_PER_CHANNEL
+        if arch.traits.norm is Norm.layer
+        else RMSNORM_PARAMS_PER_CHANNEL
+    )
+    return arch.traits.norms_per_layer * per_channel * arch.hidden_size
+
+
+def _dense_gated_layer(arch: Architecture, index: int) -> _Layer:
+    attention_bias = bool(arch.option("attention_bias", False))
+    qkv_bias = attention_bias or arch.traits.qkv_bias
+    attn = _attention(arch, qkv_bias=qkv_bias, out_bias=attention_bias) + _qk_norm(arch)
+    mlp = _gated_mlp(arch.hidden_size, arch.intermediate_size, bool(arch.option("mlp_bias", False)))
+    return _Layer(attn + _norms(arch) + mlp)
+
+
+def _moe_gated_layer(arch: Architecture, index: int) -> _Layer:
+    attn = _attention(arch, qkv_bias=False, out_bias=False) + _qk_norm(arch)
+    moe = _moe_block(arch, router_bias=False, expert_bias=False)
+    return _Layer(attn + _norms(arch) + moe.total, moe.inactive_experts)
+
+
+def _gpt_oss_layer(arch: Architecture, index: int) -> _Layer:
+    attn = _attention(arch, qkv_bias=True, out_bias=True)
+    sinks = arch.num_attention_heads  # one learned attention-sink logit per head
+    moe = _moe_block(arch, router_bias=True, expert_bias=True)
+    return _Layer(attn + sinks + _norms(arch) + moe.total, moe.inactive_experts)
+
+
+def _deepseek_layer(arch: Architecture, index: int) -> _Layer:
+    attn = _mla_attention(arch)
+    if index < (arch.first_k_dense_replace or 0):
+        return _Layer(attn + _norms(arch) + _gated_mlp(arch.hidden_size, arch.intermediate_size))
+    moe = _moe_block(arch, router_bias=False, expert_bias=False)
+    assert arch.num_experts is not None
+    # noaux_tc routing keeps a per-expert score-correction bias beside the router.
+    correction = arch.num_experts if arch.option("topk_method", "noaux_tc") == "noaux_tc" else 0
+    return _Layer(attn + _norms(arch) + moe.total + correction, moe.inactive_experts)
+
+
+def _fused_qkv_gelu_layer(arch: Architecture, index: int) -> _Layer:
     h, f = arch.hidden_size, arch.intermediate_size
-    rms = RMSNORM_PARAMS_PER_CHANNEL * h
+    attn = _linear(h, 3 * h, True) + _linear(h, h, True)
+    return _Layer(_norms(arch) + attn + _plain_mlp(h, f, True))
+
+
+def _gpt_neox_layer(arch: Architecture, index: int) -> _Layer:
+    h, f = arch.hidden_size, arch.intermediate_size
+    bias = bool(arch.option("attention_bias", True))
+    attn = _linear(h, 3 * h, bias) + _linear(h, h, bias)
+    return _Layer(_norms(arch) + attn + _plain_mlp(h, f, True))
+
+
+def _opt_layer(arch: Architecture, index: int) -> _Layer:
+    h, f = arch.hidden_size, arch.intermediate_size
+    bias = bool(arch.option("enable_bias", True))
+    return _Layer(_norms(arch) + 4 * _linear(h, h, bias) + _plain_mlp(h, f, bias))
+
+
+def _falcon_layer(arch: Architecture, index: int) -> _Layer:
+    h, f = arch.hidden_size, arch.intermediate_size
     ln = LAYERNORM_PARAMS_PER_CHANNEL * h
+    bias = bool(arch.option("bias", False))
+    qkv_out = (arch.num_attention_heads + 2 * arch.num_key_value_heads) * arch.head_dim
+    attn = _linear(h, qkv_out, bias) + _linear(h, h, bias)
+    # Norms per block by layout: the new decoder has num_ln_in_parallel_attn (2 when unset),
+    # the parallel one input_layernorm only, the sequential one two.
+    if arch.option("new_decoder_architecture", False):
+        norms = int(arch.option("num_ln_in_parallel_attn", 2) or 2) * ln
+    elif arch.option("parallel_attn", True):
+        norms = ln
+    else:
+        norms = 2 * ln
+    return _Layer(attn + norms + _plain_mlp(h, f, bias))
 
-    if t in _DENSE_GATED:
-        attention_bias = bool(arch.option("attention_bias", False))
-        qkv_bias = attention_bias or t is ModelType.qwen2
-        attn = _attention(arch, qkv_bias=qkv_bias, out_bias=attention_bias)
-        if t in (ModelType.qwen3, ModelType.gemma3_text):
-            attn += 2 * arch.head_dim * RMSNORM_PARAMS_PER_CHANNEL  # q_norm and k_norm
-        norms = 4 * rms if t in (ModelType.gemma2, ModelType.gemma3_text) else 2 * rms
-        mlp = _gated_mlp(h, f, bool(arch.option("mlp_bias", False)))
-        return _Layer(attn + norms + mlp)
 
-    if t in (ModelType.mixtral, ModelType.qwen3_moe):
-        attn = _attention(arch, qkv_bias=False, out_bias=False)
-        if t is ModelType.qwen3_moe:
-            attn += 2 * arch.head_dim * RMSNORM_PARAMS_PER_CHANNEL
-        moe = _moe_block(arch, router_bias=False, expert_bias=False)
-        return _Layer(attn + 2 * rms + moe.total, moe.inactive_experts)
+_LAYER_PARAMS: Mapping[ParamLayout, Callable[[Architecture, int], _Layer]] = MappingProxyType(
+    {
+        ParamLayout.dense_gated: _dense_gated_layer,
+        ParamLayout.moe_gated: _moe_gated_layer,
+        ParamLayout.gpt_oss: _gpt_oss_layer,
+        ParamLayout.deepseek: _deepseek_layer,
+        ParamLayout.fused_qkv_gelu: _fused_qkv_gelu_layer,
+        ParamLayout.gpt_neox: _gpt_neox_layer,
+        ParamLayout.opt: _opt_layer,
+        ParamLayout.falcon: _falcon_layer,
+    }
+)
 
-    if t is ModelType.gpt_oss:
-        attn = _attention(arch, qkv_bias=True, out_bias=True)
-        sinks = arch.num_attention_heads  # one learned attention-sink logit per head
-        moe = _moe_block(arch, router_bias=True, expert_bias=True)
-        return _Layer(attn + sinks + 2 * rms + moe.total, moe.inactive_experts)
 
-    if t is ModelType.deepseek_v3:
-        attn = _mla_attention(arch)
-        if index < (arch.first_k_dense_replace or 0):
-            return _Layer(attn + 2 * rms + _gated_mlp(h, f))
-        moe = _moe_block(arch, router_bias=False, expert_bias=False)
-        assert arch.num_experts is not None
-        # noaux_tc routing keeps a per-expert score-correction bias beside the router.
-        correction = arch.num_experts if arch.option("topk_method", "noaux_tc") == "noaux_tc" else 0
-        return _Layer(attn + 2 * rms + moe.total + correction, moe.inactive_experts)
-
-    if t in (ModelType.gpt2, ModelType.bloom):
-        return _Layer(
-            2 * ln + _linear(h, 3 * h, True) + _linear(h, h, True) + _plain_mlp(h, f, True)
-        )
-
-    if t is ModelType.gpt_neox:
-        bias = bool(arch.option("attention_bias", True))
-        attn = _linear(h, 3 * h, bias) + _linear(h, h, bias)
-        return _Layer(2 * ln + attn + _plain_mlp(h, f, True))
-
-    if t is ModelType.opt:
-        bias = bool(arch.option("enable_bias", True))
-        attn = 4 * _linear(h, h, bias)
-        return _Layer(2 * ln + attn + _plain_mlp(h, f, bias))
-
-    if t is ModelType.falcon:
-        bias = bool(arch.option("bias", False))
-        new_arch = bool(arch.option("new_decoder_architecture", False))
-        qkv_out = (arch.num_attention_heads + 2 * arch.num_key_value_heads) * arch.head_dim
-        attn = _linear(h, qkv_out, bias) + _linear(h, h, bias)
-        if new_arch:
-            norms = int(arch.option("num_ln_in_parallel_attn", 2) or 2) * ln
-        elif bool(arch.option("parallel_attn", True)):
-            norms = ln
-        else:
-            norms = 2 * ln
-        return _Layer(attn + norms + _plain_mlp(h, f, bias))
-
-    raise InvalidValueError(f"unsupported model_type {t.value}")  # pragma: no cover
+def _final_norm(arch: Architecture) -> int:
+    if arch.traits.layout is ParamLayout.opt and (
+        not arch.option("do_layer_norm_before", True)
+        or arch.option("_remove_final_layer_norm", False)
+    ):
+        return 0  # OPT-350m normalizes after each block and has no final norm
+    per_channel = (
+        LAYERNORM_PARAMS_PER_CHANNEL
+        if arch.traits.norm is Norm.layer
+        else RMSNORM_PARAMS_PER_CHANNEL
+    )
+    return per_channel * arch.hidden_size
 
 
 def _embeddings(arch: Architecture) -> tuple[int, int, int]:
-    """(input embeddings with position tables and projections, output head, final norm)."""
-    t, h, v = arch.model_type, arch.hidden_size, arch.vocab_size
-    head = 0 if arch.tie_word_embeddings else v * h
-    rms = RMSNORM_PARAMS_PER_CHANNEL * h
-    ln = LAYERNORM_PARAMS_PER_CHANNEL * h
-    if t is ModelType.gpt2:
-        return v * h + arch.max_position_embeddings * h, head, ln
-    if t is ModelType.opt:
-        width = int(arch.option("word_embed_proj_dim", h) or h)
-        projections = 2 * width * h if width != h else 0  # project_in and project_out
-        positions = (arch.max_position_embeddings + OPT_POSITION_OFFSET) * h
-        head = 0 if arch.tie_word_embeddings else v * width
-        final = (
-            ln
-            if (
-                arch.option("do_layer_norm_before", True)
-                and not arch.option("_remove_final_layer_norm", False)
-            )
-            else 0
-        )
-        return v * width + positions + projections, head, final
-    if t is ModelType.bloom:
-        return v * h + ln, head, ln  # word_embeddings_layernorm sits after the embedding
-    if t in (ModelType.gpt_neox, ModelType.falcon):
-        return v * h, head, ln
-    return v * h, head, rms
+    """(input embeddings with position tables, norms and projections, output head, final norm)."""
+    traits, h, v = arch.traits, arch.hidden_size, arch.vocab_size
+    # OPT's word_embed_proj_dim: embeddings of another width, projected in and out.
+    width = int(arch.option("word_embed_proj_dim", h) or h)
+    projections = 2 * width * h if width != h else 0
+    head = 0 if arch.tie_word_embeddings else v * width
+    embedding = v * width + projections
+    if traits.position_table_offset is not None:
+        embedding += (arch.max_position_embeddings + traits.position_table_offset) * h
+    if traits.embedding_norm:
+        embedding += LAYERNORM_PARAMS_PER_CHANNEL * h
+    return embedding, head, _final_norm(arch)
 
 
 def count_params(arch: Architecture) -> ParamCount:
     """Exact parameter count of `arch`, with the share each token activates (MoE)."""
-    layers = [_layer(arch, i) for i in range(arch.num_hidden_layers)]
+    layer_params = _LAYER_PARAMS[arch.traits.layout]
+    layers = [layer_params(arch, i) for i in range(arch.num_hidden_layers)]
     embedding, head, final_norm = _embeddings(arch)
     layer_total = sum(layer.total for layer in layers)
     inactive = sum(layer.inactive_experts for layer in layers)
@@ -375,73 +474,77 @@ def count_params(arch: Architecture) -> ParamCount:
     )
 
 
-# --- Hugging Face config.json -------------------------------------------------------------
+# --- Hugging Face config.json: the one reader ----------------------------------------------
 
-# Option keys kept from a config because they change the layout or the count.
-_OPTION_KEYS: dict[ModelType, tuple[str, ...]] = {
-    ModelType.llama: ("attention_bias", "mlp_bias"),
-    ModelType.mistral: (),
-    ModelType.phi3: ("partial_rotary_factor",),
-    ModelType.gpt_neox: ("attention_bias", "rotary_pct", "use_parallel_residual"),
-    ModelType.opt: (
-        "word_embed_proj_dim",
-        "do_layer_norm_before",
-        "_remove_final_layer_norm",
-        "enable_bias",
-    ),
-    ModelType.falcon: (
-        "new_decoder_architecture",
-        "parallel_attn",
-        "bias",
-        "multi_query",
-        "num_ln_in_parallel_attn",
-        "alibi",
-    ),
-    ModelType.deepseek_v3: ("topk_method",),
-}
-_DEFAULT_OPTIONS: dict[str, Any] = {
-    "attention_bias": False,
-    "mlp_bias": False,
-    "partial_rotary_factor": 1.0,
-    "rotary_pct": 1.0,
-    "use_parallel_residual": True,
-    "do_layer_norm_before": True,
-    "_remove_final_layer_norm": False,
-    "enable_bias": True,
-    "new_decoder_architecture": False,
-    "parallel_attn": True,
-    "bias": False,
-    "multi_query": True,
-    "alibi": False,
-    "num_ln_in_parallel_attn": None,
-    "topk_method": "noaux_tc",
-}
-_TYPE_ALIASES = {
-    "gemma3": ModelType.gemma3_text,
-    "RefinedWebModel": ModelType.falcon,
-    "RefinedWeb": ModelType.falcon,
-    "kimi_k2": ModelType.deepseek_v3,
-}
+# The usual spellings of the common fields across model types (GPT-2's n_layer, T5-style
+# num_layers …); the first one a config holds is read.
+_LAYERS = ("num_hidden_layers", "n_layer", "num_layers")
+_HIDDEN = ("hidden_size", "n_embd", "d_model")
+_HEADS = ("num_attention_heads", "n_head", "num_heads")
+_EXPERTS = ("num_local_experts", "n_routed_experts", "num_experts")
+_MLA_FIELDS = ("q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+# Gemma 3's default: one global layer after every five local ones (Gemma3TextConfig).
+GEMMA3_SLIDING_PATTERN = 6
+# An option is kept in arch_options only when the config gives it a value other than this
+# (the value the layout code assumes when the option is absent).
+_DEFAULT_OPTIONS: Mapping[str, Any] = MappingProxyType(
+    {
+        "attention_bias": False,
+        "mlp_bias": False,
+        "partial_rotary_factor": 1.0,
+        "rotary_pct": 1.0,
+        "use_parallel_residual": True,
+        "do_layer_norm_before": True,
+        "_remove_final_layer_norm": False,
+        "enable_bias": True,
+        "new_decoder_architecture": False,
+        "parallel_attn": True,
+        "bias": False,
+        "multi_query": True,
+        "alibi": False,
+        "num_ln_in_parallel_attn": None,
+        "topk_method": "noaux_tc",
+        "word_embed_proj_dim": None,  # OPT's default, the hidden size, is dropped below
+    }
+)
 
 
-def _first(config: Mapping[str, Any], *names: str) -> Any:
+def load_hf_config(path: Path) -> dict[str, Any]:
+    """Read a config.json file into a dict; InvalidValueError names the file and the fault."""
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidValueError(f"{path}: no such file") from None
+    except OSError as error:
+        raise InvalidValueError(f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise InvalidValueError(f"{path}: not a UTF-8 text file") from None
+    except json.JSONDecodeError as error:
+        raise InvalidValueError(
+            f"{path}: malformed JSON at line {error.lineno} column {error.colno}: {error.msg}"
+        ) from None
+    if not isinstance(content, dict):
+        raise InvalidValueError(f"{path}: a config.json must hold a JSON object")
+    return content
+
+
+def hf_text_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The language model's config: a multimodal wrapper's `text_config`, else `config`."""
+    inner = config.get("text_config")
+    if config.get("model_type") in multimodal_wrappers() and isinstance(inner, dict):
+        return inner
+    return config
+
+
+def _first(config: Mapping[str, Any], names: tuple[str, ...]) -> Any:
     for name in names:
         if config.get(name) is not None:
             return config[name]
     return None
 
 
-def _required(config: Mapping[str, Any], *names: str) -> int:
-    value = _first(config, *names)
-    if value is None:
-        raise InvalidValueError(f"config.json is missing required field {names[0]!r}")
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidValueError(f"config.json field {names[0]!r} must be an integer, got {value!r}")
-    return value
-
-
-def _optional_int(config: Mapping[str, Any], *names: str) -> int | None:
-    value = _first(config, *names)
+def _optional_int(config: Mapping[str, Any], names: tuple[str, ...]) -> int | None:
+    value = _first(config, names)
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
@@ -449,23 +552,111 @@ def _optional_int(config: Mapping[str, Any], *names: str) -> int | None:
     return value
 
 
-def _sliding(config: Mapping[str, Any], t: ModelType, layers: int) -> tuple[int | None, int | None]:
+def _required(config: Mapping[str, Any], names: tuple[str, ...]) -> int:
+    value = _optional_int(config, names)
+    if value is None:
+        raise InvalidValueError(f"config.json is missing required field {names[0]!r}")
+    return value
+
+
+def _model_type(config: Mapping[str, Any]) -> ModelType:
+    raw_type = config.get("model_type")
+    if raw_type is None:
+        raise InvalidValueError("config.json is missing required field 'model_type'")
+    found = model_type_of(str(raw_type))
+    if found is None:
+        supported = ", ".join(m.value for m in ModelType)
+        raise InvalidValueError(
+            f"model_type {raw_type!r} is not supported (supported: {supported})"
+        )
+    return found
+
+
+def _sliding(
+    config: Mapping[str, Any], traits: ModelTraits, layers: int
+) -> tuple[int | None, int | None]:
     """(window, number of layers using it) as transformers applies them."""
-    window = _optional_int(config, "sliding_window")
+    window = _optional_int(config, ("sliding_window",))
     if window is None or config.get("use_sliding_window") is False:
         return None, None
     layer_types = config.get("layer_types")
     if isinstance(layer_types, list) and layer_types:
         count = sum(1 for kind in layer_types if kind == "sliding_attention")
         return (window, count) if count else (None, None)
-    if t is ModelType.gemma2:
-        return window, layers // 2 + layers % 2  # even-indexed layers are local
-    if t is ModelType.gemma3_text:
-        pattern = int(config.get("sliding_window_pattern", 6))
-        return window, layers - layers // pattern
-    if t is ModelType.gpt_oss:
+    if traits.sliding_layers is SlidingLayers.alternate:
         return window, layers // 2 + layers % 2
+    if traits.sliding_layers is SlidingLayers.pattern:
+        pattern = int(config.get("sliding_window_pattern", GEMMA3_SLIDING_PATTERN))
+        return window, layers - layers // pattern
     return window, layers
+
+
+def _kv_heads(config: Mapping[str, Any], traits: ModelTraits, heads: int) -> int:
+    if traits.kv_heads is KVHeads.mha:
+        return heads
+    if traits.kv_heads is KVHeads.falcon:
+        # Falcon: num_kv_heads only in the new decoder layout; else multi_query means one.
+        new_arch = bool(config.get("new_decoder_architecture", False))
+        kv_heads = _optional_int(config, ("num_kv_heads",)) if new_arch else None
+        if kv_heads is None:
+            kv_heads = 1 if (bool(config.get("multi_query", True)) and not new_arch) else heads
+        return kv_heads
+    return _optional_int(config, ("num_key_value_heads",)) or heads
+
+
+def _sizes(config: Mapping[str, Any], traits: ModelTraits) -> dict[str, Any]:
+    """The dense sizes every type has."""
+    layers = _required(config, _LAYERS)
+    hidden = _required(config, _HIDDEN)
+    heads = _required(config, _HEADS)
+    head_dim = _optional_int(config, ("head_dim",)) or hidden // heads if heads else 0
+    if traits.mla:
+        head_dim = _optional_int(config, ("v_head_dim",)) or head_dim
+    if traits.ffn_default_ratio is not None:
+        ffn = _optional_int(config, traits.ffn_keys) or traits.ffn_default_ratio * hidden
+    else:
+        ffn = _required(config, traits.ffn_keys)
+    if traits.positions_default is not None:
+        positions = _optional_int(config, traits.positions_keys) or traits.positions_default
+    else:
+        positions = _required(config, traits.positions_keys)
+    return {
+        "num_hidden_layers": layers,
+        "hidden_size": hidden,
+        "num_attention_heads": heads,
+        "num_key_value_heads": _kv_heads(config, traits, heads),
+        "head_dim": head_dim,
+        "intermediate_size": ffn,
+        "vocab_size": _required(config, ("vocab_size",)),
+        "max_position_embeddings": positions,
+        "tie_word_embeddings": bool(config.get("tie_word_embeddings", traits.tie_default)),
+    }
+
+
+def _experts(config: Mapping[str, Any], traits: ModelTraits, ffn: int) -> dict[str, Any]:
+    num_experts = _optional_int(config, _EXPERTS) if traits.moe else None
+    if not num_experts:
+        return {} if num_experts is None else {"num_experts": num_experts}  # 0: refused later
+    return {
+        "num_experts": num_experts,
+        "num_experts_per_tok": _optional_int(config, ("num_experts_per_tok", "experts_per_token")),
+        "n_shared_experts": _optional_int(config, ("n_shared_experts",)),
+        "moe_intermediate_size": ffn
+        if traits.experts_use_intermediate_size
+        else _optional_int(config, ("moe_intermediate_size",)),
+        "first_k_dense_replace": _optional_int(config, ("first_k_dense_replace",)),
+    }
+
+
+def _options(config: Mapping[str, Any], traits: ModelTraits, hidden: int) -> dict[str, Any]:
+    options = {
+        key: config[key]
+        for key in traits.option_keys
+        if key in config and config[key] != _DEFAULT_OPTIONS.get(key)
+    }
+    if options.get("word_embed_proj_dim") == hidden:  # OPT's default: the hidden size
+        del options["word_embed_proj_dim"]
+    return options
 
 
 def architecture_from_hf_config(config: Mapping[str, Any]) -> Architecture:
@@ -474,113 +665,30 @@ def architecture_from_hf_config(config: Mapping[str, Any]) -> Architecture:
     Raises InvalidValueError naming the missing or invalid field; multimodal configs are read
     through their `text_config`.
     """
-    raw_type = config.get("model_type")
-    if raw_type in ("gemma3", "mistral3", "llava") and isinstance(config.get("text_config"), dict):
-        return architecture_from_hf_config(config["text_config"])
-    if raw_type is None:
-        raise InvalidValueError("config.json is missing required field 'model_type'")
-    try:
-        t = _TYPE_ALIASES.get(str(raw_type)) or ModelType(str(raw_type))
-    except ValueError:
-        supported = ", ".join(m.value for m in ModelType)
-        raise InvalidValueError(
-            f"model_type {raw_type!r} is not supported (supported: {supported})"
-        ) from None
-
-    layers = _required(config, "num_hidden_layers", "n_layer", "num_layers")
-    hidden = _required(config, "hidden_size", "n_embd", "d_model")
-    heads = _required(config, "num_attention_heads", "n_head", "num_heads")
-    if t is ModelType.falcon:
-        new_arch = bool(config.get("new_decoder_architecture", False))
-        multi_query = bool(config.get("multi_query", True))
-        kv_heads = _optional_int(config, "num_kv_heads") if new_arch else None
-        if kv_heads is None:
-            kv_heads = 1 if (multi_query and not new_arch) else heads
-    elif t in (ModelType.gpt2, ModelType.opt, ModelType.bloom, ModelType.gpt_neox):
-        kv_heads = heads
-    else:
-        kv_heads = _optional_int(config, "num_key_value_heads") or heads
-    head_dim = _optional_int(config, "head_dim") or hidden // heads if heads else 0
-    if t is ModelType.deepseek_v3:
-        head_dim = _optional_int(config, "v_head_dim") or head_dim
-    if t in (ModelType.gpt2, ModelType.falcon, ModelType.bloom):
-        intermediate = _optional_int(config, "n_inner", "ffn_hidden_size") or (
-            DEFAULT_MLP_RATIO * hidden
-        )
-    elif t is ModelType.opt:
-        intermediate = _required(config, "ffn_dim")
-    else:
-        intermediate = _required(config, "intermediate_size")
-    vocab = _required(config, "vocab_size")
-    if t is ModelType.bloom:
-        max_positions = _optional_int(config, "seq_length", "max_position_embeddings") or 2048
-    else:
-        max_positions = _required(config, "max_position_embeddings", "n_positions", "n_ctx")
-    tie_default = t in (
-        ModelType.gpt2,
-        ModelType.opt,
-        ModelType.bloom,
-        ModelType.falcon,
-        ModelType.gemma,
-        ModelType.gemma2,
-        ModelType.gemma3_text,
+    config = hf_text_config(config)
+    t = _model_type(config)
+    traits = TRAITS[t]
+    sizes = _sizes(config, traits)
+    window, sliding_layers = _sliding(config, traits, sizes["num_hidden_layers"])
+    mla: dict[str, Any] = (
+        {name: _optional_int(config, (name,)) for name in _MLA_FIELDS} if traits.mla else {}
     )
-    tie = config.get("tie_word_embeddings", tie_default)
-
-    num_experts = _optional_int(config, "num_local_experts", "n_routed_experts", "num_experts")
-    if t not in MOE_TYPES:
-        num_experts = None
-    experts_per_tok = _optional_int(config, "num_experts_per_tok", "experts_per_token")
-    moe_ffn = _optional_int(config, "moe_intermediate_size") if num_experts else None
-    if t is ModelType.mixtral or t is ModelType.gpt_oss:
-        moe_ffn = intermediate
-    window, sliding_layers = _sliding(config, t, layers)
-
-    options = {
-        key: config[key]
-        for key in _OPTION_KEYS.get(t, ())
-        if key in config and config[key] != _DEFAULT_OPTIONS.get(key)
-    }
-    if options.get("word_embed_proj_dim") == hidden:  # OPT's default: the hidden size
-        del options["word_embed_proj_dim"]
     return Architecture(
         model_type=t,
-        num_hidden_layers=layers,
-        hidden_size=hidden,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        head_dim=head_dim,
-        intermediate_size=intermediate,
-        vocab_size=vocab,
-        max_position_embeddings=max_positions,
-        tie_word_embeddings=bool(tie),
-        num_experts=num_experts,
-        num_experts_per_tok=experts_per_tok if num_experts else None,
-        n_shared_experts=_optional_int(config, "n_shared_experts") if num_experts else None,
-        moe_intermediate_size=moe_ffn,
-        first_k_dense_replace=_optional_int(config, "first_k_dense_replace")
-        if num_experts
-        else None,
+        **sizes,
+        **_experts(config, traits, sizes["intermediate_size"]),
         sliding_window=window,
         num_sliding_layers=sliding_layers,
-        q_lora_rank=_optional_int(config, "q_lora_rank") if t is ModelType.deepseek_v3 else None,
-        kv_lora_rank=_optional_int(config, "kv_lora_rank") if t is ModelType.deepseek_v3 else None,
-        qk_nope_head_dim=_optional_int(config, "qk_nope_head_dim")
-        if t is ModelType.deepseek_v3
-        else None,
-        qk_rope_head_dim=_optional_int(config, "qk_rope_head_dim")
-        if t is ModelType.deepseek_v3
-        else None,
-        v_head_dim=_optional_int(config, "v_head_dim") if t is ModelType.deepseek_v3 else None,
-        arch_options=MappingProxyType(options),
+        **mla,
+        arch_options=_options(config, traits, sizes["hidden_size"]),
     )
 
 
 def native_dtype_from_hf_config(config: Mapping[str, Any]) -> str:
-    """The checkpoint's dtype (`torch_dtype`, or `dtype` in newer configs); bfloat16 if unset."""
-    if config.get("model_type") in ("gemma3", "mistral3") and isinstance(
-        config.get("text_config"), dict
-    ):
-        inner = native_dtype_from_hf_config(config["text_config"])
-        return str(config.get("torch_dtype") or config.get("dtype") or inner)
+    """The checkpoint's dtype (`torch_dtype`, or `dtype` in newer configs; a multimodal
+    wrapper's own, else its text model's); bfloat16 if unset."""
+    inner = hf_text_config(config)
+    if inner is not config:
+        fallback = native_dtype_from_hf_config(inner)
+        return str(config.get("torch_dtype") or config.get("dtype") or fallback)
     return str(config.get("torch_dtype") or config.get("dtype") or "bfloat16")

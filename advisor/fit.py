@@ -5,9 +5,11 @@ Pure: no CLI, rendering or database imports. The caller turns catalog rows into 
 method), and gets frozen `Option`s back: per card and level, the fewest cards that fit, the
 memory per card, the headroom, and the longest context and largest batch that still fit.
 
-The estimates depend on the level and the card count, never on the card, so a sweep over
+Every figure is one need per card (tensors + the runtime overhead of the card's vendor) against
+one capacity (the card's memory as the catalog defines usable memory). The estimates depend on
+the level, the card count and the card's runtime, never on the card's size, so a sweep over
 thousands of cards costs a few dozen estimates plus comparisons; the context and batch searches
-are memoized per usable-memory budget (cards of one size share them).
+are memoized per capacity (cards of one size and runtime share them).
 """
 
 from __future__ import annotations
@@ -18,18 +20,35 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from advisor.arch import Architecture, count_params
+from advisor.enums import Vendor
 from advisor.errors import InvalidValueError
-from advisor.estimator import Estimate, RuntimeOverhead, estimate, valid_tp_counts
-from advisor.workload import Method, Parallel, Stage, Workload
+from advisor.estimator import (
+    CUDA_OVERHEAD,
+    OVERHEAD_BY_VENDOR,
+    Estimate,
+    RuntimeOverhead,
+    estimate,
+    valid_tp_counts,
+)
+from advisor.policy import DEFAULT_MAX_GPUS, Level, default_context, with_parallel
+from advisor.workload import Parallel, Stage, Workload
 
-# How many cards `fit` tries at most unless told otherwise: one 8-GPU server (DGX/HGX nodes).
-DEFAULT_MAX_GPUS = 8
-# Inference context when none is asked: 4096 tokens, or the model's maximum if shorter.
-DEFAULT_INFERENCE_CONTEXT = 4096
-# Training sequence and batch when none are asked (a common fine-tuning recipe).
-DEFAULT_TRAINING_SEQ = 2048
-DEFAULT_TRAINING_BATCH = 1
-# A card is "tight" when less than this share of its usable memory is left free.
+__all__ = [
+    "DEFAULT_MAX_GPUS",
+    "Card",
+    "Level",
+    "ModelFit",
+    "Option",
+    "Plan",
+    "best_level",
+    "candidate_counts",
+    "check_context",
+    "default_context",
+    "largest_fitting",
+    "plan",
+]
+
+# A card is "tight" when less than this share of its capacity is left free.
 TIGHT_HEADROOM_FRACTION = 0.10
 # Upper ends of the searches: the longest context searched when longer-than-trained contexts are
 # allowed (16 Mi tokens, beyond the longest published context, Llama 4 Scout's 10M), and the
@@ -41,10 +60,12 @@ BATCH_SEARCH_CEILING = 2**16
 @dataclass(frozen=True, kw_only=True)
 class Card:
     """A GPU as the advisor needs it; `usable_fraction` < 1 for unified-memory machines, whose
-    operating system keeps part of the memory from the GPU."""
+    operating system keeps part of the memory from the GPU. The vendor sets the runtime, and
+    so the overhead charged on the card (`advisor.estimator.OVERHEAD_BY_VENDOR`)."""
 
     slug: str
     name: str
+    vendor: Vendor
     memory_bytes: int
     usable_fraction: float = 1.0
     price_per_hour: float | None = None
@@ -60,24 +81,19 @@ class Card:
         """Memory a process can allocate on the card (the whole card on a discrete GPU)."""
         return math.floor(self.memory_bytes * self.usable_fraction)
 
-
-@dataclass(frozen=True, kw_only=True)
-class Level:
-    """One column of the comparison: the workload at one quantization level or method, on one
-    card (the search changes only the card count, the context and the batch)."""
-
-    label: str
-    workload: Workload
-    quant: str | None = None
-
     @property
-    def method(self) -> Method | None:
-        return self.workload.method if self.workload.training else None
+    def overhead(self) -> RuntimeOverhead:
+        return OVERHEAD_BY_VENDOR[self.vendor]
 
 
 @dataclass(frozen=True, kw_only=True)
 class Option:
-    """One card at one level: the fewest cards that fit (None: none up to the limit)."""
+    """One card at one level: the fewest cards that fit (None: none up to the limit).
+
+    One need per card against one capacity: `per_gpu_bytes` (tensors + runtime overhead, the
+    estimate's total per card) against `capacity_bytes` (the card's memory as the catalog
+    defines usable memory).
+    """
 
     card: Card
     level: Level
@@ -85,34 +101,41 @@ class Option:
     estimate: Estimate  # at `count`, or at the largest valid count when nothing fits
     max_context: int | None  # longest context (inference: at batch 1) that fits on `count` cards
     max_batch: int | None  # most sequences at the workload's context that fit on `count` cards
-    # The tensors' peak per card (what `torch.cuda.max_memory_allocated()` reports) and the
-    # runtime overhead charged on each card, both from `estimate`.
-    per_gpu_bytes: int
-    overhead_bytes: int
 
     @property
     def fits(self) -> bool:
         return self.count is not None
 
     @property
-    def usable_bytes_per_gpu(self) -> int:
-        """The card's memory less the runtime overhead the estimator charges on it."""
-        return self.card.capacity_bytes - self.overhead_bytes
+    def per_gpu_bytes(self) -> int:
+        """What one card must hold: the tensors' peak plus the runtime overhead."""
+        return self.estimate.per_gpu_bytes
+
+    @property
+    def tensor_bytes(self) -> int:
+        """The tensors' peak per card (what `torch.cuda.max_memory_allocated()` reports)."""
+        return self.estimate.tensor_bytes
+
+    @property
+    def overhead_bytes(self) -> int:
+        """The runtime overhead charged on each card (context and allocator reserve)."""
+        return self.estimate.per_gpu_bytes - self.estimate.tensor_bytes
+
+    @property
+    def capacity_bytes(self) -> int:
+        return self.card.capacity_bytes
 
     @property
     def headroom_bytes(self) -> int:
-        return self.usable_bytes_per_gpu - self.per_gpu_bytes
+        return self.capacity_bytes - self.per_gpu_bytes
 
     @property
     def used_fraction(self) -> float:
-        usable = self.usable_bytes_per_gpu
-        return self.per_gpu_bytes / usable if usable > 0 else math.inf
+        return self.per_gpu_bytes / self.capacity_bytes
 
     @property
     def tight(self) -> bool:
-        return self.fits and self.headroom_bytes < TIGHT_HEADROOM_FRACTION * max(
-            self.usable_bytes_per_gpu, 0
-        )
+        return self.fits and self.headroom_bytes < TIGHT_HEADROOM_FRACTION * self.capacity_bytes
 
     @property
     def price_per_hour(self) -> float | None:
@@ -120,10 +143,6 @@ class Option:
         if self.count is None or self.card.price_per_hour is None:
             return None
         return round(self.count * self.card.price_per_hour, 4)
-
-
-def default_context(arch: Architecture) -> int:
-    return min(DEFAULT_INFERENCE_CONTEXT, arch.max_position_embeddings)
 
 
 def check_context(arch: Architecture, workload: Workload, *, allow_longer: bool) -> None:
@@ -157,10 +176,11 @@ def candidate_counts(arch: Architecture, workload: Workload, max_gpus: int) -> t
 
 
 class _Sized:
-    """Estimates of one level, memoized by card count, context and batch."""
+    """Estimates of one level under one runtime overhead, memoized by card count, context and
+    batch (plain tuples of integers as keys)."""
 
     def __init__(
-        self, arch: Architecture, level: Level, overhead: RuntimeOverhead | None, ceiling: int
+        self, arch: Architecture, level: Level, overhead: RuntimeOverhead, ceiling: int
     ) -> None:
         self.arch = arch
         self.level = level
@@ -168,17 +188,12 @@ class _Sized:
         self.context_ceiling = ceiling
         self._estimates: dict[tuple[int, int, int], Estimate] = {}
         self._searches: dict[tuple[str, int, int], int | None] = {}
-        self._split: dict[int, tuple[int, int]] = {}
 
     def option(
         self, card: Card, count: int | None, shown: Estimate, *, batch: bool = True
     ) -> Option:
         """`card` at this level: `count` cards (None: none fit), sized by `shown`; the largest
         batch is searched only with `batch`."""
-        split = self._split.get(id(shown))
-        if split is None:
-            overhead = shown.components["runtime_overhead"]
-            split = self._split[id(shown)] = (shown.per_gpu_bytes - overhead, overhead)
         capacity = card.capacity_bytes
         return Option(
             card=card,
@@ -187,8 +202,6 @@ class _Sized:
             estimate=shown,
             max_context=None if count is None else self.longest_context(count, capacity),
             max_batch=None if count is None or not batch else self.largest_batch(count, capacity),
-            per_gpu_bytes=split[0],
-            overhead_bytes=split[1],
         )
 
     def at(self, gpus: int, *, seq: int | None = None, batch: int | None = None) -> Estimate:
@@ -199,6 +212,10 @@ class _Sized:
             varied = dataclasses.replace(w, gpus=gpus, seq=key[1], batch=key[2])
             found = self._estimates[key] = estimate(self.arch, varied, overhead=self.overhead)
         return found
+
+    def fewest(self, counts: Sequence[int], capacity: int) -> int | None:
+        """The first of `counts` whose need per card fits in `capacity` (None: none does)."""
+        return next((n for n in counts if self.at(n).per_gpu_bytes <= capacity), None)
 
     def longest_context(self, gpus: int, capacity: int) -> int | None:
         """Longest context that fits on `gpus` cards of `capacity` bytes (inference: batch 1)."""
@@ -263,33 +280,60 @@ def largest_fitting(size: Callable[[int], int], lo: int, hi: int, budget: int) -
 
 @dataclass(frozen=True, kw_only=True)
 class Plan:
-    """The answer for one model: the levels compared, and an option per card and level."""
+    """The answer for one model: the levels compared, an option per card and level, and each
+    level's estimate on one card (or the chosen count) under `breakdown_overhead`."""
 
     arch: Architecture
     levels: tuple[Level, ...]
     options: tuple[Option, ...]
     max_gpus: int
-    breakdowns: tuple[Estimate, ...] = field(default=())  # each level on one card
+    breakdowns: tuple[Estimate, ...] = field(default=())
+    breakdown_overhead: RuntimeOverhead = CUDA_OVERHEAD
 
 
 @dataclass
 class _Planner:
-    arch: Architecture
-    overhead: RuntimeOverhead | None
-    context_ceiling: int
-    sized: dict[str, _Sized] = field(default_factory=dict)
+    """The sized levels of one model, one per level and runtime overhead."""
 
-    def level(self, level: Level) -> _Sized:
-        found = self.sized.get(level.label)
+    arch: Architecture
+    context_ceiling: int
+    sized: dict[tuple[str, RuntimeOverhead], _Sized] = field(default_factory=dict)
+
+    def level(self, level: Level, overhead: RuntimeOverhead) -> _Sized:
+        key = (level.label, overhead)
+        found = self.sized.get(key)
         if found is None:
-            found = self.sized[level.label] = _Sized(
-                self.arch, level, self.overhead, self.context_ceiling
-            )
+            found = self.sized[key] = _Sized(self.arch, level, overhead, self.context_ceiling)
         return found
 
 
 def _context_ceiling(arch: Architecture, allow_longer: bool) -> int:
     return CONTEXT_SEARCH_CEILING if allow_longer else arch.max_position_embeddings
+
+
+def _counts(planner: _Planner, level: Level, count: int | None, max_gpus: int) -> tuple[int, ...]:
+    """The card counts tried for `level`: exactly `count`, or every count the strategy allows."""
+    if count is not None:
+        # Raises the estimator's error when the strategy cannot split over `count` cards.
+        planner.level(level, CUDA_OVERHEAD).at(count)
+        return (count,)
+    arch = planner.arch
+    counts = candidate_counts(arch, level.workload, max_gpus)
+    if not counts:
+        raise InvalidValueError(
+            f"no card count up to {max_gpus} can split {arch.num_attention_heads} "
+            f"heads ({arch.num_key_value_heads} KV heads) with tensor parallelism; "
+            "try --parallel pp"
+        )
+    return counts
+
+
+def _shared_overhead(cards: Sequence[Card], overhead: RuntimeOverhead | None) -> RuntimeOverhead:
+    """The overhead of every card when they share one runtime; the CUDA one otherwise."""
+    if overhead is not None:
+        return overhead
+    runtimes = {card.overhead for card in cards}
+    return runtimes.pop() if len(runtimes) == 1 else CUDA_OVERHEAD
 
 
 def plan(
@@ -302,47 +346,32 @@ def plan(
     allow_longer_context: bool = False,
     overhead: RuntimeOverhead | None = None,
 ) -> Plan:
-    """For every card and level: the fewest cards (up to `max_gpus`) whose memory holds the
-    workload, or, with `count`, whether exactly that many do."""
+    """For every card and level: the fewest cards (up to `max_gpus`) whose capacity holds the
+    need per card, or, with `count`, whether exactly that many do. Each card is charged its
+    vendor's runtime overhead unless `overhead` is given for all."""
     if not levels:
         raise InvalidValueError("nothing to compare: give at least one quantization or method")
     for level in levels:
         check_context(arch, level.workload, allow_longer=allow_longer_context)
-    planner = _Planner(arch, overhead, _context_ceiling(arch, allow_longer_context))
-    counts: dict[str, tuple[int, ...]] = {}
-    for level in levels:
-        if count is not None:
-            # Raises the estimator's error when the strategy cannot split over `count` cards.
-            planner.level(level).at(count)
-            counts[level.label] = (count,)
-        else:
-            counts[level.label] = candidate_counts(arch, level.workload, max_gpus)
-            if not counts[level.label]:
-                raise InvalidValueError(
-                    f"no card count up to {max_gpus} can split {arch.num_attention_heads} "
-                    f"heads ({arch.num_key_value_heads} KV heads) with tensor parallelism; "
-                    "try --parallel pp"
-                )
+    planner = _Planner(arch, _context_ceiling(arch, allow_longer_context))
+    counts = {level.label: _counts(planner, level, count, max_gpus) for level in levels}
+    cards = tuple(cards)
     options: list[Option] = []
     for card in cards:
-        capacity = card.capacity_bytes
         for level in levels:
-            sized = planner.level(level)
+            sized = planner.level(level, overhead or card.overhead)
             tried = counts[level.label]
-            found: int | None = None
-            for n in tried:
-                if sized.at(n).per_gpu_bytes <= capacity:
-                    found = n
-                    break
+            found = sized.fewest(tried, card.capacity_bytes)
             shown = sized.at(found if found is not None else tried[-1])
             options.append(sized.option(card, found, shown))
-    breakdowns = tuple(planner.level(level).at(count or 1) for level in levels)
+    shown_overhead = _shared_overhead(cards, overhead)
     return Plan(
         arch=arch,
         levels=tuple(levels),
         options=tuple(options),
         max_gpus=count or max_gpus,
-        breakdowns=breakdowns,
+        breakdowns=tuple(planner.level(lv, shown_overhead).at(count or 1) for lv in levels),
+        breakdown_overhead=shown_overhead,
     )
 
 
@@ -386,6 +415,19 @@ def _strategy_for(arch: Architecture, first: Workload, count: int) -> tuple[Para
     return parallel, ""
 
 
+def _unsizable(
+    arch: Architecture, first: Workload, count: int, allow_longer_context: bool
+) -> tuple[Parallel | None, str]:
+    """The strategy over `count` cards, and why the model cannot be sized ('' when it can)."""
+    parallel, reason = _strategy_for(arch, first, count)
+    if not reason and first.stage is Stage.inference:
+        try:
+            check_context(arch, first, allow_longer=allow_longer_context)
+        except InvalidValueError:
+            reason = f"context {first.seq:,} beyond its maximum {arch.max_position_embeddings:,}"
+    return parallel, reason
+
+
 def best_level(
     name: str,
     arch: Architecture,
@@ -404,15 +446,10 @@ def best_level(
     (the fine-tuning methods); `with_batch` also searches the largest batch of each fitting
     level (left None otherwise: which-models does not show it). A model that cannot be sized
     at all (a context beyond its maximum, a count its strategy cannot split over) comes back
-    with a `reason`.
+    with a `reason`. The card is charged its vendor's runtime overhead unless `overhead`.
     """
     first = levels[0].workload
-    parallel, reason = _strategy_for(arch, first, count)
-    if not reason and first.stage is Stage.inference:
-        try:
-            check_context(arch, first, allow_longer=allow_longer_context)
-        except InvalidValueError:
-            reason = f"context {first.seq:,} beyond its maximum {arch.max_position_embeddings:,}"
+    parallel, reason = _unsizable(arch, first, count, allow_longer_context)
     if reason:
         return ModelFit(
             name=name,
@@ -425,32 +462,23 @@ def best_level(
             reason=reason,
         )
     if parallel is not first.parallel:
-        levels = [
-            dataclasses.replace(lv, workload=dataclasses.replace(lv.workload, parallel=parallel))
-            for lv in levels
-        ]
-    planner = _Planner(arch, overhead, _context_ceiling(arch, allow_longer_context))
-    best: Option | None = None
-    last: Option | None = None
-    fitting: list[str] = []
-    capacity = card.capacity_bytes
+        levels = with_parallel(levels, parallel)
+    planner = _Planner(arch, _context_ceiling(arch, allow_longer_context))
+    tried: list[Option] = []
     for level in levels:
-        sized = planner.level(level)
+        sized = planner.level(level, overhead or card.overhead)
         shown = sized.at(count)
-        fits = shown.per_gpu_bytes <= capacity
-        last = sized.option(card, count if fits else None, shown, batch=with_batch)
-        if fits:
-            fitting.append(level.label)
-            best = best or last
-            if not all_levels:
-                break
-    assert last is not None
+        fits = shown.per_gpu_bytes <= card.capacity_bytes
+        tried.append(sized.option(card, count if fits else None, shown, batch=with_batch))
+        if fits and not all_levels:
+            break
+    fitting = [option for option in tried if option.fits]
     return ModelFit(
         name=name,
         arch=arch,
-        params=last.estimate.params,
-        best=best,
-        closest=best or last,
-        fitting_levels=tuple(fitting),
+        params=tried[-1].estimate.params,
+        best=fitting[0] if fitting else None,
+        closest=fitting[0] if fitting else tried[-1],
+        fitting_levels=tuple(option.level.label for option in fitting),
         parallel=parallel,
     )

@@ -40,8 +40,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from advisor.arch import Architecture
-from advisor.enums import ModelType
+from advisor.arch import Architecture, hf_text_config
 from advisor.errors import TraceExtraMissingError, TraceUnavailableError
 from advisor.workload import Method, Optimizer, Precision, Stage, Workload
 
@@ -69,7 +68,6 @@ INSTALL_HINT = "pip install 'gpu-fit-advisor[trace]'"
 _DROPOUT_MARKERS = ("dropout", "pdrop")
 # Config fields a saved config.json carries that are not the architecture.
 _NOT_ARCHITECTURE = ("_name_or_path", "architectures", "transformers_version", "auto_map")
-_MULTIMODAL = ("gemma3", "mistral3", "llava")
 
 _DTYPE_NAMES = {
     Precision.fp32: "float32",
@@ -101,50 +99,28 @@ class Trace:
 
 
 def hf_config(arch: Architecture) -> dict[str, Any]:
-    """A Hugging Face config (model_type and fields) that builds a model of `arch`.
+    """A Hugging Face config (model_type and fields) that builds a model of `arch`, written with
+    the type's own field names (`ModelTraits.names`).
 
     Fields the architecture does not hold (rope scaling, activation, norm epsilon) keep
     transformers' defaults for the type; none of them changes a tensor's size.
     """
-    t = arch.model_type
+    names = arch.traits.names
     config: dict[str, Any] = {
-        "model_type": t.value,
+        "model_type": arch.model_type.value,
         "vocab_size": arch.vocab_size,
         "tie_word_embeddings": arch.tie_word_embeddings,
+        names.layers: arch.num_hidden_layers,
+        names.hidden: arch.hidden_size,
+        names.heads: arch.num_attention_heads,
     }
-    if t is ModelType.gpt2:
-        config.update(
-            n_layer=arch.num_hidden_layers,
-            n_embd=arch.hidden_size,
-            n_head=arch.num_attention_heads,
-            n_inner=arch.intermediate_size,
-            n_positions=arch.max_position_embeddings,
-        )
-    elif t is ModelType.bloom:
-        config.update(
-            n_layer=arch.num_hidden_layers,
-            hidden_size=arch.hidden_size,
-            n_head=arch.num_attention_heads,
-        )
-    else:
-        config.update(
-            num_hidden_layers=arch.num_hidden_layers,
-            hidden_size=arch.hidden_size,
-            num_attention_heads=arch.num_attention_heads,
-            max_position_embeddings=arch.max_position_embeddings,
-        )
-    if t is ModelType.opt:
-        config["ffn_dim"] = arch.intermediate_size
-    elif t is ModelType.falcon:
-        config.update(num_kv_heads=arch.num_key_value_heads, ffn_hidden_size=arch.intermediate_size)
-    elif t is ModelType.gpt_neox:
-        config["intermediate_size"] = arch.intermediate_size
-    elif t not in (ModelType.gpt2, ModelType.bloom):
-        config.update(
-            num_key_value_heads=arch.num_key_value_heads,
-            head_dim=arch.head_dim,
-            intermediate_size=arch.intermediate_size,
-        )
+    optional = (
+        (names.positions, arch.max_position_embeddings),
+        (names.kv_heads, arch.num_key_value_heads),
+        (names.head_dim, arch.head_dim),
+        (names.ffn, arch.intermediate_size),
+    )
+    config.update((name, value) for name, value in optional if name is not None)
     config.update(_moe_fields(arch))
     config.update(_sliding_fields(arch))
     config.update(arch.arch_options)
@@ -152,45 +128,29 @@ def hf_config(arch: Architecture) -> dict[str, Any]:
 
 
 def _moe_fields(arch: Architecture) -> dict[str, Any]:
-    t = arch.model_type
-    if arch.num_experts is None:
+    traits = arch.traits
+    if arch.num_experts is None or traits.names.experts is None:
         return {}
-    if t in (ModelType.mixtral, ModelType.gpt_oss):
-        return {
-            "num_local_experts": arch.num_experts,
-            "num_experts_per_tok": arch.num_experts_per_tok,
-        }
-    if t is ModelType.qwen3_moe:
-        return {
-            "num_experts": arch.num_experts,
-            "num_experts_per_tok": arch.num_experts_per_tok,
-            "moe_intermediate_size": arch.moe_intermediate_size,
-            "decoder_sparse_step": 1,
-            "mlp_only_layers": [],
-        }
-    return {
-        "n_routed_experts": arch.num_experts,
+    fields: dict[str, Any] = {
+        traits.names.experts: arch.num_experts,
         "num_experts_per_tok": arch.num_experts_per_tok,
-        "n_shared_experts": arch.n_shared_experts,
-        "moe_intermediate_size": arch.moe_intermediate_size,
-        "first_k_dense_replace": arch.first_k_dense_replace,
-        "q_lora_rank": arch.q_lora_rank,
-        "kv_lora_rank": arch.kv_lora_rank,
-        "qk_nope_head_dim": arch.qk_nope_head_dim,
-        "qk_rope_head_dim": arch.qk_rope_head_dim,
-        "v_head_dim": arch.v_head_dim,
     }
+    fields.update((name, getattr(arch, name)) for name in traits.trace_moe_fields)
+    fields.update(
+        (name, list(value) if isinstance(value, tuple) else value)
+        for name, value in traits.trace_fixed
+    )
+    return fields
 
 
 def _sliding_fields(arch: Architecture) -> dict[str, Any]:
-    t = arch.model_type
-    qwen = t in (ModelType.qwen2, ModelType.qwen3, ModelType.qwen3_moe)
+    traits = arch.traits
     if arch.sliding_window is None:
-        if qwen or t is ModelType.mistral:
+        if traits.clears_window:
             return {"sliding_window": None, "use_sliding_window": False}
         return {}
     fields: dict[str, Any] = {"sliding_window": arch.sliding_window}
-    if qwen:
+    if traits.window_flag:
         fields["use_sliding_window"] = True
     return fields
 
@@ -229,9 +189,7 @@ def _unsupported(workload: Workload) -> str | None:
 def _prepare_config(model: Architecture | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(model, Architecture):
         return hf_config(model)
-    config = dict(model)
-    if config.get("model_type") in _MULTIMODAL and isinstance(config.get("text_config"), dict):
-        config = dict(config["text_config"])
+    config = dict(hf_text_config(model))
     for key in (*_NOT_ARCHITECTURE, "dtype", "torch_dtype"):
         config.pop(key, None)
     return config

@@ -6,8 +6,10 @@ estimator only ever sees requests that can exist.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 
 from advisor.errors import InvalidValueError
 
@@ -79,6 +81,26 @@ TRAINING_PARALLEL = frozenset({Parallel.ddp, Parallel.zero1, Parallel.zero2, Par
 ATTENTION_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_TARGETS = ("gate_proj", "up_proj", "down_proj")
 LORA_TARGET_CHOICES = frozenset({*ATTENTION_TARGETS, *MLP_TARGETS})
+# Named sets of LoRA targets users type: PEFT's default (attention) and every linear layer of
+# a block (PEFT's `target_modules="all-linear"`).
+LORA_TARGET_SETS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"attention": ATTENTION_TARGETS, "all-linear": (*ATTENTION_TARGETS, *MLP_TARGETS)}
+)
+DEFAULT_LORA_TARGETS = "attention"
+
+# Defaults of a workload, named once: the CLI's options show and use these.
+# 16-bit brain float, the dtype most checkpoints ship in and most GPUs compute in.
+DEFAULT_PRECISION = Precision.bf16
+# AdamW, the optimizer of most published fine-tuning and pretraining recipes.
+DEFAULT_OPTIMIZER = Optimizer.adamw
+# One sequence per step.
+DEFAULT_BATCH = 1
+# Tokens per sequence: a common fine-tuning recipe's length (inference defaults to the
+# model's context instead: `advisor.policy.default_seq`).
+DEFAULT_TRAINING_SEQ = 2048
+# LoRA rank when none is asked (PEFT's `LoraConfig` defaults to 8; 16 is the rank many
+# published fine-tuning recipes use).
+DEFAULT_LORA_RANK = 16
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,14 +128,14 @@ class WeightFormat:
 class Workload:
     stage: Stage
     method: Method = Method.full
-    precision: Precision = Precision.bf16
+    precision: Precision = DEFAULT_PRECISION
     weight_format: WeightFormat | None = None
     kv_dtype: KVDtype | None = None
-    batch: int = 1
-    seq: int = 2048
-    optimizer: Optimizer = Optimizer.adamw
+    batch: int = DEFAULT_BATCH
+    seq: int = DEFAULT_TRAINING_SEQ
+    optimizer: Optimizer = DEFAULT_OPTIMIZER
     grad_checkpointing: bool = False
-    lora_rank: int = 16
+    lora_rank: int = DEFAULT_LORA_RANK
     lora_targets: tuple[str, ...] = field(default=ATTENTION_TARGETS)
     trainable_layers: int | None = None
     gpus: int = 1
@@ -132,6 +154,11 @@ class Workload:
                         f"{name.replace('_', '-')} must be at least 1, got {value}"
                     )
         training = self.stage is not Stage.inference
+        self._check_method(training)
+        self._check_lora_targets()
+        self._check_parallel(training)
+
+    def _check_method(self, training: bool) -> None:
         if not training and self.method is not Method.full:
             raise InvalidValueError(
                 f"--method {self.method.value} is a fine-tuning method; inference has none"
@@ -153,6 +180,8 @@ class Workload:
                 raise InvalidValueError(
                     f"trainable-layers must not be negative, got {self.trainable_layers}"
                 )
+
+    def _check_lora_targets(self) -> None:
         if not self.lora_targets or not LORA_TARGET_CHOICES.issuperset(self.lora_targets):
             unknown = sorted(set(self.lora_targets) - LORA_TARGET_CHOICES)
             raise InvalidValueError(
@@ -160,6 +189,8 @@ class Workload:
                 + ", ".join(sorted(LORA_TARGET_CHOICES))
                 + (f"; got {', '.join(unknown)}" if unknown else "")
             )
+
+    def _check_parallel(self, training: bool) -> None:
         if self.parallel is not None:
             allowed = TRAINING_PARALLEL if training else INFERENCE_PARALLEL
             if self.parallel not in allowed:

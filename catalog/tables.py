@@ -277,9 +277,16 @@ class ModelFields(SQLModel):
         )
 
 
+# A published parameter count may exceed or fall short of the count computed from the
+# layout by this fraction, when the checkpoint holds tensors the layout leaves out (Kimi K2's
+# published count is 3,416 above its computed one); any other given count must equal it.
+PUBLISHED_PARAMS_TOLERANCE = 0.005
+
+
 class ModelCreate(ModelFields):
     """Input for a model: `params`, `active_params` and `attention` may be left out and are then
-    computed from the architecture; given ones must agree with it."""
+    computed from the architecture; given ones must agree with it (a published `params` within
+    PUBLISHED_PARAMS_TOLERANCE of the computed count)."""
 
     family: str
     params: int = Field(default=0, ge=0, sa_type=BigInteger)
@@ -302,6 +309,8 @@ class ModelCreate(ModelFields):
         if not self.params:
             self.params = counted.total
             self.params_published = False
+        elif self.params != counted.total:
+            self._check_given_params(counted.total)
         if not self.active_params:
             # Scale the computed active share onto the stored total (they differ only where
             # the published count includes tensors the layout leaves out).
@@ -323,6 +332,16 @@ class ModelCreate(ModelFields):
                 f"{arch.attention_kind.value}"
             )
         return self
+
+    def _check_given_params(self, computed: int) -> None:
+        off = abs(self.params - computed) / computed
+        if self.params_published and off <= PUBLISHED_PARAMS_TOLERANCE:
+            return
+        limit = f" by more than {PUBLISHED_PARAMS_TOLERANCE:.1%}" if self.params_published else ""
+        raise ValueError(
+            f"params {self.params:,} contradicts the count computed from the architecture, "
+            f"{computed:,}{limit}"
+        )
 
 
 class LanguageModel(ModelFields, Bookkeeping, table=True):

@@ -1,19 +1,25 @@
-"""Shared fixtures: every test gets its own catalog database; CLI output has a fixed width."""
+"""Shared fixtures: every test gets its own catalog database; CLI output has a fixed width.
+
+The catalog is seeded once per session (`seeded_template`) and copied per test, so each test
+still starts from a fresh, complete catalog of its own (see support.py).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from sqlmodel import Session
-from typer.testing import CliRunner
 
-from catalog.session import Catalog, open_catalog
+from catalog.session import Catalog
+from support import TEST_COLUMNS, Result, Run, Template, invoke
 
-# Rich renders tables to this many columns under the test runner, whatever the terminal.
-TEST_COLUMNS = 120
+
+@pytest.fixture(scope="session")
+def seeded_template(tmp_path_factory: pytest.TempPathFactory) -> Template:
+    """One catalog file, created and seeded for the whole run; tests only ever copy it."""
+    return Template.create(tmp_path_factory.mktemp("template") / "catalog.db")
 
 
 @pytest.fixture(autouse=True)
@@ -28,48 +34,43 @@ def isolated_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def ready_catalog(isolated_database: Path) -> Path:
+def ready_catalog(isolated_database: Path, seeded_template: Template) -> Path:
     """The test's catalog file, already created and seeded (so commands print no notice)."""
-    open_catalog(None).close()
-    return isolated_database
+    return seeded_template.copy_to(isolated_database)
 
 
 @pytest.fixture
-def catalog() -> Iterator[Catalog]:
+def new_catalog(seeded_template: Template) -> Iterator[Callable[[], Catalog]]:
+    """Make fresh, seeded in-memory catalogs, each private; all are closed after the test."""
+    made: list[Catalog] = []
+
+    def make() -> Catalog:
+        made.append(seeded_template.in_memory())
+        return made[-1]
+
+    yield make
+    for opened in made:
+        opened.close()
+
+
+@pytest.fixture
+def catalog(new_catalog: Callable[[], Catalog]) -> Catalog:
     """A fresh, seeded catalog in memory."""
-    opened = open_catalog("sqlite://")
-    yield opened
-    opened.close()
+    return new_catalog()
 
 
 @pytest.fixture
 def session(catalog: Catalog) -> Iterator[Session]:
+    """A session on the test's in-memory catalog, committed at the end of the test."""
     with catalog.session() as s:
         yield s
 
 
-@dataclass
-class Result:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-
 @pytest.fixture
-def run() -> Iterator[object]:
-    """Run the CLI in process: run('catalog', 'gpus') -> Result."""
-    from advisor.cli import app
+def run() -> Run:
+    """Run the CLI in process at TEST_COLUMNS wide: run('catalog', 'gpus') -> Result."""
 
-    runner = CliRunner()
+    def run_cli(*args: str, input: str | None = None) -> Result:
+        return invoke(args, input=input, columns=TEST_COLUMNS)
 
-    def invoke(*args: str, input: str | None = None) -> Result:
-        result = runner.invoke(
-            app,
-            list(args),
-            input=input,
-            catch_exceptions=False,
-            env={"COLUMNS": str(TEST_COLUMNS), "NO_COLOR": "1"},
-        )
-        return Result(result.exit_code, result.stdout, result.stderr)
-
-    yield invoke
+    return run_cli

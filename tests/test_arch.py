@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from advisor.arch import Architecture, architecture_from_hf_config, count_params
+from advisor.arch import (
+    Architecture,
+    ArchOptions,
+    architecture_from_hf_config,
+    count_params,
+    load_hf_config,
+    native_dtype_from_hf_config,
+)
 from advisor.enums import AttentionKind, ModelType
 from advisor.errors import InvalidValueError
+from advisor.traits import (
+    ALL_PROJECTIONS,
+    TRAITS,
+    ConfigNames,
+    MLPKind,
+    ModelTraits,
+    ParamLayout,
+    model_type_of,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "calibration"
 CONFIGS = Path(__file__).resolve().parent / "data" / "configs"
@@ -119,3 +138,137 @@ def test_more_layers_never_fewer_params(layers: int, extra: int) -> None:
         count_params(_llama(num_hidden_layers=layers + extra)).total
         > count_params(_llama(num_hidden_layers=layers)).total
     )
+
+
+# --- the traits table ------------------------------------------------------------------------
+
+
+def test_every_model_type_has_a_complete_traits_entry() -> None:
+    """TRAITS has exactly one entry per ModelType: a member added without one fails here."""
+    assert set(TRAITS) == set(ModelType)
+    assert all(isinstance(entry, ModelTraits) for entry in TRAITS.values())
+
+
+def test_traits_fields_have_no_defaults() -> None:
+    """An entry must state every trait: ModelTraits and ConfigNames give no field a default."""
+    for cls in (ModelTraits, ConfigNames):
+        defaulted = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        ]
+        assert defaulted == [], cls.__name__
+    with pytest.raises(TypeError, match="missing 1 required keyword-only argument: 'mlp'"):
+        partial: dict[str, Any] = {
+            f.name: None for f in dataclasses.fields(ModelTraits) if f.name != "mlp"
+        }
+        ModelTraits(**partial)
+
+
+def test_every_layout_is_counted() -> None:
+    """Each ParamLayout has its counting function, each MLPKind its activation factors, each
+    component its field."""
+    from advisor import arch as arch_module
+    from advisor import estimator
+
+    assert set(arch_module._LAYER_PARAMS) == set(ParamLayout)
+    assert set(estimator._MLP_SAVED) == set(MLPKind)
+    assert set(estimator._MLP_INFERENCE_LIVE) == set(MLPKind)
+    # Components are built positionally (estimator._RECORDS): their fields follow COMPONENTS.
+    names = [f.name for f in dataclasses.fields(estimator.Components)]
+    assert [*names, "runtime_overhead"] == list(estimator.COMPONENTS)
+
+
+@pytest.mark.parametrize("model_type", list(ModelType), ids=str)
+def test_traits_entries_are_consistent(model_type: ModelType) -> None:
+    """LoRA targets are PEFT names in canonical order; options have a default to compare
+    with; a routed-experts layout says moe; the trace's names are read back; aliases resolve
+    to the type."""
+    from advisor.arch import _DEFAULT_OPTIONS
+
+    entry = TRAITS[model_type]
+    assert entry.lora_targets == tuple(p for p in ALL_PROJECTIONS if p in entry.lora_targets)
+    assert entry.lora_targets
+    assert set(entry.option_keys) <= set(_DEFAULT_OPTIONS)
+    assert entry.moe == (
+        entry.layout in (ParamLayout.moe_gated, ParamLayout.gpt_oss, ParamLayout.deepseek)
+    )
+    assert entry.mla == (entry.layout is ParamLayout.deepseek)
+    # What the trace writes, the reader reads back (or the type has a default for it).
+    assert entry.names.ffn in (*entry.ffn_keys, None)
+    assert entry.names.ffn is not None or entry.ffn_default_ratio is not None
+    assert entry.names.positions in (*entry.positions_keys, None)
+    assert entry.names.positions is not None or entry.positions_default is not None
+    assert (entry.names.experts is not None) == entry.moe
+    for alias in entry.hf_aliases:
+        assert model_type_of(alias) is model_type
+    assert model_type_of(model_type.value) is model_type
+
+
+def test_unknown_type_has_no_traits() -> None:
+    """No fallback: a model_type without an entry is not read as some default type."""
+    assert model_type_of("mamba") is None
+    with pytest.raises(KeyError):
+        TRAITS["mamba"]  # type: ignore[index]
+
+
+def test_multimodal_wrapper_is_read_through_text_config() -> None:
+    """A Gemma 3 multimodal config is read through its text_config, and its dtype too."""
+    text = {**_config("llama-3.2-1b"), "model_type": "gemma3_text", "torch_dtype": "float16"}
+    wrapped = {"model_type": "gemma3", "text_config": text}
+    arch = architecture_from_hf_config(wrapped)
+    assert arch.model_type is ModelType.gemma3_text
+    assert arch == architecture_from_hf_config(text)
+    assert native_dtype_from_hf_config(wrapped) == "float16"
+    assert native_dtype_from_hf_config({**wrapped, "torch_dtype": "bfloat16"}) == "bfloat16"
+
+
+# --- one reader of config.json files ---------------------------------------------------------
+
+
+def test_load_hf_config_reads_a_file(tmp_path: Path) -> None:
+    """A config.json file is read into the dict the reader takes."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(_config("gpt2")))
+    assert load_hf_config(path) == _config("gpt2")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "{path}: no such file"),
+        (
+            "{",
+            "{path}: malformed JSON at line 1 column 2: Expecting property name enclosed in "
+            "double quotes",
+        ),
+        ("[1]", "{path}: a config.json must hold a JSON object"),
+    ],
+)
+def test_load_hf_config_faults(tmp_path: Path, content: str | None, message: str) -> None:
+    """A missing, malformed or non-object file is one error naming the file."""
+    path = tmp_path / "config.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(InvalidValueError) as error:
+        load_hf_config(path)
+    assert str(error.value) == message.format(path=path)
+
+
+# --- a hashable Architecture -----------------------------------------------------------------
+
+
+def test_architecture_is_hashable_and_immutable() -> None:
+    """Equal architectures hash alike (options given as any mapping); options are read-only."""
+    a = _llama(arch_options={"attention_bias": True})
+    b = _llama(arch_options=MappingProxyType({"attention_bias": True}))
+    assert a == b and hash(a) == hash(b)
+    assert {a: 1}[b] == 1
+    assert a != _llama() and hash(a) != hash(_llama())
+    with pytest.raises(TypeError):
+        a.arch_options["attention_bias"] = False  # type: ignore[index]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.hidden_size = 128  # type: ignore[misc]
+    assert isinstance(a.arch_options, ArchOptions) and dict(a.arch_options) == {
+        "attention_bias": True
+    }

@@ -11,7 +11,7 @@ import pytest
 from advisor.arch import architecture_from_hf_config, count_params
 from advisor.units import GIB
 from catalog import bundled
-from catalog.tables import alias_key
+from catalog.tables import FamilyCreate, GPUCreate, ModelCreate, QuantCreate, alias_key
 
 # A published count may exceed the layout's by tensors it leaves out (e.g. DeepSeek's
 # multi-token-prediction module); the issue allows 0.5 % where the count is not exact.
@@ -30,17 +30,20 @@ def test_enough_rows() -> None:
 
 def test_every_row_has_a_source() -> None:
     """Every GPU, model, family and format says where its numbers come from."""
-    for row in (*DATA.gpus, *DATA.models, *DATA.families, *DATA.quants):
+    rows: list[GPUCreate | ModelCreate | FamilyCreate | QuantCreate] = [
+        *DATA.gpus,
+        *DATA.models,
+        *DATA.families,
+        *DATA.quants,
+    ]
+    for row in rows:
         assert row.source.strip(), row.slug
 
 
 @pytest.mark.parametrize("model", DATA.models, ids=lambda m: m.slug)
-def test_parameter_count_recomputed(model: object) -> None:
+def test_parameter_count_recomputed(model: ModelCreate) -> None:
     """Each model's stored count equals the count computed from its architecture; a
     published count may differ by at most 0.5 %, and the row's notes must say why."""
-    from catalog.tables import ModelCreate
-
-    assert isinstance(model, ModelCreate)
     computed = count_params(model.architecture()).total
     if computed == model.params:
         return
@@ -101,17 +104,13 @@ def test_required_models_present(slug: str) -> None:
     assert slug in {m.slug for m in DATA.models}
 
 
-def _gpu(slug: str) -> object:
+def _gpu(slug: str) -> GPUCreate:
     return next(g for g in DATA.gpus if g.slug == slug)
 
 
 def test_figures_a_popular_dataset_gets_wrong() -> None:
     """B200 has 180 GB and 8 TB/s; MI300X has 5.3 TB/s; RTX 4090 has 24 GiB."""
-    from catalog.tables import GPUCreate
-
     b200, mi300x, rtx4090 = (_gpu("b200"), _gpu("mi300x"), _gpu("rtx4090"))
-    assert isinstance(b200, GPUCreate) and isinstance(mi300x, GPUCreate)
-    assert isinstance(rtx4090, GPUCreate)
     assert (b200.memory_bytes, b200.bandwidth_bytes_per_s) == (180 * GIB, 8_000_000_000_000)
     assert (mi300x.memory_bytes, mi300x.bandwidth_bytes_per_s) == (192 * GIB, 5_300_000_000_000)
     assert rtx4090.memory_bytes == 24 * GIB

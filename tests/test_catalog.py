@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from sqlmodel import Session
 
+from advisor.enums import FamilyKind
 from advisor.errors import ConflictError, ImportFileError, InvalidValueError, NotFoundError
 from catalog import bundled, queries, transfer
-from catalog.session import Catalog, open_catalog
+from catalog.session import Catalog
 from catalog.tables import FamilyCreate, GPUCreate, ModelCreate
 
 CARD: dict[str, Any] = {
@@ -52,7 +54,7 @@ def _add_tiny(session: Session) -> None:
             name="Tiny",
             organisation="Tests",
             licence="MIT",
-            kind="dense",
+            kind=FamilyKind.dense,
             source="a test",
         ),
     )
@@ -144,7 +146,9 @@ def test_fresh_catalog_is_synced(catalog: Catalog) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["json", "csv"])
-def test_export_import_round_trip(catalog: Catalog, fmt: str) -> None:
+def test_export_import_round_trip(
+    new_catalog: Callable[[], Catalog], catalog: Catalog, fmt: str
+) -> None:
     """An export imported into a new catalog gives the same export."""
     with catalog.session() as session:
         queries.add_gpu(session, data=GPUCreate.model_validate(CARD))
@@ -152,16 +156,12 @@ def test_export_import_round_trip(catalog: Catalog, fmt: str) -> None:
         queries.update_quant(session, name="q8_0", changes={"notes": "mine"})
         exported = transfer.export_catalog(session)
     text = transfer.to_json(exported) if fmt == "json" else transfer.to_csv(exported)
-    fresh = open_catalog("sqlite://")
-    try:
-        with fresh.session() as session:
-            result = transfer.import_rows(
-                session, rows=transfer.parse(text, filename=f"x.{fmt}"), filename=f"x.{fmt}"
-            )
-            assert (result.added, result.updated) == (3, 1)
-            again = transfer.export_catalog(session)
-    finally:
-        fresh.close()
+    with new_catalog().session() as session:
+        result = transfer.import_rows(
+            session, rows=transfer.parse(text, filename=f"x.{fmt}"), filename=f"x.{fmt}"
+        )
+        assert (result.added, result.updated) == (3, 1)
+        again = transfer.export_catalog(session)
     assert again == exported
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ def test_json_is_stable(run: Run) -> None:
         "workload",
         "gpus",
         "per_gpu_bytes",
+        "tensor_bytes",
+        "overhead_bytes",
         "total_bytes",
         "components",
         "rule_of_thumb_bytes",
@@ -49,6 +52,40 @@ def test_json_is_stable(run: Run) -> None:
     # 32 layers x 4096 tokens x (K + V: 2 x 4096) x 2 bytes
     assert data["components"]["kv_cache"] == 32 * 4096 * 2 * 4096 * 2
     assert data["rule_of_thumb_bytes"] == 6738415616 * 2
+    assert data["per_gpu_bytes"] == data["tensor_bytes"] + data["overhead_bytes"]
+    assert data["overhead_bytes"] == data["components"]["runtime_overhead"]
+
+
+def test_fine_tuning_has_no_rule_of_thumb(run: Run) -> None:
+    """The seed gives a rule for inference and pretraining only: none for fine-tuning."""
+    args = ("estimate", "--model", "llama-2-7b", "--stage", "finetune", "--method", "qlora")
+    data = json.loads(run(*args, "--quant", "nf4", "--json").stdout)
+    assert data["rule_of_thumb_bytes"] is None
+    table = run(*args, "--quant", "nf4")
+    assert table.exit_code == 0, table.stderr
+    assert "rule of thumb" not in table.stdout
+    pretrain = json.loads(
+        run("estimate", "--model", "qwen2.5-0.5b", "--stage", "pretrain", "--json").stdout
+    )
+    params, hidden, layers = 494032768, 896, 24
+    activations = 2048 * hidden * layers  # one hidden-size value per token per layer
+    assert pretrain["rule_of_thumb_bytes"] == (4 * params + activations) * 4
+
+
+def test_vendor_changes_only_the_overhead(run: Run) -> None:
+    """--vendor apple charges Metal's overhead (no context); tensors stay byte for byte."""
+    cuda = json.loads(run("estimate", "--model", "llama-2-7b", "--json").stdout)
+    metal = json.loads(
+        run("estimate", "--model", "llama-2-7b", "--vendor", "apple", "--json").stdout
+    )
+    assert metal["tensor_bytes"] == cuda["tensor_bytes"]
+    assert metal["overhead_bytes"] == math.ceil(cuda["tensor_bytes"] * 0.05)
+    assert cuda["overhead_bytes"] == 1343 * 2**20 + metal["overhead_bytes"]
+    table = run("estimate", "--model", "llama-2-7b", "--vendor", "amd")
+    assert table.stdout.splitlines()[1] == (
+        "runtime overhead (amd rocm): context 1.3 GiB (unmeasured: CUDA's figure) + 5% allocator "
+        "reserve"
+    )
 
 
 def test_config_path_matches_catalog_model(run: Run) -> None:
@@ -80,7 +117,8 @@ def test_table_and_explain(run: Run) -> None:
         "qwen2.5-0.5b: 494,032,768 parameters · finetune (full, adamw) · bf16 · "
         "batch 8 x 1024 tokens · 1 GPU"
     )
-    assert lines[1] == "peak at: start of backward"
+    assert lines[1] == ("runtime overhead (nvidia cuda): context 1.3 GiB + 5% allocator reserve")
+    assert lines[2] == "peak at: start of backward"
     assert "logits: tokens x vocab x (bytes + 4 log-softmax + 8 loss gradients)" in lines
     assert "    tokens=8,192, vocab=151,936, bytes=2" in lines
 

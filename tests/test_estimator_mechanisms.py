@@ -18,7 +18,7 @@ from advisor.workload import Method, Parallel, Precision, Stage, Workload
 HELDOUT = Path(__file__).parent / "data" / "heldout" / "traced.jsonl"
 # The held-out traces are held to the same bound as the calibration set (issue 3).
 HELDOUT_BOUND = 0.03
-NO_OVERHEAD = RuntimeOverhead(cuda_context_bytes=0, allocator_reserve_fraction=0)
+NO_OVERHEAD = RuntimeOverhead(context_bytes=0, allocator_reserve_fraction=0)
 
 
 def _heldout() -> list[dict[str, Any]]:

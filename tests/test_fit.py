@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 from hypothesis import given, settings
@@ -10,8 +11,15 @@ from hypothesis import strategies as st
 from sqlmodel import Session
 
 from advisor.arch import Architecture
+from advisor.enums import Vendor
 from advisor.errors import InvalidValueError
-from advisor.estimator import estimate
+from advisor.estimator import (
+    ALLOCATOR_RESERVE_FRACTION,
+    CUDA_CONTEXT_BYTES,
+    METAL_OVERHEAD,
+    OVERHEAD_BY_VENDOR,
+    estimate,
+)
 from advisor.fit import (
     Card,
     Level,
@@ -32,8 +40,8 @@ def arch_of(session: Session, name: str) -> Architecture:
     return queries.get_model(session, name=name).architecture()
 
 
-def card(memory_gib: int, slug: str = "card") -> Card:
-    return Card(slug=slug, name=slug, memory_bytes=memory_gib * GIB)
+def card(memory_gib: int, slug: str = "card", vendor: Vendor = Vendor.nvidia) -> Card:
+    return Card(slug=slug, name=slug, vendor=vendor, memory_bytes=memory_gib * GIB)
 
 
 def inference(seq: int = 2048, **kw: object) -> Level:
@@ -78,9 +86,16 @@ def test_65b_at_fp16_needs_two_80gb_cards(session: Session) -> None:
     (option,) = result.options
     assert option.count == 2
     expected = estimate(arch, dataclasses.replace(level.workload, gpus=2))
-    assert option.per_gpu_bytes == expected.tensor_bytes
-    assert option.usable_bytes_per_gpu == 80 * GIB - expected.components["runtime_overhead"]
-    assert option.headroom_bytes == option.usable_bytes_per_gpu - option.per_gpu_bytes
+    # One need per card (tensors + overhead) against the whole card.
+    assert option.per_gpu_bytes == expected.per_gpu_bytes
+    assert option.tensor_bytes == expected.tensor_bytes
+    assert option.overhead_bytes == CUDA_CONTEXT_BYTES + math.ceil(
+        expected.tensor_bytes * ALLOCATOR_RESERVE_FRACTION
+    )
+    assert option.per_gpu_bytes == option.tensor_bytes + option.overhead_bytes
+    assert option.capacity_bytes == 80 * GIB
+    assert option.headroom_bytes == 80 * GIB - option.per_gpu_bytes
+    assert option.used_fraction == option.per_gpu_bytes / (80 * GIB)
 
 
 def test_7b_at_bf16_fits_one_24gb_card_at_4k(session: Session) -> None:
@@ -148,8 +163,50 @@ def test_a_count_the_strategy_cannot_split_is_refused(session: Session) -> None:
 
 
 def test_unified_memory_uses_its_usable_share() -> None:
-    mac = Card(slug="mac", name="mac", memory_bytes=64 * GIB, usable_fraction=0.75)
+    mac = Card(
+        slug="mac", name="mac", vendor=Vendor.apple, memory_bytes=64 * GIB, usable_fraction=0.75
+    )
     assert mac.capacity_bytes == 48 * GIB
+
+
+def test_each_card_pays_its_own_runtime_overhead(session: Session) -> None:
+    """Tensors are the same on every card; only the runtime's overhead differs: Metal has no
+    CUDA-style context, ROCm and Level Zero carry the CUDA figure as a flagged stand-in."""
+    arch = arch_of(session, "llama-2-7b")
+    cards = [card(48, vendor.value, vendor) for vendor in Vendor]
+    options = {o.card.vendor: o for o in plan(arch, [inference(seq=4096)], cards).options}
+    tensors = estimate(arch, inference(seq=4096).workload).tensor_bytes
+    reserve = math.ceil(tensors * ALLOCATOR_RESERVE_FRACTION)
+    assert {v: o.tensor_bytes for v, o in options.items()} == dict.fromkeys(Vendor, tensors)
+    assert options[Vendor.nvidia].overhead_bytes == CUDA_CONTEXT_BYTES + reserve
+    assert options[Vendor.apple].overhead_bytes == reserve  # no context
+    assert options[Vendor.amd].overhead_bytes == CUDA_CONTEXT_BYTES + reserve
+    assert options[Vendor.intel].overhead_bytes == CUDA_CONTEXT_BYTES + reserve
+    assert not OVERHEAD_BY_VENDOR[Vendor.amd].measured
+    assert not OVERHEAD_BY_VENDOR[Vendor.intel].measured
+    assert OVERHEAD_BY_VENDOR[Vendor.nvidia].measured and METAL_OVERHEAD.measured
+
+
+def test_the_breakdown_uses_the_cards_runtime(session: Session) -> None:
+    """One runtime among the cards: the by-term table is charged it; mixed: CUDA's."""
+    arch = arch_of(session, "llama-2-7b")
+    mac = plan(arch, [inference()], [card(48, "mac", Vendor.apple)], count=1)
+    assert mac.breakdown_overhead is METAL_OVERHEAD
+    assert mac.breakdowns[0].per_gpu_bytes == mac.options[0].per_gpu_bytes
+    mixed = plan(arch, [inference()], [card(48, "mac", Vendor.apple), card(48)])
+    assert mixed.breakdown_overhead is OVERHEAD_BY_VENDOR[Vendor.nvidia]
+
+
+def test_a_card_that_fits_exactly_has_no_headroom(session: Session) -> None:
+    """Capacity equal to the need fits with 0 headroom and 100 % use; one byte less does not."""
+    arch = arch_of(session, "llama-3.2-1b")
+    need = estimate(arch, inference().workload).per_gpu_bytes
+    exact = Card(slug="x", name="x", vendor=Vendor.nvidia, memory_bytes=need)
+    (option,) = plan(arch, [inference()], [exact], max_gpus=1).options
+    assert option.fits and option.headroom_bytes == 0 and option.used_fraction == 1.0
+    short = Card(slug="y", name="y", vendor=Vendor.nvidia, memory_bytes=need - 1)
+    (missed,) = plan(arch, [inference()], [short], max_gpus=1).options
+    assert not missed.fits and missed.headroom_bytes == -1
 
 
 @pytest.fixture(scope="module")

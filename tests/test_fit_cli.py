@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,7 +20,9 @@ OPTION_KEYS = [
     "method",
     "count",
     "per_gpu_bytes",
-    "usable_bytes_per_gpu",
+    "tensor_bytes",
+    "overhead_bytes",
+    "capacity_bytes",
     "fits",
     "headroom_bytes",
     "max_context",
@@ -27,7 +30,7 @@ OPTION_KEYS = [
     "max_batch",
     "gpus_sized",
     "parallel",
-    "overhead_bytes",
+    "runtime",
     "components",
 ]
 MODEL_KEYS = [
@@ -37,6 +40,8 @@ MODEL_KEYS = [
     "quant",
     "method",
     "per_gpu_bytes",
+    "tensor_bytes",
+    "overhead_bytes",
     "headroom_bytes",
     "max_context",
     "family",
@@ -66,9 +71,13 @@ def test_65b_at_fp16_needs_two_80gb_cards(run: Run) -> None:
     assert list(option) == OPTION_KEYS
     assert option["count"] == 2 and option["fits"] is True
     assert option["parallel"] == "tp" and option["gpus_sized"] == 2
-    assert option["usable_bytes_per_gpu"] == 80 * 2**30 - option["overhead_bytes"]
-    assert option["headroom_bytes"] == option["usable_bytes_per_gpu"] - option["per_gpu_bytes"]
-    assert option["per_gpu_bytes"] + option["overhead_bytes"] == sum(option["components"].values())
+    # One need per card (tensors + overhead) against the whole card's capacity.
+    assert option["capacity_bytes"] == 80 * 2**30
+    assert option["headroom_bytes"] == option["capacity_bytes"] - option["per_gpu_bytes"]
+    assert option["per_gpu_bytes"] == option["tensor_bytes"] + option["overhead_bytes"]
+    assert option["per_gpu_bytes"] == sum(option["components"].values())
+    assert option["overhead_bytes"] == option["components"]["runtime_overhead"]
+    assert option["runtime"] == "cuda"
     assert option["price_per_hour"] == 7.56  # 2 cards x the catalog's $3.78 an hour
     assert option["max_context"] == 2048  # LLaMA-65B's maximum
 
@@ -81,7 +90,9 @@ def test_fit_answers_match_estimate(run: Run) -> None:
     result = run("estimate", "--model", "llama-2-70b", "--quant", "int4", "--gpus", "2", "--json")
     estimate = json.loads(result.stdout)
     assert option["components"] == estimate["components"]
-    assert option["per_gpu_bytes"] == estimate["per_gpu_bytes"] - option["overhead_bytes"]
+    assert option["per_gpu_bytes"] == estimate["per_gpu_bytes"]
+    assert option["tensor_bytes"] == estimate["tensor_bytes"]
+    assert option["overhead_bytes"] == estimate["overhead_bytes"]
 
 
 def test_7b_at_bf16_fits_one_24gb_card_at_4k(run: Run) -> None:
@@ -170,25 +181,89 @@ def test_fit_table(run: Run) -> None:
     )
     rows = [line for line in lines if line.startswith(("h100-sxm5-80gb", "rtx4090"))]
     assert [row.split("│")[0].strip() for row in rows] == ["h100-sxm5-80gb", "rtx4090"]
-    assert "2x 87% +10.0" in rows[0] and "1x 54% +35.1" in rows[0]
-    assert "8x 76% +5.3" in rows[1] and "2x 96%! +0.8" in rows[1]
+    # Regression pins: these cells were copied from the command's output (the checks that
+    # derive them independently are test_cells_are_need_against_capacity and
+    # test_detail_matches_the_estimators_terms).
+    assert "2x 88% +10.0" in rows[0] and "1x 56% +35.1" in rows[0]
+    assert "8x 78% +5.3" in rows[1] and "2x 97%! +0.8" in rows[1]
+
+
+def test_cells_are_need_against_capacity(run: Run) -> None:
+    """A cell's use and headroom are `estimate`'s need per card against the whole card."""
+    data = fit_json(
+        run, "--model", "llama-2-70b", "--gpu", "h100-sxm5-80gb", "--quant", "q4_k_m",
+    )  # fmt: skip
+    (option,) = data["options"]
+    estimate = json.loads(
+        run("estimate", "--model", "llama-2-70b", "--quant", "q4_k_m", "--json").stdout
+    )
+    assert option["count"] == 1
+    assert option["per_gpu_bytes"] == estimate["per_gpu_bytes"]
+    capacity = 80 * 2**30
+    assert option["headroom_bytes"] == capacity - estimate["per_gpu_bytes"]
+    table = run(
+        "fit", "--model", "llama-2-70b", "--gpu", "h100-sxm5-80gb", "--gpu", "rtx4090",
+        "--quant", "q4_k_m",
+    )  # fmt: skip
+    row = next(line for line in table.stdout.splitlines() if line.startswith("h100"))
+    use = f"{estimate['per_gpu_bytes'] / capacity:.0%}"
+    headroom = f"{(capacity - estimate['per_gpu_bytes']) / 2**30:.1f}"
+    assert f"1x {use} +{headroom}" in row
 
 
 def test_one_configuration_in_detail(run: Run) -> None:
     result = run("fit", "--model", "llama-2-7b", "--gpu", "rtx4090", "--count", "1")
     assert result.exit_code == 0, result.stderr
-    assert "on 1 x NVIDIA GeForce RTX 4090 (24.0 GiB each):" in result.stdout
+    assert "on 1 x NVIDIA GeForce RTX 4090 (24.00 GiB each):" in result.stdout
     row = next(
         line for line in result.stdout.splitlines() if line.startswith("bf16 ") and "yes" in line
     )
+    # Regression pin copied from the command's output; test_detail_matches_the_estimators_terms
+    # derives the same need independently.
     assert row.split("│")[1:] == [
-        " 14.93 GiB ",
-        " 21.94 GiB ",
+        " 16.99 GiB ",
         "  7.01 GiB ",
+        " 71% ",
         " yes  ",
         "           4,096 ",
         "     3",
     ]
+
+
+def test_detail_matches_the_estimators_terms(run: Run) -> None:
+    """One need per card: the by-term total and the detail's "per card" are the tensor terms of
+    `estimate` plus the CUDA context and the allocator reserve, against the 24 GiB card."""
+    from advisor.estimator import ALLOCATOR_RESERVE_FRACTION, CUDA_CONTEXT_BYTES
+
+    estimate = json.loads(run("estimate", "--model", "llama-2-7b", "--json").stdout)
+    terms = estimate["components"]
+    tensors = sum(v for k, v in terms.items() if k != "runtime_overhead")
+    # The seed's rule of thumb for the weights: 7B parameters x 2 bytes at 16 bit.
+    assert terms["weights"] == estimate["params"] * 2
+    need = tensors + CUDA_CONTEXT_BYTES + math.ceil(tensors * ALLOCATOR_RESERVE_FRACTION)
+    assert need == estimate["per_gpu_bytes"]
+    result = run("fit", "--model", "llama-2-7b", "--gpu", "rtx4090", "--count", "1")
+    lines = result.stdout.splitlines()
+    gib = f"{need / 2**30:.2f}"
+    breakdown = next(line for line in lines if line.startswith("bf16 ") and "█" in line)
+    detail = next(line for line in lines if line.startswith("bf16 ") and "yes" in line)
+    assert breakdown.split("│")[-2].strip() == gib
+    assert detail.split("│")[1].strip() == f"{gib} GiB"
+    assert detail.split("│")[2].strip() == f"{(24 * 2**30 - need) / 2**30:.2f} GiB"
+    assert detail.split("│")[3].strip() == f"{need / (24 * 2**30):.0%}"
+
+
+def test_an_apple_card_pays_no_cuda_context(run: Run) -> None:
+    """Same tensors on an M4 Max as on an NVIDIA card; the overhead is the reserve alone."""
+    data = fit_json(
+        run, "--model", "llama-2-7b", "--gpu", "m4-max-128gb", "--gpu", "rtx4090",
+        "--quant", "bf16",
+    )  # fmt: skip
+    mac, nvidia = sorted(data["options"], key=lambda o: o["gpu"])
+    assert (mac["runtime"], nvidia["runtime"]) == ("metal", "cuda")
+    assert mac["tensor_bytes"] == nvidia["tensor_bytes"]
+    assert mac["overhead_bytes"] == math.ceil(mac["tensor_bytes"] * 0.05)
+    assert mac["capacity_bytes"] == math.floor(128 * 2**30 * 0.75)
 
 
 def test_sort_by_price(run: Run) -> None:

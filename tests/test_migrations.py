@@ -15,6 +15,7 @@ from sqlmodel import SQLModel
 from advisor.errors import DatabaseError
 from catalog import migrate
 from catalog.session import make_engine, open_catalog
+from support import Template
 
 EXPECTED_SCHEMA = {
     "alembic_version": ["version_num"],
@@ -240,10 +241,9 @@ def test_foreign_database_refused(tmp_path: Path) -> None:
     assert tables == [("invoices",)]
 
 
-def test_newer_database_refused(tmp_path: Path) -> None:
+def test_newer_database_refused(tmp_path: Path, seeded_template: Template) -> None:
     """A catalog made by a newer advisor (unknown revision) is refused."""
-    path = tmp_path / "newer.db"
-    open_catalog(str(path)).close()
+    path = seeded_template.copy_to(tmp_path / "newer.db")
     connection = sqlite3.connect(path)
     connection.execute("UPDATE alembic_version SET version_num = '9999'")
     connection.commit()
@@ -256,9 +256,9 @@ def test_newer_database_refused(tmp_path: Path) -> None:
     )
 
 
-def test_wal_and_busy_timeout(tmp_path: Path) -> None:
+def test_wal_and_busy_timeout(tmp_path: Path, seeded_template: Template) -> None:
     """File catalogs run in WAL mode with a busy timeout and foreign keys on."""
-    catalog = open_catalog(str(tmp_path / "w.db"))
+    catalog = open_catalog(str(seeded_template.copy_to(tmp_path / "w.db")))
     with catalog.engine.connect() as connection:
         mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
         timeout = connection.exec_driver_sql("PRAGMA busy_timeout").scalar()

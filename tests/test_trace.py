@@ -162,7 +162,7 @@ def test_missing_extra_names_the_install(monkeypatch: pytest.MonkeyPatch) -> Non
     def no_module(name: str) -> Any:
         raise ImportError(name)
 
-    monkeypatch.setattr(tracing.importlib, "import_module", no_module)
+    monkeypatch.setattr("advisor.trace.importlib.import_module", no_module)
     with pytest.raises(TraceExtraMissingError, match=r"pip install 'gpu-fit-advisor\[trace\]'"):
         tracing.trace(_tiny("llama"), TINY_INFERENCE)
 

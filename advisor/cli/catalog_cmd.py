@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -518,27 +517,11 @@ MODEL_OPTIONS = (
 )
 
 
-def _option_parameters(options: Sequence[FieldOption]) -> list[inspect.Parameter]:
-    parameters = []
-    for option in options:
-        flags = (
-            (f"{option.flag}/--no-{option.flag[2:]}",) if option.type is bool else (option.flag,)
-        )
-        parameters.append(
-            inspect.Parameter(
-                option.field,
-                inspect.Parameter.KEYWORD_ONLY,
-                default=None,
-                annotation=Annotated[option.type | None, typer.Option(*flags, help=option.help)],
-            )
-        )
-    return parameters
-
-
-def _keyword(name: str, annotation: Any) -> inspect.Parameter:
-    return inspect.Parameter(
-        name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation
-    )
+def _option(options: Sequence[FieldOption], field: str) -> Any:
+    """The typer option of one field: its flag (a --x/--no-x switch for a boolean) and help."""
+    option = next(o for o in options if o.field == field)
+    flags = (f"{option.flag}/--no-{option.flag[2:]}",) if option.type is bool else (option.flag,)
+    return typer.Option(*flags, help=option.help)
 
 
 def _values(options: Sequence[FieldOption], given: dict[str, Any]) -> dict[str, Any]:
@@ -597,14 +580,6 @@ ArchOption = Annotated[
     ),
 ]
 NameArgument = Annotated[str, typer.Argument(help="Slug or any alias.", metavar="NAME")]
-_CONTEXT = inspect.Parameter(
-    "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context
-)
-_TARGET = inspect.Parameter(
-    "target",
-    inspect.Parameter.POSITIONAL_OR_KEYWORD,
-    annotation=Annotated[str, typer.Argument(help="Slug or any alias.", metavar="NAME")],
-)
 
 
 def _clears(options: Sequence[FieldOption], names: Sequence[str] | None) -> dict[str, None]:
@@ -631,38 +606,95 @@ def _arch_options(pairs: Sequence[str] | None) -> dict[str, Any]:
     return options
 
 
-def _add_gpu(ctx: typer.Context, *, alias: list[str] | None = None, **given: Any) -> None:
+@add_app.command("gpu")
+def add_gpu(
+    ctx: typer.Context,
+    slug: Annotated[str | None, _option(GPU_OPTIONS, "slug")] = None,
+    name: Annotated[str | None, _option(GPU_OPTIONS, "name")] = None,
+    vendor: Annotated[Vendor | None, _option(GPU_OPTIONS, "vendor")] = None,
+    architecture: Annotated[str | None, _option(GPU_OPTIONS, "architecture")] = None,
+    market: Annotated[Market | None, _option(GPU_OPTIONS, "market")] = None,
+    memory_bytes: Annotated[str | None, _option(GPU_OPTIONS, "memory_bytes")] = None,
+    memory_type: Annotated[str | None, _option(GPU_OPTIONS, "memory_type")] = None,
+    bandwidth_bytes_per_s: Annotated[
+        str | None, _option(GPU_OPTIONS, "bandwidth_bytes_per_s")
+    ] = None,
+    fp16_tflops: Annotated[float | None, _option(GPU_OPTIONS, "fp16_tflops")] = None,
+    fp8_tflops: Annotated[float | None, _option(GPU_OPTIONS, "fp8_tflops")] = None,
+    int8_tops: Annotated[float | None, _option(GPU_OPTIONS, "int8_tops")] = None,
+    interconnect: Annotated[str | None, _option(GPU_OPTIONS, "interconnect")] = None,
+    interconnect_bytes_per_s: Annotated[
+        str | None, _option(GPU_OPTIONS, "interconnect_bytes_per_s")
+    ] = None,
+    release_year: Annotated[int | None, _option(GPU_OPTIONS, "release_year")] = None,
+    list_price_usd: Annotated[float | None, _option(GPU_OPTIONS, "list_price_usd")] = None,
+    list_price_date: Annotated[str | None, _option(GPU_OPTIONS, "list_price_date")] = None,
+    cloud_price_per_hour_usd: Annotated[
+        float | None, _option(GPU_OPTIONS, "cloud_price_per_hour_usd")
+    ] = None,
+    cloud_price_date: Annotated[str | None, _option(GPU_OPTIONS, "cloud_price_date")] = None,
+    usable_memory_fraction: Annotated[
+        float | None, _option(GPU_OPTIONS, "usable_memory_fraction")
+    ] = None,
+    source: Annotated[str | None, _option(GPU_OPTIONS, "source")] = None,
+    notes: Annotated[str | None, _option(GPU_OPTIONS, "notes")] = None,
+    alias: AliasOption = None,
+) -> None:
+    """Add a GPU: one option per field."""
     from catalog import queries
     from catalog.tables import GPUCreate
 
-    data = _validate(
-        GPUCreate, {**_values(GPU_OPTIONS, given), "aliases": alias or []}, GPU_OPTIONS
-    )
+    # Every field option is a parameter named after its field.
+    given = _values(GPU_OPTIONS, locals())
+    data = _validate(GPUCreate, {**given, "aliases": alias or []}, GPU_OPTIONS)
     with shared.session(ctx) as session:
         gpu = queries.add_gpu(session, data=data)
         slug = gpu.slug
     shared.note(f"added GPU {slug!r}")
 
 
-_add_gpu.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [_CONTEXT, *_option_parameters(GPU_OPTIONS), _keyword("alias", AliasOption)]
-)
-_add_gpu.__doc__ = "Add a GPU: one option per field."
-add_app.command("gpu")(_add_gpu)
-
-
-def _update_gpu(
+@update_app.command("gpu")
+def update_gpu(
     ctx: typer.Context,
-    target: str,
-    *,
-    add_alias: list[str] | None = None,
-    remove_alias: list[str] | None = None,
-    clear: list[str] | None = None,
-    **given: Any,
+    target: NameArgument,
+    slug: Annotated[str | None, _option(GPU_OPTIONS, "slug")] = None,
+    name: Annotated[str | None, _option(GPU_OPTIONS, "name")] = None,
+    vendor: Annotated[Vendor | None, _option(GPU_OPTIONS, "vendor")] = None,
+    architecture: Annotated[str | None, _option(GPU_OPTIONS, "architecture")] = None,
+    market: Annotated[Market | None, _option(GPU_OPTIONS, "market")] = None,
+    memory_bytes: Annotated[str | None, _option(GPU_OPTIONS, "memory_bytes")] = None,
+    memory_type: Annotated[str | None, _option(GPU_OPTIONS, "memory_type")] = None,
+    bandwidth_bytes_per_s: Annotated[
+        str | None, _option(GPU_OPTIONS, "bandwidth_bytes_per_s")
+    ] = None,
+    fp16_tflops: Annotated[float | None, _option(GPU_OPTIONS, "fp16_tflops")] = None,
+    fp8_tflops: Annotated[float | None, _option(GPU_OPTIONS, "fp8_tflops")] = None,
+    int8_tops: Annotated[float | None, _option(GPU_OPTIONS, "int8_tops")] = None,
+    interconnect: Annotated[str | None, _option(GPU_OPTIONS, "interconnect")] = None,
+    interconnect_bytes_per_s: Annotated[
+        str | None, _option(GPU_OPTIONS, "interconnect_bytes_per_s")
+    ] = None,
+    release_year: Annotated[int | None, _option(GPU_OPTIONS, "release_year")] = None,
+    list_price_usd: Annotated[float | None, _option(GPU_OPTIONS, "list_price_usd")] = None,
+    list_price_date: Annotated[str | None, _option(GPU_OPTIONS, "list_price_date")] = None,
+    cloud_price_per_hour_usd: Annotated[
+        float | None, _option(GPU_OPTIONS, "cloud_price_per_hour_usd")
+    ] = None,
+    cloud_price_date: Annotated[str | None, _option(GPU_OPTIONS, "cloud_price_date")] = None,
+    usable_memory_fraction: Annotated[
+        float | None, _option(GPU_OPTIONS, "usable_memory_fraction")
+    ] = None,
+    source: Annotated[str | None, _option(GPU_OPTIONS, "source")] = None,
+    notes: Annotated[str | None, _option(GPU_OPTIONS, "notes")] = None,
+    add_alias: AddAliasOption = None,
+    remove_alias: RemoveAliasOption = None,
+    clear: ClearOption = None,
 ) -> None:
+    """Change fields of a GPU; only the options given change."""
     from catalog import queries
 
-    changes = {**_values(GPU_OPTIONS, given), **_clears(GPU_OPTIONS, clear)}
+    # Every field option is a parameter named after its field.
+    changes = {**_values(GPU_OPTIONS, locals()), **_clears(GPU_OPTIONS, clear)}
     if not changes and not add_alias and not remove_alias:
         raise InvalidValueError("nothing to change: give at least one option")
     with shared.session(ctx) as session:
@@ -680,41 +712,17 @@ def _update_gpu(
     shared.note(f"updated GPU {slug!r}")
 
 
-_update_gpu.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [
-        _CONTEXT,
-        _TARGET,
-        *_option_parameters(GPU_OPTIONS),
-        _keyword("add_alias", AddAliasOption),
-        _keyword("remove_alias", RemoveAliasOption),
-        _keyword("clear", ClearOption),
-    ]
-)
-_update_gpu.__doc__ = "Change fields of a GPU; only the options given change."
-update_app.command("gpu")(_update_gpu)
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise InvalidValueError(f"cannot read {path}: {error.strerror}") from None
-    except json.JSONDecodeError as error:
-        raise InvalidValueError(
-            f"{path}: malformed JSON at line {error.lineno} column {error.colno}: {error.msg}"
-        ) from None
-    if not isinstance(content, dict):
-        raise InvalidValueError(f"{path}: a config.json must hold a JSON object")
-    return content
-
-
 def _config_fields(path: Path) -> dict[str, Any]:
     """Catalog fields read from a Hugging Face config.json."""
     import dataclasses
 
-    from advisor.arch import architecture_from_hf_config, native_dtype_from_hf_config
+    from advisor.arch import (
+        architecture_from_hf_config,
+        load_hf_config,
+        native_dtype_from_hf_config,
+    )
 
-    config = _read_config(path)
+    config = load_hf_config(path)
     try:
         arch = architecture_from_hf_config(config)
     except InvalidValueError as error:
@@ -726,19 +734,75 @@ def _config_fields(path: Path) -> dict[str, Any]:
     return fields
 
 
-def _add_model(
+FromConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--from-config",
+        help="Read the architecture from a Hugging Face config.json; other options override it.",
+        exists=False,
+        dir_okay=False,
+    ),
+]
+
+
+@add_app.command("model")
+def add_model(
     ctx: typer.Context,
-    *,
-    from_config: Path | None = None,
-    alias: list[str] | None = None,
-    arch_option: list[str] | None = None,
-    **given: Any,
+    from_config: FromConfigOption = None,
+    slug: Annotated[str | None, _option(MODEL_OPTIONS, "slug")] = None,
+    name: Annotated[str | None, _option(MODEL_OPTIONS, "name")] = None,
+    family: Annotated[str | None, _option(MODEL_OPTIONS, "family")] = None,
+    model_type: Annotated[ModelType | None, _option(MODEL_OPTIONS, "model_type")] = None,
+    params: Annotated[int | None, _option(MODEL_OPTIONS, "params")] = None,
+    num_hidden_layers: Annotated[int | None, _option(MODEL_OPTIONS, "num_hidden_layers")] = None,
+    hidden_size: Annotated[int | None, _option(MODEL_OPTIONS, "hidden_size")] = None,
+    num_attention_heads: Annotated[
+        int | None, _option(MODEL_OPTIONS, "num_attention_heads")
+    ] = None,
+    num_key_value_heads: Annotated[
+        int | None, _option(MODEL_OPTIONS, "num_key_value_heads")
+    ] = None,
+    head_dim: Annotated[int | None, _option(MODEL_OPTIONS, "head_dim")] = None,
+    intermediate_size: Annotated[int | None, _option(MODEL_OPTIONS, "intermediate_size")] = None,
+    vocab_size: Annotated[int | None, _option(MODEL_OPTIONS, "vocab_size")] = None,
+    max_position_embeddings: Annotated[
+        int | None, _option(MODEL_OPTIONS, "max_position_embeddings")
+    ] = None,
+    tie_word_embeddings: Annotated[
+        bool | None, _option(MODEL_OPTIONS, "tie_word_embeddings")
+    ] = None,
+    num_experts: Annotated[int | None, _option(MODEL_OPTIONS, "num_experts")] = None,
+    num_experts_per_tok: Annotated[
+        int | None, _option(MODEL_OPTIONS, "num_experts_per_tok")
+    ] = None,
+    n_shared_experts: Annotated[int | None, _option(MODEL_OPTIONS, "n_shared_experts")] = None,
+    moe_intermediate_size: Annotated[
+        int | None, _option(MODEL_OPTIONS, "moe_intermediate_size")
+    ] = None,
+    first_k_dense_replace: Annotated[
+        int | None, _option(MODEL_OPTIONS, "first_k_dense_replace")
+    ] = None,
+    sliding_window: Annotated[int | None, _option(MODEL_OPTIONS, "sliding_window")] = None,
+    num_sliding_layers: Annotated[int | None, _option(MODEL_OPTIONS, "num_sliding_layers")] = None,
+    q_lora_rank: Annotated[int | None, _option(MODEL_OPTIONS, "q_lora_rank")] = None,
+    kv_lora_rank: Annotated[int | None, _option(MODEL_OPTIONS, "kv_lora_rank")] = None,
+    qk_nope_head_dim: Annotated[int | None, _option(MODEL_OPTIONS, "qk_nope_head_dim")] = None,
+    qk_rope_head_dim: Annotated[int | None, _option(MODEL_OPTIONS, "qk_rope_head_dim")] = None,
+    v_head_dim: Annotated[int | None, _option(MODEL_OPTIONS, "v_head_dim")] = None,
+    native_dtype: Annotated[str | None, _option(MODEL_OPTIONS, "native_dtype")] = None,
+    source: Annotated[str | None, _option(MODEL_OPTIONS, "source")] = None,
+    notes: Annotated[str | None, _option(MODEL_OPTIONS, "notes")] = None,
+    alias: AliasOption = None,
+    arch_option: ArchOption = None,
 ) -> None:
+    """Add a model: from a config.json and/or one option per field."""
     from catalog import queries
     from catalog.tables import ModelCreate
 
+    # Every field option is a parameter named after its field.
+    given = _values(MODEL_OPTIONS, locals())
     values = _config_fields(from_config) if from_config else {}
-    values.update(_values(MODEL_OPTIONS, given))
+    values.update(given)
     if arch_option:
         values["arch_options"] = {**values.get("arch_options", {}), **_arch_options(arch_option)}
     if "slug" in values:
@@ -754,44 +818,64 @@ def _add_model(
     shared.note(f"added model {slug!r} ({params:,} parameters)")
 
 
-_add_model.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [
-        _CONTEXT,
-        _keyword(
-            "from_config",
-            Annotated[
-                Path | None,
-                typer.Option(
-                    "--from-config",
-                    help="Read the architecture from a Hugging Face config.json; other "
-                    "options override it.",
-                    exists=False,
-                    dir_okay=False,
-                ),
-            ],
-        ),
-        *_option_parameters(MODEL_OPTIONS),
-        _keyword("alias", AliasOption),
-        _keyword("arch_option", ArchOption),
-    ]
-)
-_add_model.__doc__ = "Add a model: from a config.json and/or one option per field."
-add_app.command("model")(_add_model)
-
-
-def _update_model(
+@update_app.command("model")
+def update_model(
     ctx: typer.Context,
-    target: str,
-    *,
-    add_alias: list[str] | None = None,
-    remove_alias: list[str] | None = None,
-    clear: list[str] | None = None,
-    arch_option: list[str] | None = None,
-    **given: Any,
+    target: NameArgument,
+    slug: Annotated[str | None, _option(MODEL_OPTIONS, "slug")] = None,
+    name: Annotated[str | None, _option(MODEL_OPTIONS, "name")] = None,
+    family: Annotated[str | None, _option(MODEL_OPTIONS, "family")] = None,
+    model_type: Annotated[ModelType | None, _option(MODEL_OPTIONS, "model_type")] = None,
+    params: Annotated[int | None, _option(MODEL_OPTIONS, "params")] = None,
+    num_hidden_layers: Annotated[int | None, _option(MODEL_OPTIONS, "num_hidden_layers")] = None,
+    hidden_size: Annotated[int | None, _option(MODEL_OPTIONS, "hidden_size")] = None,
+    num_attention_heads: Annotated[
+        int | None, _option(MODEL_OPTIONS, "num_attention_heads")
+    ] = None,
+    num_key_value_heads: Annotated[
+        int | None, _option(MODEL_OPTIONS, "num_key_value_heads")
+    ] = None,
+    head_dim: Annotated[int | None, _option(MODEL_OPTIONS, "head_dim")] = None,
+    intermediate_size: Annotated[int | None, _option(MODEL_OPTIONS, "intermediate_size")] = None,
+    vocab_size: Annotated[int | None, _option(MODEL_OPTIONS, "vocab_size")] = None,
+    max_position_embeddings: Annotated[
+        int | None, _option(MODEL_OPTIONS, "max_position_embeddings")
+    ] = None,
+    tie_word_embeddings: Annotated[
+        bool | None, _option(MODEL_OPTIONS, "tie_word_embeddings")
+    ] = None,
+    num_experts: Annotated[int | None, _option(MODEL_OPTIONS, "num_experts")] = None,
+    num_experts_per_tok: Annotated[
+        int | None, _option(MODEL_OPTIONS, "num_experts_per_tok")
+    ] = None,
+    n_shared_experts: Annotated[int | None, _option(MODEL_OPTIONS, "n_shared_experts")] = None,
+    moe_intermediate_size: Annotated[
+        int | None, _option(MODEL_OPTIONS, "moe_intermediate_size")
+    ] = None,
+    first_k_dense_replace: Annotated[
+        int | None, _option(MODEL_OPTIONS, "first_k_dense_replace")
+    ] = None,
+    sliding_window: Annotated[int | None, _option(MODEL_OPTIONS, "sliding_window")] = None,
+    num_sliding_layers: Annotated[int | None, _option(MODEL_OPTIONS, "num_sliding_layers")] = None,
+    q_lora_rank: Annotated[int | None, _option(MODEL_OPTIONS, "q_lora_rank")] = None,
+    kv_lora_rank: Annotated[int | None, _option(MODEL_OPTIONS, "kv_lora_rank")] = None,
+    qk_nope_head_dim: Annotated[int | None, _option(MODEL_OPTIONS, "qk_nope_head_dim")] = None,
+    qk_rope_head_dim: Annotated[int | None, _option(MODEL_OPTIONS, "qk_rope_head_dim")] = None,
+    v_head_dim: Annotated[int | None, _option(MODEL_OPTIONS, "v_head_dim")] = None,
+    native_dtype: Annotated[str | None, _option(MODEL_OPTIONS, "native_dtype")] = None,
+    source: Annotated[str | None, _option(MODEL_OPTIONS, "source")] = None,
+    notes: Annotated[str | None, _option(MODEL_OPTIONS, "notes")] = None,
+    add_alias: AddAliasOption = None,
+    remove_alias: RemoveAliasOption = None,
+    clear: ClearOption = None,
+    arch_option: ArchOption = None,
 ) -> None:
+    """Change fields of a model; changing the architecture recomputes the parameter count unless
+    --params is given."""
     from catalog import queries
 
-    changes = {**_values(MODEL_OPTIONS, given), **_clears(MODEL_OPTIONS, clear)}
+    # Every field option is a parameter named after its field.
+    changes = {**_values(MODEL_OPTIONS, locals()), **_clears(MODEL_OPTIONS, clear)}
     with shared.session(ctx) as session:
         if arch_option:
             current = queries.get_model(session, name=target).arch_options or {}
@@ -810,24 +894,6 @@ def _update_model(
             raise _flagged(error, MODEL_OPTIONS) from None
         slug = model.slug
     shared.note(f"updated model {slug!r}")
-
-
-_update_model.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [
-        _CONTEXT,
-        _TARGET,
-        *_option_parameters(MODEL_OPTIONS),
-        _keyword("add_alias", AddAliasOption),
-        _keyword("remove_alias", RemoveAliasOption),
-        _keyword("clear", ClearOption),
-        _keyword("arch_option", ArchOption),
-    ]
-)
-_update_model.__doc__ = (
-    "Change fields of a model; changing the architecture recomputes the "
-    "parameter count unless --params is given."
-)
-update_app.command("model")(_update_model)
 
 
 # --- remove --------------------------------------------------------------------------------

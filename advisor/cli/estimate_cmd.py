@@ -6,20 +6,26 @@ calls `advisor.estimator.estimate` and renders its result. No estimation logic l
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from advisor.cli import options, shared
+from advisor.enums import Vendor
+from advisor.policy import Request
 from advisor.units import Units, format_size
-from advisor.workload import KVDtype, Method, Optimizer, Parallel, Precision, Stage
+from advisor.workload import (
+    DEFAULT_LORA_RANK,
+    DEFAULT_LORA_TARGETS,
+    DEFAULT_OPTIMIZER,
+    DEFAULT_PRECISION,
+    Method,
+    Stage,
+)
 
 if TYPE_CHECKING:
     from advisor.arch import Architecture
-    from advisor.estimator import Estimate
+    from advisor.estimator import Estimate, RuntimeOverhead
     from advisor.workload import Workload
 
 BAR_WIDTH = 40
@@ -54,6 +60,8 @@ def estimate_json(model: str, result: Estimate) -> dict[str, Any]:
         "workload": workload_json(result.workload),
         "gpus": result.gpus,
         "per_gpu_bytes": result.per_gpu_bytes,
+        "tensor_bytes": result.tensor_bytes,
+        "overhead_bytes": result.per_gpu_bytes - result.tensor_bytes,
         "total_bytes": result.total_bytes,
         "components": result.components,
         "rule_of_thumb_bytes": result.rule_of_thumb_bytes,
@@ -76,11 +84,25 @@ def workload_header(model: str, params: int, w: Workload) -> str:
     return header
 
 
-def _render(model: str, result: Estimate, units: Units, explain: bool) -> None:
+def overhead_line(overhead: RuntimeOverhead, vendor: Vendor, units: Units) -> str:
+    """Which runtime's overhead the estimate charges: with no card, `--vendor`'s (NVIDIA's
+    CUDA by default)."""
+    stand_in = "" if overhead.measured else " (unmeasured: CUDA's figure)"
+    return (
+        f"runtime overhead ({vendor.value} {overhead.runtime.value}): context "
+        f"{format_size(overhead.context_bytes, units)}{stand_in} + "
+        f"{overhead.allocator_reserve_fraction:.0%} allocator reserve"
+    )
+
+
+def _render(model: str, result: Estimate, vendor: Vendor, units: Units, explain: bool) -> None:
     from rich.table import Table
+
+    from advisor.estimator import OVERHEAD_BY_VENDOR
 
     console = shared.out()
     console.print(workload_header(model, result.params, result.workload))
+    console.print(overhead_line(OVERHEAD_BY_VENDOR[vendor], vendor, units))
     console.print(f"peak at: {result.peak_moment}")
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("term")
@@ -104,10 +126,9 @@ def _render(model: str, result: Estimate, units: Units, explain: bool) -> None:
     console.print(table)
     if result.gpus > 1:
         console.print(f"total over {result.gpus} GPUs: {format_size(result.total_bytes, units)}")
-    console.print(
-        f"rule of thumb: {format_size(result.rule_of_thumb_bytes, units)} "
-        f"({result.rule_of_thumb_bytes / 1e9:,.1f} GB)"
-    )
+    rule = result.rule_of_thumb_bytes
+    if rule is not None:
+        console.print(f"rule of thumb: {format_size(rule, units)} ({rule / 1e9:,.1f} GB)")
     if explain:
         for term in result.terms:
             inputs = ", ".join(
@@ -116,97 +137,53 @@ def _render(model: str, result: Estimate, units: Units, explain: bool) -> None:
             console.print(f"{term.name}: {term.formula}\n    {inputs}")
 
 
-def _workload_options(
+def resolve(ctx: typer.Context, model: str, request: Request) -> tuple[str, Architecture, Workload]:
+    """Look the model (or config.json) and the format up and build the validated Workload."""
+    from advisor.policy import workload
+
+    slug, arch = options.load_model(ctx, model)
+    formats = options.weight_formats(ctx, request.quants)
+    fmt = formats[request.quants[0]] if request.quants else None
+    return slug, arch, workload(arch, request, weight_format=fmt)
+
+
+def estimate(
     ctx: typer.Context,
     model: options.ModelOpt,
     stage: options.StageOpt = Stage.inference,
     method: options.MethodOpt = Method.full,
-    precision: options.PrecisionOpt = Precision.bf16,
+    precision: options.PrecisionOpt = DEFAULT_PRECISION,
     quant: options.QuantOpt = None,
     kv_dtype: options.KVDtypeOpt = None,
     batch: options.BatchOpt = None,
     seq: options.SeqOpt = None,
-    optimizer: options.OptimizerOpt = Optimizer.adamw,
+    optimizer: options.OptimizerOpt = DEFAULT_OPTIMIZER,
     grad_checkpointing: options.CheckpointingOpt = False,
-    lora_rank: options.LoraRankOpt = 16,
-    lora_targets: options.LoraTargetsOpt = "attention",
+    lora_rank: options.LoraRankOpt = DEFAULT_LORA_RANK,
+    lora_targets: options.LoraTargetsOpt = DEFAULT_LORA_TARGETS,
     trainable_layers: options.TrainableLayersOpt = None,
-    gpus: Annotated[int, typer.Option("--gpus", help="Number of GPUs.")] = 1,
+    gpus: options.GpusOpt = 1,
     parallel: options.ParallelOpt = None,
     offload_optimizer: options.OffloadOpt = False,
+    vendor: options.RuntimeVendorOpt = Vendor.nvidia,
     units: options.UnitsOpt = Units.gib,
     as_json: options.JsonOpt = False,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Print each term's formula and inputs.")
+    ] = False,
 ) -> None:
-    """The options of every one-workload command (`estimate`, `trace`); never registered."""
+    """Peak GPU memory of one workload, term by term."""
+    from advisor.estimator import OVERHEAD_BY_VENDOR
+    from advisor.estimator import estimate as run_estimate
 
-
-CommandT = TypeVar("CommandT", bound=Callable[..., None])
-
-
-def workload_command(command: CommandT) -> CommandT:
-    """Give `command(ctx, *, own options..., **workload)` the options of `_workload_options`
-    followed by its own keyword-only ones, so every one-workload command spells them alike."""
-    template = inspect.signature(_workload_options, eval_str=True)
-    own = [
-        p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        for p in inspect.signature(command, eval_str=True).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    ]
-    hints = get_type_hints(_workload_options, include_extras=True)
-    hints.update(get_type_hints(command, include_extras=True))
-    command.__signature__ = template.replace(  # type: ignore[attr-defined]
-        parameters=[*template.parameters.values(), *own]
-    )
-    command.__annotations__ = {name: hints[name] for name in command.__signature__.parameters}  # type: ignore[attr-defined]
-    return command
-
-
-@dataclass(frozen=True)
-class WorkloadRequest:
-    """What the workload options ask for: the model, its architecture, the workload, and how
-    to print the answer."""
-
-    slug: str
-    arch: Architecture
-    workload: Workload
-    units: Units
-    as_json: bool
-
-
-def workload_request(
-    ctx: typer.Context,
-    *,
-    model: str,
-    stage: Stage,
-    method: Method,
-    precision: Precision,
-    quant: str | None,
-    kv_dtype: KVDtype | None,
-    batch: int | None,
-    seq: int | None,
-    optimizer: Optimizer,
-    grad_checkpointing: bool,
-    lora_rank: int,
-    lora_targets: str,
-    trainable_layers: int | None,
-    gpus: int,
-    parallel: Parallel | None,
-    offload_optimizer: bool,
-    units: Units,
-    as_json: bool,
-) -> WorkloadRequest:
-    """Look the model (or config.json) and format up and build the validated Workload."""
-    from advisor.workload import Workload
-
-    slug, arch = options.load_model(ctx, model)
-    workload = Workload(
+    request = Request(
         stage=stage,
         method=method,
         precision=precision,
-        weight_format=options.weight_format(ctx, quant),
+        quants=(quant,) if quant else (),
         kv_dtype=kv_dtype,
-        batch=1 if batch is None else batch,
-        seq=options.default_seq(arch, stage) if seq is None else seq,
+        batch=batch,
+        seq=seq,
         optimizer=optimizer,
         grad_checkpointing=grad_checkpointing,
         lora_rank=lora_rank,
@@ -216,24 +193,9 @@ def workload_request(
         parallel=parallel,
         offload_optimizer=offload_optimizer,
     )
-    return WorkloadRequest(slug, arch, workload, units, as_json)
-
-
-@workload_command
-def estimate(
-    ctx: typer.Context,
-    *,
-    explain: Annotated[
-        bool, typer.Option("--explain", help="Print each term's formula and inputs.")
-    ] = False,
-    **workload: Any,
-) -> None:
-    """Peak GPU memory of one workload, term by term."""
-    from advisor.estimator import estimate as run_estimate
-
-    request = workload_request(ctx, **workload)
-    result = run_estimate(request.arch, request.workload)
-    if request.as_json:
-        shared.print_json(estimate_json(request.slug, result))
+    slug, arch, workload = resolve(ctx, model, request)
+    result = run_estimate(arch, workload, overhead=OVERHEAD_BY_VENDOR[vendor])
+    if as_json:
+        shared.print_json(estimate_json(slug, result))
     else:
-        _render(request.slug, result, request.units, explain)
+        _render(slug, result, vendor, units, explain)

@@ -6,7 +6,6 @@ Parses the options, looks the model, the formats and the cards up, hands them to
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
@@ -14,35 +13,38 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from advisor.cli import options, shared
+from advisor.cli.shared import NO_FIT, STYLE_FITS, STYLE_NONE, STYLE_TIGHT, level_words
 from advisor.enums import Market, Vendor
 from advisor.errors import InvalidValueError
+from advisor.policy import (
+    COMPARED_METHODS,
+    DEFAULT_FLOAT_LEVEL,
+    DEFAULT_MAX_GPUS,
+    DEFAULT_QLORA_QUANT,
+    FIT_QUANTS,
+    Request,
+)
 from advisor.units import Units, format_size, unit_label
-from advisor.workload import KVDtype, Method, Optimizer, Parallel, Precision, Stage
+from advisor.workload import (
+    DEFAULT_LORA_RANK,
+    DEFAULT_LORA_TARGETS,
+    DEFAULT_OPTIMIZER,
+    DEFAULT_PRECISION,
+    Method,
+    Parallel,
+    Stage,
+)
 
 if TYPE_CHECKING:
     from rich.text import Text
 
     from advisor.arch import Architecture
     from advisor.estimator import Estimate
-    from advisor.fit import Card, Level, Option, Plan
-    from advisor.workload import WeightFormat, Workload
-    from catalog.tables import GPU
+    from advisor.fit import Card, Option, Plan
+    from advisor.policy import Level
+    from advisor.workload import Workload
 
 BAR_WIDTH = 16
-# Quantization levels `fit` compares for inference unless told: 16-bit, bitsandbytes int8,
-# 4-bit integer (GPTQ/AWQ-style, group size 128) and llama.cpp's most used k-quant.
-DEFAULT_INFERENCE_QUANTS = ("int8", "int4", "q4_k_m")
-# Dtypes that are a precision of the whole model rather than a weight format.
-FLOAT_DTYPES = {"fp32": Precision.fp32, "bf16": Precision.bf16, "fp16": Precision.fp16}
-# The fine-tuning methods compared unless one is asked, and QLoRA's base format by default
-# (bitsandbytes NF4 without double quantization, BitsAndBytesConfig's default).
-COMPARED_METHODS = (Method.full, Method.lora, Method.qlora)
-DEFAULT_QLORA_QUANT = "nf4"
-# Styles of the three states of a cell (plain text when piped or NO_COLOR is set).
-STYLE_FITS = "green"
-STYLE_TIGHT = "yellow"
-STYLE_NONE = "red"
-NO_FIT = "—"
 # Marks a tight cell in plain text too (colour is lost in a pipe).
 TIGHT_MARK = "!"
 
@@ -53,120 +55,6 @@ class SortBy(StrEnum):
     by_count = "count"
     by_price = "price"
     by_memory = "memory"
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class WorkloadArgs:
-    """The workload options as typed, before defaults that depend on the model are filled."""
-
-    stage: Stage
-    method: Method | None
-    precision: Precision
-    quants: Sequence[str]
-    kv_dtype: KVDtype | None
-    batch: int | None
-    seq: int | None
-    optimizer: Optimizer
-    grad_checkpointing: bool
-    lora_rank: int
-    lora_targets: str
-    trainable_layers: int | None
-    parallel: Parallel | None
-    offload_optimizer: bool
-
-
-def build_levels(
-    ctx: typer.Context,
-    arch: Architecture,
-    args: WorkloadArgs,
-    *,
-    default_quants: Sequence[str],
-    formats: dict[str, WeightFormat] | None = None,
-) -> list[Level]:
-    """The columns to compare: one per quantization (inference) or method (fine-tuning).
-
-    `formats` caches the catalog's weight formats across calls (which-models builds levels
-    per model).
-    """
-    from advisor.fit import Level
-    from advisor.workload import Workload
-
-    formats = {} if formats is None else formats
-    quants = list(dict.fromkeys(args.quants))
-    if args.stage is Stage.inference and not quants:
-        first = args.precision.value if args.precision.value in FLOAT_DTYPES else "bf16"
-        quants = [first, *default_quants]
-    elif args.stage is Stage.finetune and args.method in (None, Method.qlora) and not quants:
-        quants = [DEFAULT_QLORA_QUANT]
-    wanted = [q for q in quants if q not in FLOAT_DTYPES and q not in formats]
-    if wanted:
-        for name, fmt in zip(wanted, options.weight_formats(ctx, wanted), strict=True):
-            formats[name] = fmt
-    base = Workload(
-        stage=args.stage,
-        method=Method.full,
-        precision=args.precision,
-        kv_dtype=args.kv_dtype,
-        batch=1 if args.batch is None else args.batch,
-        seq=options.default_seq(arch, args.stage) if args.seq is None else args.seq,
-        optimizer=args.optimizer,
-        grad_checkpointing=args.grad_checkpointing,
-        lora_rank=args.lora_rank,
-        lora_targets=options.lora_targets(args.lora_targets),
-        parallel=args.parallel,
-        offload_optimizer=args.offload_optimizer,
-    )
-    if args.stage is Stage.inference:
-        if args.method is not None:
-            raise InvalidValueError(
-                f"--method {args.method.value} is a fine-tuning method; inference has none"
-            )
-        levels = []
-        for quant in quants:
-            if quant in FLOAT_DTYPES:
-                w = dataclasses.replace(base, precision=FLOAT_DTYPES[quant])
-                levels.append(Level(label=quant, workload=w, quant=quant))
-            else:
-                fmt = formats[quant]
-                w = dataclasses.replace(base, weight_format=fmt)
-                levels.append(Level(label=fmt.slug, workload=w, quant=fmt.slug))
-        return levels
-    if args.stage is Stage.pretrain:
-        if args.method not in (None, Method.full):
-            raise InvalidValueError("pretraining trains every weight: --method must be full")
-        if args.quants:
-            raise InvalidValueError("--quant applies to inference and to the QLoRA base")
-        return [Level(label=args.precision.value, workload=base)]
-    methods = COMPARED_METHODS if args.method is None else (args.method,)
-    if args.quants and Method.qlora not in methods:
-        raise InvalidValueError(
-            "--quant applies to inference and to the QLoRA base; use --precision for training"
-        )
-    levels = []
-    for method in methods:
-        base_format = formats[quants[0]] if method is Method.qlora else None
-        w = dataclasses.replace(
-            base,
-            method=method,
-            weight_format=base_format,
-            trainable_layers=args.trainable_layers if method is Method.freeze else None,
-        )
-        levels.append(
-            Level(label=method.value, workload=w, quant=base_format.slug if base_format else None)
-        )
-    return levels
-
-
-def card_of(row: GPU) -> Card:
-    from advisor.fit import Card
-
-    return Card(
-        slug=row.slug,
-        name=row.name,
-        memory_bytes=row.memory_bytes,
-        usable_fraction=row.usable_memory_fraction or 1.0,
-        price_per_hour=row.cloud_price_per_hour_usd,
-    )
 
 
 def architecture_line(slug: str, arch: Architecture, params: int) -> str:
@@ -214,14 +102,9 @@ def strategy_words(w: Workload) -> str:
     return f"{w.parallel.value} beyond one card"
 
 
-def level_words(level: Level) -> str:
-    if level.method is not None and level.quant:
-        return f"{level.label} ({level.quant})"
-    return level.label
-
-
 def breakdown_table(levels: Sequence[Level], estimates: Sequence[Estimate], units: Units) -> Any:
-    """Each level's memory by term on one card (or the chosen count), with a bar of the total."""
+    """Each level's need per card by term on one card (or the chosen count), with a bar of the
+    total: tensors + runtime overhead, the figure every other table compares with a card."""
     from rich.table import Table
 
     from advisor.estimator import COMPONENTS
@@ -231,23 +114,23 @@ def breakdown_table(levels: Sequence[Level], estimates: Sequence[Estimate], unit
     table.add_column("level")
     for name in shown:
         table.add_column(name.replace("runtime_overhead", "overhead"), justify="right")
-    table.add_column(f"total ({unit_label(units)})", justify="right")
+    table.add_column(f"per card ({unit_label(units)})", justify="right")
     table.add_column("")
     largest = max(e.per_gpu_bytes for e in estimates)
     for level, e in zip(levels, estimates, strict=True):
         values = e.components
         table.add_row(
             level_words(level),
-            *(format_size(values[c], units, digits=2).split()[0] for c in shown),
-            format_size(e.per_gpu_bytes, units, digits=2).split()[0],
+            *(_number(values[c], units, digits=2) for c in shown),
+            _number(e.per_gpu_bytes, units, digits=2),
             "█" * max(1, round(e.per_gpu_bytes / largest * BAR_WIDTH)),
         )
     return table
 
 
 def cell(option: Option, units: Units) -> Text:
-    """'2x 84% +12.3' (cards, use of usable memory, headroom) and, below, the longest
-    context and the batch that fit."""
+    """'2x 84% +12.3' (cards, share of the card's memory needed, headroom) and, below, the
+    longest context and the batch that fit."""
     from rich.text import Text
 
     if not option.fits:
@@ -260,38 +143,33 @@ def cell(option: Option, units: Units) -> Text:
     return Text(f"{first}\n{second}", style=STYLE_TIGHT if option.tight else STYLE_FITS)
 
 
-def _number(value: int, units: Units) -> str:
+def _number(value: int, units: Units, digits: int = 1) -> str:
     """A size in the table's unit without its label (the header names it)."""
-    return format_size(value, units).split()[0]
+    return format_size(value, units, digits=digits).split()[0]
 
 
-def option_json(
-    option: Option, components: dict[int, dict[str, int]] | None = None
-) -> dict[str, Any]:
-    """One option as `fit --json` prints it; `components` caches each estimate's terms (many
-    cards share an estimate)."""
-    w = option.estimate.workload
-    if components is None:
-        components = {}
-    terms = components.get(id(option.estimate))
-    if terms is None:
-        terms = components[id(option.estimate)] = option.estimate.components
+def option_json(option: Option) -> dict[str, Any]:
+    """One option as `fit --json` prints it: the need per card (`per_gpu_bytes` = tensors +
+    overhead) against the card's capacity."""
+    estimate = option.estimate
     return {
         "gpu": option.card.slug,
         "quant": option.level.quant,
         "method": option.level.method.value if option.level.method else None,
         "count": option.count,
         "per_gpu_bytes": option.per_gpu_bytes,
-        "usable_bytes_per_gpu": option.usable_bytes_per_gpu,
+        "tensor_bytes": option.tensor_bytes,
+        "overhead_bytes": option.overhead_bytes,
+        "capacity_bytes": option.capacity_bytes,
         "fits": option.fits,
         "headroom_bytes": option.headroom_bytes,
         "max_context": option.max_context,
         "price_per_hour": option.price_per_hour,
         "max_batch": option.max_batch,
-        "gpus_sized": option.estimate.gpus,
-        "parallel": w.strategy.value,
-        "overhead_bytes": option.overhead_bytes,
-        "components": terms,
+        "gpus_sized": estimate.gpus,
+        "parallel": estimate.workload.strategy.value,
+        "runtime": option.card.overhead.runtime.value,
+        "components": estimate.components,
     }
 
 
@@ -339,58 +217,53 @@ def _select_cards(
             what = "current cards (--all for every card)"
         if vendor or market:
             what += " of " + " ".join(v.value for v in (vendor, market) if v)
-        cards = [card_of(row) for row in rows]
+        cards = [options.card_of(row) for row in rows]
     if not cards:
         raise InvalidValueError("no card in the catalog matches --vendor/--market")
     return cards, what
 
 
 def _render_single(result: Plan, units: Units) -> None:
-    """`--gpu X --count N`: the breakdown per card of each level, and what else fits."""
+    """`--gpu X --count N`: each level's need per card against the card, and what else fits."""
     from rich.table import Table
     from rich.text import Text
 
     console = shared.out()
     table = Table(show_edge=False, pad_edge=False)
-    for name in ("level", "per card", "usable", "headroom", "fits", "longest context", "batch"):
+    for name in ("level", "per card", "headroom", "use", "fits", "longest context", "batch"):
         table.add_column(name, justify="left" if name in ("level", "fits") else "right")
-    training = result.levels[0].workload.training
     for option in result.options:
         style = STYLE_NONE if not option.fits else STYLE_TIGHT if option.tight else STYLE_FITS
         table.add_row(
             level_words(option.level),
             format_size(option.per_gpu_bytes, units, digits=2),
-            format_size(option.usable_bytes_per_gpu, units, digits=2),
             format_size(option.headroom_bytes, units, digits=2),
+            f"{option.used_fraction:.0%}",
             Text("tight" if option.tight else "yes" if option.fits else "no", style=style),
             f"{option.max_context:,}" if option.max_context else NO_FIT,
             f"{option.max_batch:,}" if option.max_batch else NO_FIT,
         )
     card = result.options[0].card
     console.print(
-        f"on {result.max_gpus} x {card.name} ({format_size(card.capacity_bytes, units)} "
+        f"on {result.max_gpus} x {card.name} ({format_size(card.capacity_bytes, units, digits=2)} "
         f"each{', usable share of unified memory' if card.usable_fraction < 1 else ''}):"
     )
     console.print(table)
-    if training:
+    if result.levels[0].workload.training:
         console.print(
-            "longest context: the longest sequence that fits at the batch; batch: the largest "
-            "batch that fits at the sequence length"
+            "per card: tensors + runtime overhead; longest context: the longest sequence that "
+            "fits at the batch; batch: the largest batch that fits at the sequence length"
         )
     else:
         console.print(
-            "longest context: the longest context that fits at batch 1; batch: the most "
-            "sequences at the context whose prompts fit in one forward pass"
+            "per card: tensors + runtime overhead; longest context: the longest context that "
+            "fits at batch 1; batch: the most sequences at the context whose prompts fit in one "
+            "forward pass"
         )
 
 
-def _render(
-    slug: str, params: int, result: Plan, cards_what: str, units: Units, sort: SortBy
-) -> None:
-    from rich.table import Table
-
-    from advisor.fit import TIGHT_HEADROOM_FRACTION
-
+def _print_header(slug: str, params: int, result: Plan, cards_what: str, units: Units) -> None:
+    """The model, the workload, and each level's need per card by term."""
     console = shared.out()
     levels = result.levels
     first = levels[0].workload
@@ -401,10 +274,21 @@ def _render(
         cards = f"{n} card{'s, ' + strategy_words(first) if n > 1 else ''}"
     console.print(workload_line(first, levels, cards))
     n = result.breakdowns[0].gpus
-    console.print(f"memory per card on {n} card{'s' if n > 1 else ''}, by term:")
+    runtime = result.breakdown_overhead.runtime.value
+    console.print(
+        f"memory per card on {n} card{'s' if n > 1 else ''}, by term ({runtime} overhead):"
+    )
     console.print(breakdown_table(levels, result.breakdowns, units))
     console.print()
-    if len(result.options) == len(levels):
+
+
+def _render(
+    slug: str, params: int, result: Plan, cards_what: str, units: Units, sort: SortBy
+) -> None:
+    from rich.table import Table
+
+    _print_header(slug, params, result, cards_what, units)
+    if len(result.options) == len(result.levels):
         _render_single(result, units)
         return
     rows = rows_by_card(result, sort)
@@ -415,29 +299,36 @@ def _render(
     table.add_column(unit_label(units), justify="right")
     if priced:
         table.add_column("$/h", justify="right")
-    for level in levels:
+    for level in result.levels:
         table.add_column(level_words(level), no_wrap=True)
     for row in rows:
         card = row[0].card
-        cells: list[Any] = [card.slug, format_size(card.capacity_bytes, units).split()[0]]
+        cells: list[Any] = [card.slug, _number(card.capacity_bytes, units)]
         if priced:
             cells.append(f"{card.price_per_hour:.2f}" if card.price_per_hour else "")
         cells += [cell(o, units) for o in row]
         table.add_row(*cells)
+    console = shared.out()
     console.print(table)
     fitting = sum(1 for row in rows if any(o.fits for o in row))
+    console.print(_legend(result, fitting, len(rows), priced, units))
+
+
+def _legend(result: Plan, fitting: int, cards: int, priced: bool, units: Units) -> str:
+    from advisor.fit import TIGHT_HEADROOM_FRACTION
+
     label = unit_label(units)
     price = "$/h: the catalog's hourly price of one card. " if priced else ""
-    console.print(
-        f"{fitting} of {len(rows)} cards fit at some level. {label}: memory per card; {price}"
-        "Each cell: cards needed x use of "
-        f"usable memory (card memory less runtime overhead) +headroom per card in {label}, "
-        f"{TIGHT_MARK} tight (under {TIGHT_HEADROOM_FRACTION:.0%} free); below it, "
-        + (
-            "the longest context at batch 1 · the most sequences at the context."
-            if first.stage is Stage.inference
-            else "the longest sequence at the batch · the largest batch at the length."
-        )
+    below = (
+        "the longest context at batch 1 · the most sequences at the context."
+        if result.levels[0].workload.stage is Stage.inference
+        else "the longest sequence at the batch · the largest batch at the length."
+    )
+    return (
+        f"{fitting} of {cards} cards fit at some level. {label}: memory per card; {price}"
+        "Each cell: cards needed x share of the card's memory needed (tensors + its runtime "
+        f"overhead) +headroom per card in {label}, {TIGHT_MARK} tight (under "
+        f"{TIGHT_HEADROOM_FRACTION:.0%} free); below it, {below}"
     )
 
 
@@ -445,7 +336,6 @@ def fit_json(slug: str, params: int, result: Plan) -> dict[str, Any]:
     from advisor.cli.estimate_cmd import workload_json
 
     first = result.levels[0].workload
-    shared_terms: dict[int, dict[str, int]] = {}
     workload = workload_json(first)
     workload.pop("quant")
     workload.pop("method")
@@ -459,7 +349,7 @@ def fit_json(slug: str, params: int, result: Plan) -> dict[str, Any]:
         "params": params,
         "stage": first.stage.value,
         "workload": workload,
-        "options": [option_json(o, shared_terms) for o in result.options],
+        "options": [option_json(o) for o in result.options],
     }
 
 
@@ -469,24 +359,30 @@ def fit(
     stage: options.StageOpt = Stage.inference,
     method: Annotated[
         Method | None,
-        typer.Option("--method", help="Fine-tuning method; default: compare full, lora and qlora."),
+        typer.Option(
+            "--method",
+            help="Fine-tuning method; default: compare "
+            + ", ".join(m.value for m in COMPARED_METHODS)
+            + ".",
+        ),
     ] = None,
-    precision: options.PrecisionOpt = Precision.bf16,
+    precision: options.PrecisionOpt = DEFAULT_PRECISION,
     quant: Annotated[
         list[str] | None,
         typer.Option(
             "--quant",
             help="A level to compare (repeatable): bf16/fp16/fp32 or a format of `advisor "
-            "catalog quants`. Default: bf16, int8, int4, q4_k_m; for QLoRA: its base (nf4).",
+            f"catalog quants`. Default: {', '.join((DEFAULT_FLOAT_LEVEL, *FIT_QUANTS))}; "
+            f"for QLoRA: its base ({DEFAULT_QLORA_QUANT}).",
         ),
     ] = None,
     kv_dtype: options.KVDtypeOpt = None,
     batch: options.BatchOpt = None,
     seq: options.SeqOpt = None,
-    optimizer: options.OptimizerOpt = Optimizer.adamw,
+    optimizer: options.OptimizerOpt = DEFAULT_OPTIMIZER,
     grad_checkpointing: options.CheckpointingOpt = False,
-    lora_rank: options.LoraRankOpt = 16,
-    lora_targets: options.LoraTargetsOpt = "attention",
+    lora_rank: options.LoraRankOpt = DEFAULT_LORA_RANK,
+    lora_targets: options.LoraTargetsOpt = DEFAULT_LORA_TARGETS,
     trainable_layers: options.TrainableLayersOpt = None,
     parallel: options.ParallelOpt = None,
     offload_optimizer: options.OffloadOpt = False,
@@ -501,7 +397,7 @@ def fit(
     market: Annotated[Market | None, typer.Option("--market", help="Only this market.")] = None,
     max_gpus: Annotated[
         int, typer.Option("--max-gpus", help="Most cards of one kind to consider.")
-    ] = 8,
+    ] = DEFAULT_MAX_GPUS,
     count: Annotated[
         int | None,
         typer.Option("--count", help="Check exactly this many cards (with --gpu: in detail)."),
@@ -522,25 +418,24 @@ def fit(
 
     if count is not None and count < 1:
         raise InvalidValueError(f"count must be at least 1, got {count}")
-    slug, arch = options.load_model(ctx, model)
-    params = count_params(arch).total
-    args = WorkloadArgs(
+    request = Request(
         stage=stage,
         method=method,
         precision=precision,
-        quants=quant or [],
+        quants=tuple(quant or ()),
         kv_dtype=kv_dtype,
         batch=batch,
         seq=seq,
         optimizer=optimizer,
         grad_checkpointing=grad_checkpointing,
         lora_rank=lora_rank,
-        lora_targets=lora_targets,
+        lora_targets=options.lora_targets(lora_targets),
         trainable_layers=trainable_layers,
         parallel=parallel,
         offload_optimizer=offload_optimizer,
     )
-    levels = build_levels(ctx, arch, args, default_quants=DEFAULT_INFERENCE_QUANTS)
+    slug, arch = options.load_model(ctx, model)
+    levels = options.levels(ctx, arch, request, FIT_QUANTS)
     cards, what = _select_cards(ctx, gpu, all_cards, vendor, market)
     result = plan(
         arch,
@@ -550,6 +445,7 @@ def fit(
         count=count,
         allow_longer_context=allow_longer_context,
     )
+    params = count_params(arch).total
     if as_json:
         shared.print_json(fit_json(slug, params, result))
     else:

@@ -2,30 +2,42 @@
 behind them (a model by name or config.json, a weight format by name).
 
 Each option is an `Annotated` alias, so every command spells, documents and validates it the
-same way; defaults stay in the command signatures.
+same way. Each command lists the options it takes in its own signature, with the defaults
+named in `advisor.workload` and `advisor.policy`, and builds an `advisor.policy.Request` from
+them.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from advisor.cli import shared
-from advisor.errors import InvalidValueError
+from advisor.enums import Vendor
+from advisor.policy import DEFAULT_INFERENCE_CONTEXT
 from advisor.units import Units
-from advisor.workload import KVDtype, Method, Optimizer, Parallel, Precision, Stage
+from advisor.workload import (
+    DEFAULT_BATCH,
+    DEFAULT_TRAINING_SEQ,
+    LORA_TARGET_SETS,
+    KVDtype,
+    Method,
+    Optimizer,
+    Parallel,
+    Precision,
+    Stage,
+)
 
 if TYPE_CHECKING:
-    from advisor.arch import Architecture
-    from advisor.workload import WeightFormat
+    from collections.abc import Sequence
 
-LORA_TARGET_SETS = {
-    "attention": ("q_proj", "k_proj", "v_proj", "o_proj"),
-    "all-linear": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-}
+    from advisor.arch import Architecture
+    from advisor.fit import Card
+    from advisor.policy import Level, Request
+    from advisor.workload import WeightFormat
+    from catalog.tables import GPU
 
 ModelOpt = Annotated[str, typer.Option("--model", help="Catalog name or path to a config.json.")]
 StageOpt = Annotated[Stage, typer.Option("--stage", help="What to run.")]
@@ -44,13 +56,16 @@ QuantOpt = Annotated[
 KVDtypeOpt = Annotated[
     KVDtype | None, typer.Option("--kv-dtype", help="KV-cache dtype; default: compute dtype.")
 ]
-BatchOpt = Annotated[int | None, typer.Option("--batch", help="Sequences per step. Default: 1.")]
+BatchOpt = Annotated[
+    int | None, typer.Option("--batch", help=f"Sequences per step. Default: {DEFAULT_BATCH}.")
+]
 SeqOpt = Annotated[
     int | None,
     typer.Option(
         "--seq",
         help="Tokens per sequence (inference: the context held in the KV cache). "
-        "Default: min(4096, model maximum) for inference, 2048 for training.",
+        f"Default: min({DEFAULT_INFERENCE_CONTEXT}, model maximum) for inference, "
+        f"{DEFAULT_TRAINING_SEQ} for training.",
     ),
 ]
 OptimizerOpt = Annotated[Optimizer, typer.Option("--optimizer", help="Optimizer (training).")]
@@ -63,6 +78,15 @@ LoraTargetsOpt = Annotated[
     typer.Option(
         "--lora-targets",
         help="attention, all-linear, or a comma list of projections (q_proj,k_proj,…).",
+    ),
+]
+GpusOpt = Annotated[int, typer.Option("--gpus", help="Number of GPUs.")]
+RuntimeVendorOpt = Annotated[
+    Vendor,
+    typer.Option(
+        "--vendor",
+        help="Whose runtime overhead to charge: nvidia (CUDA context), amd (ROCm), apple "
+        "(Metal), intel (Level Zero).",
     ),
 ]
 TrainableLayersOpt = Annotated[
@@ -86,19 +110,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 def load_model(ctx: typer.Context, name: str) -> tuple[str, Architecture]:
     """A catalog model by any alias, or a Hugging Face config.json by path."""
-    from advisor.arch import architecture_from_hf_config
+    from advisor.arch import architecture_from_hf_config, load_hf_config
 
     path = Path(name)
     if name.endswith(".json") or path.is_file():
-        try:
-            config = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InvalidValueError(f"{name}: no such file") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise InvalidValueError(f"{name}: not a readable JSON config ({error})") from None
-        if not isinstance(config, dict):
-            raise InvalidValueError(f"{name}: a config.json holds one JSON object")
-        return path.stem, architecture_from_hf_config(config)
+        return path.stem, architecture_from_hf_config(load_hf_config(path))
     from catalog import queries
 
     with shared.session(ctx) as session:
@@ -106,32 +122,64 @@ def load_model(ctx: typer.Context, name: str) -> tuple[str, Architecture]:
         return row.slug, row.architecture()
 
 
-def weight_format(ctx: typer.Context, quant: str | None) -> WeightFormat | None:
-    """The catalog's format named `quant` (None: the precision's own dtype)."""
-    if quant is None:
-        return None
-    return weight_formats(ctx, [quant])[0]
-
-
-def weight_formats(ctx: typer.Context, quants: list[str]) -> list[WeightFormat]:
+def weight_formats(ctx: typer.Context, quants: Sequence[str]) -> dict[str, WeightFormat]:
+    """The catalog's formats named `quants`, by the name asked (none asked: no catalog)."""
     from advisor.workload import WeightFormat
     from catalog import queries
 
+    if not quants:
+        return {}
     with shared.session(ctx) as session:
-        rows = [queries.get_quant(session, name=q) for q in quants]
-        return [
-            WeightFormat(slug=row.slug, bits_per_weight=row.bits_per_weight, scope=row.scope)
-            for row in rows
-        ]
+        rows = {q: queries.get_quant(session, name=q) for q in quants}
+        return {
+            q: WeightFormat(slug=row.slug, bits_per_weight=row.bits_per_weight, scope=row.scope)
+            for q, row in rows.items()
+        }
 
 
 def lora_targets(text: str) -> tuple[str, ...]:
+    """A named set of LoRA targets, or the projections of a comma list."""
     if text in LORA_TARGET_SETS:
         return LORA_TARGET_SETS[text]
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def default_seq(arch: Architecture, stage: Stage) -> int:
-    from advisor.fit import DEFAULT_TRAINING_SEQ, default_context
+def card_of(row: GPU) -> Card:
+    """A catalog GPU as the advisor's search needs it."""
+    from advisor.fit import Card
 
-    return default_context(arch) if stage is Stage.inference else DEFAULT_TRAINING_SEQ
+    return Card(
+        slug=row.slug,
+        name=row.name,
+        vendor=Vendor(row.vendor),
+        memory_bytes=row.memory_bytes,
+        usable_fraction=row.usable_memory_fraction or 1.0,
+        price_per_hour=row.cloud_price_per_hour_usd,
+    )
+
+
+def card(ctx: typer.Context, name: str) -> Card:
+    """The catalog's GPU named `name` (any alias)."""
+    from catalog import queries
+
+    with shared.session(ctx) as session:
+        return card_of(queries.get_gpu(session, name=name))
+
+
+def level_formats(
+    ctx: typer.Context, request: Request, default_quants: Sequence[str]
+) -> dict[str, WeightFormat]:
+    """The catalog formats of the levels `request` compares (none: no catalog opened)."""
+    from advisor.policy import formats_to_look_up, levels_asked
+
+    return weight_formats(ctx, formats_to_look_up(levels_asked(request, default_quants)))
+
+
+def levels(
+    ctx: typer.Context, arch: Architecture, request: Request, default_quants: Sequence[str]
+) -> tuple[Level, ...]:
+    """The levels `request` compares on `arch`, their formats looked up in the catalog."""
+    from advisor.policy import build_levels
+
+    formats = level_formats(ctx, request, default_quants)
+    return build_levels(arch, request, formats, default_quants=default_quants)

@@ -1,4 +1,5 @@
-"""What the command modules share: the catalog handle, consoles and JSON output."""
+"""What the command modules share: the catalog handle, consoles, JSON output, and the words
+and styles `fit` and `which-models` both render with."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ if TYPE_CHECKING:
     from rich.console import Console
     from sqlmodel import Session
 
+    from advisor.policy import Level
     from catalog.session import Catalog
+
+# Styles of the three states of an answer (plain text when piped or NO_COLOR is set).
+STYLE_FITS = "green"
+STYLE_TIGHT = "yellow"
+STYLE_NONE = "red"
+NO_FIT = "—"
 
 
 @dataclass(frozen=True)
@@ -82,3 +90,10 @@ def print_json(data: Any) -> None:
     import orjson
 
     typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+
+
+def level_words(level: Level) -> str:
+    """A level as tables name it: the format, or the method with its base format."""
+    if level.method is not None and level.quant:
+        return f"{level.label} ({level.quant})"
+    return level.label

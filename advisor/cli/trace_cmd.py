@@ -7,20 +7,23 @@ No tracing logic lives here.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from advisor.cli import shared
-from advisor.cli.estimate_cmd import (
-    estimate_json,
-    workload_command,
-    workload_header,
-    workload_request,
-)
+from advisor.cli import options, shared
+from advisor.cli.estimate_cmd import estimate_json, resolve, workload_header
+from advisor.policy import Request
 from advisor.units import Units, format_size
+from advisor.workload import (
+    DEFAULT_LORA_RANK,
+    DEFAULT_LORA_TARGETS,
+    DEFAULT_OPTIMIZER,
+    DEFAULT_PRECISION,
+    Method,
+    Stage,
+)
 
 if TYPE_CHECKING:
     from advisor.estimator import Estimate
@@ -108,23 +111,60 @@ def _render(model: str, result: Trace, est: Estimate, units: Units) -> None:
         console.print(f"note: {note}")
 
 
-@workload_command
-def trace(ctx: typer.Context, **workload: Any) -> None:
+def trace(
+    ctx: typer.Context,
+    model: options.ModelOpt,
+    stage: options.StageOpt = Stage.inference,
+    method: options.MethodOpt = Method.full,
+    precision: options.PrecisionOpt = DEFAULT_PRECISION,
+    quant: options.QuantOpt = None,
+    kv_dtype: options.KVDtypeOpt = None,
+    batch: options.BatchOpt = None,
+    seq: options.SeqOpt = None,
+    optimizer: options.OptimizerOpt = DEFAULT_OPTIMIZER,
+    grad_checkpointing: options.CheckpointingOpt = False,
+    lora_rank: options.LoraRankOpt = DEFAULT_LORA_RANK,
+    lora_targets: options.LoraTargetsOpt = DEFAULT_LORA_TARGETS,
+    trainable_layers: options.TrainableLayersOpt = None,
+    gpus: options.GpusOpt = 1,
+    parallel: options.ParallelOpt = None,
+    offload_optimizer: options.OffloadOpt = False,
+    units: options.UnitsOpt = Units.gib,
+    as_json: options.JsonOpt = False,
+) -> None:
     """Peak tensor memory of one workload traced on the real model (fake tensors, no GPU),
     beside the estimate. Needs the `trace` extra."""
+    from advisor.arch import load_hf_config
     from advisor.estimator import estimate
     from advisor.trace import trace as run_trace
 
-    request = workload_request(ctx, **workload)
-    model: Any = request.arch
-    path = Path(workload["model"])
+    request = Request(
+        stage=stage,
+        method=method,
+        precision=precision,
+        quants=(quant,) if quant else (),
+        kv_dtype=kv_dtype,
+        batch=batch,
+        seq=seq,
+        optimizer=optimizer,
+        grad_checkpointing=grad_checkpointing,
+        lora_rank=lora_rank,
+        lora_targets=options.lora_targets(lora_targets),
+        trainable_layers=trainable_layers,
+        gpus=gpus,
+        parallel=parallel,
+        offload_optimizer=offload_optimizer,
+    )
+    slug, arch, workload = resolve(ctx, model, request)
+    traced: Any = arch
+    path = Path(model)
     if path.suffix == ".json" or path.is_file():
         # A config.json is traced as written (every field transformers reads), not as the
         # architecture advisor keeps of it; `load_model` above has validated it.
-        model = json.loads(path.read_text(encoding="utf-8"))
-    result = run_trace(model, request.workload)
-    est = estimate(request.arch, request.workload)
-    if request.as_json:
-        shared.print_json(trace_json(request.slug, result, est))
+        traced = load_hf_config(path)
+    result = run_trace(traced, workload)
+    est = estimate(arch, workload)
+    if as_json:
+        shared.print_json(trace_json(slug, result, est))
     else:
-        _render(request.slug, result, est, request.units)
+        _render(slug, result, est, units)

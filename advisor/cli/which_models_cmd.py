@@ -11,27 +11,29 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from advisor.cli import options, shared
-from advisor.cli.fit_cmd import (
-    NO_FIT,
-    STYLE_FITS,
-    STYLE_NONE,
-    STYLE_TIGHT,
-    WorkloadArgs,
-    build_levels,
-    card_of,
-    level_words,
-)
+from advisor.cli.shared import NO_FIT, STYLE_FITS, STYLE_NONE, STYLE_TIGHT, level_words
 from advisor.errors import InvalidValueError
+from advisor.policy import (
+    COMPARED_METHODS,
+    DEFAULT_FLOAT_LEVEL,
+    DEFAULT_INFERENCE_CONTEXT,
+    DEFAULT_QLORA_QUANT,
+    WHICH_MODELS_LADDER,
+    Request,
+)
 from advisor.units import Units, format_size, unit_label
-from advisor.workload import Method, Optimizer, Precision, Stage
+from advisor.workload import (
+    DEFAULT_LORA_RANK,
+    DEFAULT_LORA_TARGETS,
+    DEFAULT_OPTIMIZER,
+    DEFAULT_PRECISION,
+    DEFAULT_TRAINING_SEQ,
+    Method,
+    Stage,
+)
 
 if TYPE_CHECKING:
     from advisor.fit import Card, ModelFit
-    from advisor.workload import WeightFormat
-
-# The ladder which-models climbs down for inference, highest precision first: 16-bit, then
-# llama.cpp's k-quants from 8 to 2 bits (the sizes people download for one card).
-INFERENCE_LADDER = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "q3_k_m", "q2_k")
 
 
 def model_json(found: ModelFit, family: str) -> dict[str, Any]:
@@ -45,6 +47,8 @@ def model_json(found: ModelFit, family: str) -> dict[str, Any]:
             option.level.method.value if option and found.fits and option.level.method else None
         ),
         "per_gpu_bytes": option.per_gpu_bytes if option else None,
+        "tensor_bytes": option.tensor_bytes if option else None,
+        "overhead_bytes": option.overhead_bytes if option else None,
         "headroom_bytes": option.headroom_bytes if option else None,
         "max_context": option.max_context if option and found.fits else None,
         "family": family,
@@ -131,6 +135,42 @@ def _render(
     console.print(line + ".")
 
 
+def _answers(
+    ctx: typer.Context,
+    request: Request,
+    gpu: str,
+    count: int,
+    family: str | None,
+    allow_longer_context: bool,
+) -> tuple[Card, list[tuple[ModelFit, str]]]:
+    """The card, and each catalog model's best level on `count` of it with its family."""
+    from advisor.fit import best_level
+    from advisor.policy import build_levels
+    from catalog import queries
+
+    formats = options.level_formats(ctx, request, WHICH_MODELS_LADDER)
+    with shared.session(ctx) as session:
+        card = options.card_of(queries.get_gpu(session, name=gpu))
+        rows = [
+            (row.slug, row.architecture(), slug)
+            for row, slug in queries.list_models_with_family(session, family=family)
+        ]
+    results = []
+    for name, arch, family_slug in rows:
+        levels = build_levels(arch, request, formats, default_quants=WHICH_MODELS_LADDER)
+        found = best_level(
+            name,
+            arch,
+            levels,
+            card,
+            count,
+            all_levels=request.stage is not Stage.inference,
+            allow_longer_context=allow_longer_context,
+        )
+        results.append((found, family_slug))
+    return card, results
+
+
 def which_models(
     ctx: typer.Context,
     gpu: Annotated[str, typer.Option("--gpu", help="The card you have, e.g. rtx4090.")],
@@ -139,16 +179,20 @@ def which_models(
     method: Annotated[
         Method | None,
         typer.Option(
-            "--method", help="Fine-tuning method; default: which of full, lora, qlora fit."
+            "--method",
+            help="Fine-tuning method; default: which of "
+            + ", ".join(m.value for m in COMPARED_METHODS)
+            + " fit.",
         ),
     ] = None,
-    precision: options.PrecisionOpt = Precision.bf16,
+    precision: options.PrecisionOpt = DEFAULT_PRECISION,
     quant: Annotated[
         list[str] | None,
         typer.Option(
             "--quant",
-            help="Levels to try, best first (repeatable). Default: bf16, q8_0, q6_k, q5_k_m, "
-            "q4_k_m, q3_k_m, q2_k; for QLoRA: its base (nf4).",
+            help="Levels to try, best first (repeatable). Default: "
+            f"{', '.join((DEFAULT_FLOAT_LEVEL, *WHICH_MODELS_LADDER))}; for QLoRA: its base "
+            f"({DEFAULT_QLORA_QUANT}).",
         ),
     ] = None,
     context: Annotated[
@@ -156,15 +200,16 @@ def which_models(
         typer.Option(
             "--context",
             help="Context (inference) or sequence length (training). "
-            "Default: min(4096, model maximum), 2048 for training.",
+            f"Default: min({DEFAULT_INFERENCE_CONTEXT}, model maximum), "
+            f"{DEFAULT_TRAINING_SEQ} for training.",
         ),
     ] = None,
     batch: options.BatchOpt = None,
     kv_dtype: options.KVDtypeOpt = None,
-    optimizer: options.OptimizerOpt = Optimizer.adamw,
+    optimizer: options.OptimizerOpt = DEFAULT_OPTIMIZER,
     grad_checkpointing: options.CheckpointingOpt = False,
-    lora_rank: options.LoraRankOpt = 16,
-    lora_targets: options.LoraTargetsOpt = "attention",
+    lora_rank: options.LoraRankOpt = DEFAULT_LORA_RANK,
+    lora_targets: options.LoraTargetsOpt = DEFAULT_LORA_TARGETS,
     parallel: options.ParallelOpt = None,
     family: Annotated[str | None, typer.Option("--family", help="Only this family.")] = None,
     show_all: Annotated[
@@ -180,53 +225,25 @@ def which_models(
     as_json: options.JsonOpt = False,
 ) -> None:
     """Which catalog models fit on a card (or several), at which quantization or method."""
-    from advisor.fit import best_level
-    from catalog import queries
-
     if count < 1:
         raise InvalidValueError(f"count must be at least 1, got {count}")
     if context is not None and context < 1:
         raise InvalidValueError(f"context must be at least 1, got {context}")
-    args = WorkloadArgs(
+    request = Request(
         stage=stage,
         method=method,
         precision=precision,
-        quants=quant or [],
+        quants=tuple(quant or ()),
         kv_dtype=kv_dtype,
         batch=batch,
         seq=context,
         optimizer=optimizer,
         grad_checkpointing=grad_checkpointing,
         lora_rank=lora_rank,
-        lora_targets=lora_targets,
-        trainable_layers=None,
+        lora_targets=options.lora_targets(lora_targets),
         parallel=parallel,
-        offload_optimizer=False,
     )
-    with shared.session(ctx) as session:
-        card = card_of(queries.get_gpu(session, name=gpu))
-        rows = [
-            (row.slug, row.architecture(), slug)
-            for row, slug in queries.list_models_with_family(session, family=family)
-        ]
-    formats: dict[str, WeightFormat] = {}
-    results: list[tuple[ModelFit, str]] = []
-    for name, arch, family_slug in rows:
-        levels = build_levels(ctx, arch, args, default_quants=INFERENCE_LADDER, formats=formats)
-        results.append(
-            (
-                best_level(
-                    name,
-                    arch,
-                    levels,
-                    card,
-                    count,
-                    all_levels=stage is not Stage.inference,
-                    allow_longer_context=allow_longer_context,
-                ),
-                family_slug,
-            )
-        )
+    card, results = _answers(ctx, request, gpu, count, family, allow_longer_context)
     if as_json:
         shared.print_json(
             {

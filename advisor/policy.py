@@ -1,0 +1,215 @@
+"""What `fit`, `which-models` and `estimate` assume unless told, and how a request becomes the
+levels they compare.
+
+Pure and light: it imports only `advisor.workload` and `advisor.errors`, so the CLI can read
+these defaults when it builds its options without loading the estimator. The CLI parses the
+options into a `Request`, looks up the weight formats `formats_to_look_up` names, and calls
+`build_levels` (or `workload` for one estimate); the validation of each workload is
+`Workload.__post_init__`'s alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from advisor.errors import InvalidValueError
+from advisor.workload import (
+    ATTENTION_TARGETS,
+    DEFAULT_BATCH,
+    DEFAULT_LORA_RANK,
+    DEFAULT_OPTIMIZER,
+    DEFAULT_PRECISION,
+    DEFAULT_TRAINING_SEQ,
+    KVDtype,
+    Method,
+    Optimizer,
+    Parallel,
+    Precision,
+    Stage,
+    WeightFormat,
+    Workload,
+)
+
+if TYPE_CHECKING:
+    from advisor.arch import Architecture
+
+# How many cards `fit` tries at most unless told otherwise: one 8-GPU server (DGX/HGX nodes).
+DEFAULT_MAX_GPUS = 8
+# Inference context when none is asked: 4096 tokens, or the model's maximum if shorter.
+DEFAULT_INFERENCE_CONTEXT = 4096
+# Levels that are a precision of the whole model rather than a weight format in the catalog.
+FLOAT_DTYPES: Mapping[str, Precision] = MappingProxyType(
+    {"fp32": Precision.fp32, "bf16": Precision.bf16, "fp16": Precision.fp16}
+)
+# The 16-bit level inference comparisons start from when the precision is not a float dtype.
+DEFAULT_FLOAT_LEVEL = "bf16"
+# Quantization levels `fit` compares for inference after the 16-bit one: bitsandbytes int8,
+# 4-bit integer (GPTQ/AWQ-style, group size 128) and llama.cpp's most used k-quant.
+FIT_QUANTS = ("int8", "int4", "q4_k_m")
+# The ladder `which-models` climbs down for inference after the 16-bit level, highest precision
+# first: llama.cpp's k-quants from 8 to 2 bits (the sizes people download for one card).
+WHICH_MODELS_LADDER = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "q3_k_m", "q2_k")
+# The fine-tuning methods compared unless one is asked.
+COMPARED_METHODS = (Method.full, Method.lora, Method.qlora)
+# QLoRA's base format unless one is asked: bitsandbytes NF4 without double quantization
+# (BitsAndBytesConfig's default, bnb_4bit_use_double_quant=False).
+DEFAULT_QLORA_QUANT = "nf4"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Request:
+    """The workload options as the user gave them, before the defaults that depend on the
+    model (the context) are filled. `method` None: compare `COMPARED_METHODS` (fine-tuning),
+    full otherwise; `quants`: the levels asked, in order (empty: the policy's defaults)."""
+
+    stage: Stage = Stage.inference
+    method: Method | None = None
+    precision: Precision = DEFAULT_PRECISION
+    quants: tuple[str, ...] = ()
+    kv_dtype: KVDtype | None = None
+    batch: int | None = None
+    seq: int | None = None
+    optimizer: Optimizer = DEFAULT_OPTIMIZER
+    grad_checkpointing: bool = False
+    lora_rank: int = DEFAULT_LORA_RANK
+    lora_targets: tuple[str, ...] = field(default=ATTENTION_TARGETS)
+    trainable_layers: int | None = None
+    gpus: int = 1
+    parallel: Parallel | None = None
+    offload_optimizer: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Level:
+    """One column of a comparison: the workload at one quantization level or method (the
+    search varies only the card count, the context and the batch)."""
+
+    label: str
+    workload: Workload
+    quant: str | None = None
+
+    @property
+    def method(self) -> Method | None:
+        return self.workload.method if self.workload.training else None
+
+
+def default_context(arch: Architecture) -> int:
+    return min(DEFAULT_INFERENCE_CONTEXT, arch.max_position_embeddings)
+
+
+def default_seq(arch: Architecture, stage: Stage) -> int:
+    """The context (inference) or sequence length (training) when none is asked."""
+    return default_context(arch) if stage is Stage.inference else DEFAULT_TRAINING_SEQ
+
+
+def workload(
+    arch: Architecture,
+    request: Request,
+    *,
+    method: Method | None = None,
+    weight_format: WeightFormat | None = None,
+    precision: Precision | None = None,
+) -> Workload:
+    """The validated workload `request` asks for on `arch`; `method` and `precision` override
+    the request's (one level of a comparison)."""
+    return Workload(
+        stage=request.stage,
+        method=method or request.method or Method.full,
+        precision=precision or request.precision,
+        weight_format=weight_format,
+        kv_dtype=request.kv_dtype,
+        batch=DEFAULT_BATCH if request.batch is None else request.batch,
+        seq=default_seq(arch, request.stage) if request.seq is None else request.seq,
+        optimizer=request.optimizer,
+        grad_checkpointing=request.grad_checkpointing,
+        lora_rank=request.lora_rank,
+        lora_targets=request.lora_targets,
+        trainable_layers=request.trainable_layers,
+        gpus=request.gpus,
+        parallel=request.parallel,
+        offload_optimizer=request.offload_optimizer,
+    )
+
+
+def levels_asked(request: Request, default_quants: Sequence[str]) -> tuple[str, ...]:
+    """The quantization levels to compare: those asked (duplicates dropped), else, for
+    inference, the request's float level then `default_quants`, and for a fine-tune that may
+    use QLoRA, its default base."""
+    asked = tuple(dict.fromkeys(request.quants))
+    if asked:
+        return asked
+    if request.stage is Stage.inference:
+        precision = request.precision.value
+        first = precision if precision in FLOAT_DTYPES else DEFAULT_FLOAT_LEVEL
+        return (first, *default_quants)
+    if request.stage is Stage.finetune and request.method in (None, Method.qlora):
+        return (DEFAULT_QLORA_QUANT,)
+    return ()
+
+
+def formats_to_look_up(levels: Sequence[str]) -> tuple[str, ...]:
+    """The levels that name a weight format (the caller looks them up in the catalog)."""
+    return tuple(q for q in levels if q not in FLOAT_DTYPES)
+
+
+def build_levels(
+    arch: Architecture,
+    request: Request,
+    formats: Mapping[str, WeightFormat],
+    *,
+    default_quants: Sequence[str] = FIT_QUANTS,
+) -> tuple[Level, ...]:
+    """The columns to compare: one per quantization level (inference) or method (training).
+
+    `formats` maps each name `formats_to_look_up` gave to its format. Every combination the
+    workload cannot be (a method for inference, a quantization for full fine-tuning, ...) is
+    refused by `Workload` itself.
+    """
+    quants = levels_asked(request, default_quants)
+    if request.stage is Stage.inference:
+        return tuple(_inference_level(arch, request, q, formats) for q in quants)
+    if len(quants) > 1:
+        raise InvalidValueError(
+            "training compares methods, not formats: give one --quant (the QLoRA base)"
+        )
+    base = formats[quants[0]] if quants else None
+    if request.method is not None:
+        methods: tuple[Method, ...] = (request.method,)
+    elif request.stage is Stage.finetune:
+        methods = COMPARED_METHODS
+    else:
+        methods = (Method.full,)
+    compared = request.method is None and request.stage is Stage.finetune
+    levels = []
+    for method in methods:
+        # The asked base goes to QLoRA, and to a method not compared (Workload refuses it there
+        # unless that method is QLoRA); compared full and LoRA levels train 16-bit weights.
+        given = base if method is Method.qlora or not compared else None
+        w = workload(arch, request, method=method, weight_format=given)
+        label = method.value if request.stage is Stage.finetune else request.precision.value
+        levels.append(Level(label=label, workload=w, quant=given.slug if given else None))
+    return tuple(levels)
+
+
+def _inference_level(
+    arch: Architecture, request: Request, quant: str, formats: Mapping[str, WeightFormat]
+) -> Level:
+    if quant in FLOAT_DTYPES:
+        w = workload(arch, request, precision=FLOAT_DTYPES[quant])
+        return Level(label=quant, workload=w, quant=quant)
+    fmt = formats[quant]
+    return Level(
+        label=fmt.slug, workload=workload(arch, request, weight_format=fmt), quant=fmt.slug
+    )
+
+
+def with_parallel(levels: Sequence[Level], parallel: Parallel | None) -> tuple[Level, ...]:
+    """The levels with their workloads' strategy set to `parallel`."""
+    return tuple(
+        dataclasses.replace(lv, workload=dataclasses.replace(lv.workload, parallel=parallel))
+        for lv in levels
+    )
