@@ -32,8 +32,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from advisor.arch import Architecture, architecture_from_hf_config
+from advisor.arch import Architecture, architecture_from_hf_config, count_params
 from advisor.errors import HubError, InvalidValueError
+from advisor.workload import WeightFormat
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -133,6 +134,18 @@ class Checkpoint:
         if self.repo_id is not None:
             return f"huggingface.co/{self.repo_id} commit {self.revision} (config.json)"
         return f"config.json read from {self.location}"
+
+    def weight_format(self) -> WeightFormat | None:
+        """A pre-quantized checkpoint's own format, with its exact weight bytes (None for a
+        plain checkpoint, whose weights follow the precision asked for, or without headers)."""
+        if self.quantization is None or self.weights is None:
+            return None
+        bits = f"-{self.quantization.bits}bit" if self.quantization.bits else ""
+        return WeightFormat.of_checkpoint(
+            f"{self.quantization.method}{bits} (checkpoint)",
+            exact_bytes=self.weights.bytes,
+            params=count_params(self.architecture).total,
+        )
 
     def message(self) -> str:
         """One line saying what was read and from where."""

@@ -18,6 +18,8 @@ import pytest
 
 from advisor.arch import architecture_from_hf_config, count_params
 from advisor.errors import HubError, InvalidValueError
+from advisor.estimator import estimate
+from advisor.workload import Stage, Workload
 from catalog.hub import (
     HubSettings,
     Quantization,
@@ -264,6 +266,7 @@ def test_single_file_repo_reads_config_and_header_by_range(hub: FakeHub, tmp_pat
     assert found.weights.elements == TINY_PARAMS == count_params(found.architecture).total
     assert found.weights.files == 1
     assert dict(found.weights.bytes_by_dtype) == {"BF16": TINY_PARAMS * 2}
+    assert found.weight_format() is None  # plain bf16: weights follow the precision asked
     weight_gets = [r for r in hub.requests if r[0] == "GET" and r[1].endswith(".safetensors")]
     assert weight_gets and all(r[2] is not None for r in weight_gets)
     assert all(int(r[2].split("-")[1]) <= 100_000 for r in weight_gets if r[2])
@@ -294,6 +297,11 @@ def test_gptq_checkpoint_bytes_are_exact(hub: FakeHub, tmp_path: Path) -> None:
     expected = linear // 2 + linear // 32 * 2 + linear // 32 // 2 + g_idx + rest
     assert found.weights.bytes == expected == data_bytes(gptq_tensors())
     assert found.quantization == Quantization(method="gptq", bits=4, group_size=32)
+    fmt = found.weight_format()
+    assert fmt is not None and (fmt.slug, fmt.exact_bytes) == ("gptq-4bit (checkpoint)", expected)
+    workload = Workload(stage=Stage.inference, weight_format=fmt, seq=128)
+    terms = {t.name: t.bytes for t in estimate(found.architecture, workload).terms}
+    assert terms["weights"] == expected
 
 
 def test_gated_repo_needs_a_token(hub: FakeHub, tmp_path: Path) -> None:
