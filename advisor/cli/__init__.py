@@ -14,7 +14,15 @@ import typer
 from typer.core import TyperGroup
 
 from advisor import __version__
-from advisor.cli import catalog_cmd, db_cmd, estimate_cmd, fit_cmd, trace_cmd, which_models_cmd
+from advisor.cli import (
+    catalog_cmd,
+    db_cmd,
+    detect_cmd,
+    estimate_cmd,
+    fit_cmd,
+    trace_cmd,
+    which_models_cmd,
+)
 from advisor.cli.shared import CliState
 from advisor.errors import AdvisorError
 
@@ -77,6 +85,7 @@ app.command("estimate")(estimate_cmd.estimate)
 app.command("trace")(trace_cmd.trace)
 app.command("fit")(fit_cmd.fit)
 app.command("which-models")(which_models_cmd.which_models)
+app.command("detect")(detect_cmd.detect_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

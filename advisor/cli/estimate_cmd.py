@@ -137,19 +137,25 @@ def _render(model: str, result: Estimate, vendor: Vendor, units: Units, explain:
             console.print(f"{term.name}: {term.formula}\n    {inputs}")
 
 
-def resolve(ctx: typer.Context, model: str, request: Request) -> tuple[str, Architecture, Workload]:
-    """Look the model (or config.json) and the format up and build the validated Workload."""
+def resolve(
+    ctx: typer.Context, model: str, request: Request, *, offline: bool = False
+) -> tuple[str, Architecture, Workload]:
+    """Look the model (catalog, config.json, checkpoint folder or Hub id) and the format up and
+    build the validated Workload; a pre-quantized checkpoint brings its own format."""
     from advisor.policy import workload
 
-    slug, arch = options.load_model(ctx, model)
+    slug, arch, own = options.load_model_and_format(ctx, model, offline=offline)
     formats = options.weight_formats(ctx, request.quants)
     fmt = formats[request.quants[0]] if request.quants else None
+    if fmt is None and request.stage is Stage.inference:
+        fmt = own
     return slug, arch, workload(arch, request, weight_format=fmt)
 
 
 def estimate(
     ctx: typer.Context,
     model: options.ModelOpt,
+    offline: options.OfflineOpt = False,
     stage: options.StageOpt = Stage.inference,
     method: options.MethodOpt = Method.full,
     precision: options.PrecisionOpt = DEFAULT_PRECISION,
@@ -193,7 +199,7 @@ def estimate(
         parallel=parallel,
         offload_optimizer=offload_optimizer,
     )
-    slug, arch, workload = resolve(ctx, model, request)
+    slug, arch, workload = resolve(ctx, model, request, offline=offline)
     result = run_estimate(arch, workload, overhead=OVERHEAD_BY_VENDOR[vendor])
     if as_json:
         shared.print_json(estimate_json(slug, result))

@@ -39,7 +39,23 @@ if TYPE_CHECKING:
     from advisor.workload import WeightFormat
     from catalog.tables import GPU
 
-ModelOpt = Annotated[str, typer.Option("--model", help="Catalog name or path to a config.json.")]
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        help="Catalog name or alias, Hugging Face repo id (OWNER/NAME), checkpoint folder, or "
+        "path to a config.json.",
+    ),
+]
+# `--gpu local`: the cards `advisor detect` finds on this machine.
+LOCAL_GPU = "local"
+OfflineOpt = Annotated[
+    bool,
+    typer.Option(
+        "--offline",
+        help="Never reach the Hugging Face Hub: a repo id must be in the local cache.",
+    ),
+]
 StageOpt = Annotated[Stage, typer.Option("--stage", help="What to run.")]
 MethodOpt = Annotated[Method, typer.Option("--method", help="Fine-tuning method (finetune only).")]
 PrecisionOpt = Annotated[
@@ -108,18 +124,46 @@ UnitsOpt = Annotated[Units, typer.Option("--units", help="gib (binary) or gb (de
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def load_model(ctx: typer.Context, name: str) -> tuple[str, Architecture]:
-    """A catalog model by any alias, or a Hugging Face config.json by path."""
+def load_model(ctx: typer.Context, name: str, *, offline: bool = False) -> tuple[str, Architecture]:
+    """A catalog model by any alias, a config.json by path, a checkpoint folder, or a Hub id."""
+    label, arch, _ = load_model_and_format(ctx, name, offline=offline)
+    return label, arch
+
+
+def load_model_and_format(
+    ctx: typer.Context, name: str, *, offline: bool = False
+) -> tuple[str, Architecture, WeightFormat | None]:
+    """As `load_model`, with a pre-quantized checkpoint's own format (exact weight bytes)."""
     from advisor.arch import architecture_from_hf_config, load_hf_config
+    from advisor.errors import NotFoundError
 
     path = Path(name)
     if name.endswith(".json") or path.is_file():
-        return path.stem, architecture_from_hf_config(load_hf_config(path))
+        return path.stem, architecture_from_hf_config(load_hf_config(path)), None
+    if path.is_dir():
+        return _checkpoint(name, offline=offline)
     from catalog import queries
+    from catalog.hub import looks_like_repo_id
 
-    with shared.session(ctx) as session:
-        row = queries.get_model(session, name=name)
-        return row.slug, row.architecture()
+    try:
+        with shared.session(ctx) as session:
+            row = queries.get_model(session, name=name)
+            return row.slug, row.architecture(), None
+    except NotFoundError:
+        if not looks_like_repo_id(name):
+            raise
+    return _checkpoint(name, offline=offline)
+
+
+def _checkpoint(name: str, *, offline: bool) -> tuple[str, Architecture, WeightFormat | None]:
+    """A checkpoint folder or Hub repo, said on stderr with where it was read from."""
+    import os
+
+    from catalog.hub import HubSettings, read_checkpoint
+
+    found = read_checkpoint(name, HubSettings.from_env(os.environ, offline=offline))
+    shared.note(found.message())
+    return found.name, found.architecture, found.weight_format()
 
 
 def weight_formats(ctx: typer.Context, quants: Sequence[str]) -> dict[str, WeightFormat]:

@@ -138,7 +138,7 @@ def _render(
 def _answers(
     ctx: typer.Context,
     request: Request,
-    gpu: str,
+    gpu: str | Card,
     count: int,
     family: str | None,
     allow_longer_context: bool,
@@ -150,7 +150,7 @@ def _answers(
 
     formats = options.level_formats(ctx, request, WHICH_MODELS_LADDER)
     with shared.session(ctx) as session:
-        card = options.card_of(queries.get_gpu(session, name=gpu))
+        card = options.card_of(queries.get_gpu(session, name=gpu)) if isinstance(gpu, str) else gpu
         rows = [
             (row.slug, row.architecture(), slug)
             for row, slug in queries.list_models_with_family(session, family=family)
@@ -173,8 +173,18 @@ def _answers(
 
 def which_models(
     ctx: typer.Context,
-    gpu: Annotated[str, typer.Option("--gpu", help="The card you have, e.g. rtx4090.")],
-    count: Annotated[int, typer.Option("--count", help="How many of them.")] = 1,
+    gpu: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu",
+            help="The card you have, e.g. rtx4090. Default (or `local`): this machine's cards, "
+            "as `advisor detect` finds them.",
+        ),
+    ] = None,
+    count: Annotated[
+        int | None,
+        typer.Option("--count", help="How many of them. Default: 1, or as many as detected."),
+    ] = None,
     stage: options.StageOpt = Stage.inference,
     method: Annotated[
         Method | None,
@@ -225,7 +235,7 @@ def which_models(
     as_json: options.JsonOpt = False,
 ) -> None:
     """Which catalog models fit on a card (or several), at which quantization or method."""
-    if count < 1:
+    if count is not None and count < 1:
         raise InvalidValueError(f"count must be at least 1, got {count}")
     if context is not None and context < 1:
         raise InvalidValueError(f"context must be at least 1, got {context}")
@@ -243,15 +253,27 @@ def which_models(
         lora_targets=options.lora_targets(lora_targets),
         parallel=parallel,
     )
-    card, results = _answers(ctx, request, gpu, count, family, allow_longer_context)
+    detected: str | None = None
+    target: str | Card = gpu or options.LOCAL_GPU
+    if target == options.LOCAL_GPU:
+        from advisor.cli.detect_cmd import local_fit_cards
+
+        cards, local_count, detected = local_fit_cards(ctx)
+        target = max(cards, key=lambda c: c.capacity_bytes)
+        count = count or (local_count if len(cards) == 1 else 1)
+    count = count or 1
+    card, results = _answers(ctx, request, target, count, family, allow_longer_context)
     if as_json:
         shared.print_json(
             {
                 "gpu": card.slug,
+                "detected": detected is not None,
                 "count": count,
                 "stage": stage.value,
                 "models": [model_json(f, fam) for f, fam in results if show_all or f.fits],
             }
         )
     else:
+        if detected is not None:
+            shared.out().print(f"Detected {detected}")
         _render(card, count, stage, results, show_all, units)
