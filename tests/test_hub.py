@@ -29,6 +29,7 @@ from catalog.hub import (
     read_folder,
     read_hub,
 )
+from support import Run
 
 # A small Llama: 2 layers, hidden 64, 4 heads (2 KV heads), MLP 128, vocabulary 256.
 TINY_LLAMA: dict[str, Any] = {
@@ -504,3 +505,149 @@ def test_bundled_hub_aliases_fit_and_do_not_collide() -> None:
             for alias in [model["slug"], model["name"], *model["aliases"]]:
                 assert len(alias) <= 128, alias
                 assert owners.setdefault(alias_key(alias), model["slug"]) == model["slug"], alias
+
+
+# --- the commands ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hub_env(hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The client pointed at the local Hub, with a cache of this test's own."""
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    for name in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path / "hf" / "hub"
+
+
+def test_estimate_a_gptq_repo_uses_its_exact_bytes(
+    run: Run, ready_catalog: Path, hub: FakeHub, hub_env: Path
+) -> None:
+    """`estimate --model OWNER/NAME` reads the repo, says so on stderr, and charges the
+    checkpoint's own bytes as the weights."""
+    result = run("estimate", "--model", "acme/tiny-llama-GPTQ", "--seq", "128", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == (
+        "advisor: read config.json and 1 safetensors file' headers of acme/tiny-llama-GPTQ at "
+        f"commit {COMMIT[:12]} from the Hub ({hub.url})\n"
+    )
+    out = json.loads(result.stdout)
+    assert out["model"] == "acme/tiny-llama-GPTQ"
+    assert out["components"]["weights"] == data_bytes(gptq_tensors())
+    assert out["workload"]["quant"] == "gptq-4bit (checkpoint)"
+
+
+def test_fit_offline_from_the_cache_then_refused_when_not_cached(
+    run: Run, ready_catalog: Path, hub: FakeHub, hub_env: Path
+) -> None:
+    """Once read, a repo works with --offline and no request; an uncached one is one line."""
+    assert run("fit", "--model", "acme/tiny-llama", "--gpu", "rtx4090", "--json").exit_code == 0
+    asked = len(hub.requests)
+    cached = run("fit", "--model", "acme/tiny-llama", "--gpu", "rtx4090", "--json", "--offline")
+    assert cached.exit_code == 0, cached.stderr
+    assert len(hub.requests) == asked
+    assert json.loads(cached.stdout)["model"] == "acme/tiny-llama"
+    missing = run("fit", "--model", "acme/tiny-llama-sharded", "--gpu", "rtx4090", "--offline")
+    assert (missing.exit_code, missing.stdout) == (2, "")
+    assert missing.stderr == (
+        f"error: acme/tiny-llama-sharded is not in the local Hugging Face cache ({hub_env}); "
+        "run without --offline or pass a config.json\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("repo", "message"),
+    [
+        (
+            "acme/gated-llama",
+            "acme/gated-llama is gated: accept its licence on the Hub and set HF_TOKEN "
+            "(or pass a config.json)",
+        ),
+        (
+            "acme/missing",
+            "acme/missing is not a model repo on the Hub (or it is private: set HF_TOKEN)",
+        ),
+        ("acme/no-config", "acme/no-config has no config.json on the Hub"),
+    ],
+)
+def test_hub_errors_are_one_line_exit_2(
+    run: Run, ready_catalog: Path, hub_env: Path, repo: str, message: str
+) -> None:
+    """Gated without a token, no such repo, no config.json: one line each, exit 2."""
+    result = run("estimate", "--model", repo)
+    assert (result.exit_code, result.stdout, result.stderr) == (2, "", f"error: {message}\n")
+
+
+def test_gated_repo_with_token(
+    run: Run, ready_catalog: Path, hub_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HF_TOKEN opens the gated repo."""
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    result = run("estimate", "--model", "acme/gated-llama", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["params"] == TINY_PARAMS
+
+
+def test_catalog_show_accepts_a_hub_id_offline(run: Run, ready_catalog: Path) -> None:
+    """A bundled model's Hub id is an alias: no Hub needed."""
+    result = run("catalog", "show", "model", "meta-llama/Llama-2-7b-hf", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["slug"] == "llama-2-7b"
+
+
+def test_catalog_add_model_from_hub_records_repo_and_commit(
+    run: Run, ready_catalog: Path, hub_env: Path
+) -> None:
+    """--from-hub stores the architecture, the repo id as alias, and repo + commit as source."""
+    added = run(
+        "catalog", "add", "model", "--from-hub", "acme/tiny-llama-sharded", "--family", "llama-3"
+    )
+    assert added.exit_code == 0, added.stderr
+    assert added.stderr.endswith(
+        f"advisor: added model 'tiny-llama-sharded' ({TINY_PARAMS:,} parameters)\n"
+    )
+    # A slug that is another model's alias is refused: "tiny-llama" names TinyLlama.
+    clash = run("catalog", "add", "model", "--from-hub", "acme/tiny-llama", "--family", "llama-3")
+    assert clash.stderr.endswith(
+        "error: the name 'tiny-llama' already refers to model 'tinyllama-1.1b'\n"
+    )
+    shown = json.loads(run("catalog", "show", "model", "acme/tiny-llama-sharded", "--json").stdout)
+    assert (shown["slug"], shown["name"], shown["hidden_size"]) == (
+        "tiny-llama-sharded",
+        "acme/tiny-llama-sharded",
+        64,
+    )
+    assert (
+        shown["source"] == f"huggingface.co/acme/tiny-llama-sharded commit {COMMIT} (config.json)"
+    )
+
+
+def test_checkpoint_folder_on_the_command_line(
+    run: Run, ready_catalog: Path, tmp_path: Path
+) -> None:
+    """`--model ./my-checkpoint` reads the folder, no network."""
+    folder = checkpoint_folder(tmp_path, llama_tensors())
+    result = run("estimate", "--model", str(folder), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["params"] == TINY_PARAMS
+    assert result.stderr.startswith(
+        "advisor: read config.json and 1 safetensors file' headers of my-checkpoint"
+    )
+
+
+@pytest.mark.parametrize(
+    ("gpu", "candidates"),
+    [
+        ("a100", "'a100-sxm4-40gb', 'a100-sxm4-80gb'"),
+        ("M2 Max", "'m2-max-32gb', 'm2-max-64gb', 'm2-max-96gb'"),
+        ("4060ti", "'rtx4060ti-16gb', 'rtx4060ti-8gb'"),
+    ],
+)
+def test_ambiguous_card_names_list_candidates(
+    run: Run, ready_catalog: Path, gpu: str, candidates: str
+) -> None:
+    """A card name of several memory sizes is refused with the candidates, exit 2."""
+    result = run("fit", "--model", "llama-3.1-8b", "--gpu", gpu)
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == f"error: GPU {gpu!r} is ambiguous: it names {candidates}; name one\n"
+    assert run("fit", "--model", "llama-3.1-8b", "--gpu", "a100 80gb", "--json").exit_code == 0
