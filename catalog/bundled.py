@@ -6,12 +6,10 @@ touched; rows the user added, edited or removed stay as the user left them.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
 
@@ -20,6 +18,8 @@ from sqlmodel import Session, SQLModel, select
 
 from advisor.errors import DatabaseError
 from catalog import queries
+from catalog.bundled_files import DIGEST_KEY as DIGEST_KEY
+from catalog.bundled_files import data_files, digest
 from catalog.tables import (
     GPU,
     ORIGIN_BUNDLED,
@@ -33,8 +33,6 @@ from catalog.tables import (
     QuantFormat,
 )
 
-DIGEST_KEY = "bundled_digest"
-
 
 @dataclass(frozen=True)
 class BundledData:
@@ -42,25 +40,6 @@ class BundledData:
     models: tuple[ModelCreate, ...]
     gpus: tuple[GPUCreate, ...]
     quants: tuple[QuantCreate, ...]
-
-
-def _data_files() -> Iterator[Traversable]:
-    root = resources.files("catalog") / "data"
-    for folder in ("gpus", "models"):
-        yield from sorted(
-            (f for f in (root / folder).iterdir() if f.name.endswith(".json")),
-            key=lambda f: f.name,
-        )
-    yield root / "quants.json"
-
-
-def digest() -> str:
-    """A fingerprint of the bundled data: it changes whenever a shipped row changes."""
-    sha = hashlib.sha256()
-    for file in _data_files():
-        sha.update(file.name.encode())
-        sha.update(file.read_bytes())
-    return sha.hexdigest()
 
 
 def _rows(file: Traversable, key: str) -> list[dict[str, Any]]:
@@ -84,7 +63,7 @@ def load() -> BundledData:
         ("gpus", GPUCreate, gpus),
         ("quants", QuantCreate, quants),
     ]
-    for file in _data_files():
+    for file in data_files():
         for key, model, out in targets:
             for index, row in enumerate(_rows(file, key)):
                 try:

@@ -8,7 +8,6 @@ session's transaction for the caller to roll back.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -19,6 +18,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from advisor.enums import Market, Vendor
 from advisor.errors import AmbiguousNameError, ConflictError, InvalidValueError, NotFoundError
+from catalog import rules
 from catalog.tables import (
     ARCHITECTURE_FIELDS,
     GPU,
@@ -40,10 +40,6 @@ from catalog.tables import (
     RemovedBundledRow,
     alias_key,
 )
-
-MAX_SUGGESTIONS = 3
-# difflib similarity below which a name is not offered as "did you mean".
-SUGGESTION_CUTOFF = 0.6
 
 Row = TypeVar("Row", GPU, LanguageModel, ModelFamily, QuantFormat)
 CreateModel = TypeVar("CreateModel", bound=SQLModel)
@@ -82,18 +78,6 @@ _GPU = _AliasTable("GPU", GPU, GPUAlias, "gpu_id")
 _MODEL = _AliasTable("model", LanguageModel, ModelAlias, "model_id")
 
 
-def _suggestions(key: str, candidates: Mapping[str, str]) -> list[str]:
-    """Slugs whose names are closest to `key` (candidates maps alias key → slug)."""
-    ordered: list[str] = []
-    close = difflib.get_close_matches(key, list(candidates), n=10, cutoff=SUGGESTION_CUTOFF)
-    contained = sorted((k for k in candidates if key and key in k), key=len)
-    for match in [*close, *contained]:
-        slug = candidates[match]
-        if slug not in ordered:
-            ordered.append(slug)
-    return ordered[:MAX_SUGGESTIONS]
-
-
 def _resolve(session: Session, spec: _AliasTable, name: str) -> Any:
     row = session.exec(select(spec.table).where(spec.table.slug == name)).first()
     if row is not None:
@@ -103,11 +87,11 @@ def _resolve(session: Session, spec: _AliasTable, name: str) -> Any:
     if alias is not None:
         return session.get(spec.table, getattr(alias, spec.owner_column))
     pairs = session.exec(
-        select(spec.alias.key, spec.table.slug).join(
-            spec.table, getattr(spec.alias, spec.owner_column) == spec.table.id
-        )
+        select(spec.alias.key, spec.table.slug)
+        .join(spec.table, getattr(spec.alias, spec.owner_column) == spec.table.id)
+        .order_by(col(spec.alias.id))
     ).all()
-    raise NotFoundError(spec.kind, name, _suggestions(key, dict(pairs)))
+    raise NotFoundError(spec.kind, name, rules.suggestions(key, dict(pairs)))
 
 
 def get_gpu(session: Session, *, name: str) -> GPU:
@@ -134,14 +118,7 @@ def get_model(session: Session, *, name: str) -> LanguageModel:
 
 
 def _get_by_slug_or_name(session: Session, table: type[Row], kind: str, name: str) -> Row:
-    rows = session.exec(select(table)).all()
-    key = alias_key(name)
-    for row in rows:
-        if row.slug == name or alias_key(row.slug) == key or alias_key(row.name) == key:
-            return row
-    candidates = {alias_key(row.slug): row.slug for row in rows}
-    candidates.update({alias_key(row.name): row.slug for row in rows})
-    raise NotFoundError(kind, name, _suggestions(key, candidates))
+    return rules.by_slug_or_name(session.exec(select(table)).all(), kind, name)
 
 
 def get_family(session: Session, *, name: str) -> ModelFamily:
@@ -554,34 +531,12 @@ def removed_bundled(session: Session, *, kind: str) -> set[str]:
 
 # --- what the advisor sweeps ---------------------------------------------------------------
 
-# An architecture counts as current when one of its cards came out within this many years of
-# the newest card of the same vendor and market in the catalog (so H100, L40S and RTX 40 stay
-# current beside Blackwell, while A100 and RTX 30 are past); cards without a release year are
-# kept, since their age is unknown.
-CURRENT_WINDOW_YEARS = 2
-
 
 def current_gpus(
     session: Session, *, vendor: Vendor | None = None, market: Market | None = None
 ) -> list[GPU]:
     """The cards of the current architectures of each vendor and market (largest first)."""
-    rows = list_gpus(session, vendor=vendor, market=market)
-    newest_arch: dict[tuple[str, str, str], int] = {}
-    newest_group: dict[tuple[str, str], int] = {}
-    for row in rows:
-        if row.release_year is None:
-            continue
-        group = (row.vendor, row.market)
-        arch = (*group, row.architecture)
-        newest_arch[arch] = max(newest_arch.get(arch, 0), row.release_year)
-        newest_group[group] = max(newest_group.get(group, 0), row.release_year)
-    return [
-        row
-        for row in rows
-        if row.release_year is None
-        or newest_arch[(row.vendor, row.market, row.architecture)]
-        >= newest_group[(row.vendor, row.market)] - CURRENT_WINDOW_YEARS
-    ]
+    return rules.current(list_gpus(session, vendor=vendor, market=market))
 
 
 def list_models_with_family(

@@ -8,7 +8,6 @@ advisor database, and backs a SQLite file up before upgrading it to a newer sche
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,28 +23,19 @@ from sqlmodel import Session
 
 from advisor.errors import DatabaseError
 
-# The newest schema revision. Opening compares the database's revision with it without
-# loading Alembic (about 0.1 s of imports); tests/test_migrations.py keeps it equal to
-# Alembic's head.
-SCHEMA_HEAD = "0002"
-ENV_VAR = "ADVISOR_DB"
-APP_NAME = "advisor"
-DEFAULT_FILENAME = "catalog.db"
+# Where the catalog lives and the schema head: shared with the stdlib reader (catalog/reader.py).
+from catalog.location import SCHEMA_HEAD as SCHEMA_HEAD
+from catalog.location import database_value
+
 # How long a writer waits for another process's lock before SQLite reports "database is
 # locked" (milliseconds).
 SQLITE_BUSY_TIMEOUT_MS = 5_000
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 
-def default_database_path() -> Path:
-    import platformdirs
-
-    return platformdirs.user_data_path(APP_NAME, appauthor=False) / DEFAULT_FILENAME
-
-
 def resolve_url(db: str | None = None) -> str:
     """`db`, else `$ADVISOR_DB`, else the default file; a plain path becomes a SQLite URL."""
-    value = db or os.environ.get(ENV_VAR) or str(default_database_path())
+    value = database_value(db)
     if "://" in value:
         try:
             make_url(value)

@@ -29,6 +29,9 @@ from advisor.enums import (
     Vendor,
 )
 from advisor.errors import InvalidValueError
+from catalog.rules import ARCHITECTURE_FIELDS as ARCHITECTURE_FIELDS
+from catalog.rules import alias_key as alias_key
+from catalog.rules import architecture_of
 
 # Set before any table is declared, so that the first migration already names its constraints
 # (SQLite's batch migrations need names to drop or alter them later).
@@ -44,12 +47,6 @@ SLUG_PATTERN = r"^[a-z0-9][a-z0-9._\-]*$"
 _SLUG = re.compile(SLUG_PATTERN)
 ORIGIN_BUNDLED = "bundled"
 ORIGIN_USER = "user"
-
-
-def alias_key(name: str) -> str:
-    """How names compare: ignoring case, spaces and punctuation ('RTX-4090' = 'rtx4090'),
-    except dots, which tell sizes apart ('opt-1.3b' is not 'opt-13b')."""
-    return "".join(ch for ch in name.casefold() if ch.isalnum() or ch == ".")
 
 
 def _check_slug(value: str) -> str:
@@ -199,31 +196,6 @@ class FamilyPublic(FamilyFields):
     models: int = 0
 
 
-ARCHITECTURE_FIELDS = (
-    "num_hidden_layers",
-    "hidden_size",
-    "num_attention_heads",
-    "num_key_value_heads",
-    "head_dim",
-    "intermediate_size",
-    "vocab_size",
-    "max_position_embeddings",
-    "tie_word_embeddings",
-    "num_experts",
-    "num_experts_per_tok",
-    "n_shared_experts",
-    "moe_intermediate_size",
-    "first_k_dense_replace",
-    "sliding_window",
-    "num_sliding_layers",
-    "q_lora_rank",
-    "kv_lora_rank",
-    "qk_nope_head_dim",
-    "qk_rope_head_dim",
-    "v_head_dim",
-)
-
-
 class ModelFields(SQLModel):
     slug: str = Field(max_length=96, unique=True, index=True)
     name: str = Field(min_length=1, max_length=128)
@@ -270,11 +242,8 @@ class ModelFields(SQLModel):
 
     def architecture(self) -> Architecture:
         """The estimator's view of this row (raises InvalidValueError if inconsistent)."""
-        return Architecture(
-            model_type=ModelType(self.model_type),
-            arch_options=dict(self.arch_options or {}),
-            **{name: getattr(self, name) for name in ARCHITECTURE_FIELDS},
-        )
+        names = (*ARCHITECTURE_FIELDS, "model_type", "arch_options")
+        return architecture_of({name: getattr(self, name) for name in names})
 
 
 # A published parameter count may exceed or fall short of the count computed from the

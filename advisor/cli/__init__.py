@@ -2,33 +2,103 @@
 
 Every `AdvisorError` raised below a command becomes one line on stderr and its exit code, here
 and nowhere else (`AdvisorGroup.invoke`). Command modules import the catalog and the
-estimator inside their functions, so `advisor --help` loads neither.
+estimator inside their functions, so `advisor --help` loads neither, and the root group
+imports a command's module only when that command runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from advisor import __version__
-from advisor.cli import (
-    catalog_cmd,
-    db_cmd,
-    detect_cmd,
-    estimate_cmd,
-    fit_cmd,
-    trace_cmd,
-    which_models_cmd,
-)
+from advisor.cli import plain_params
 from advisor.cli.shared import CliState
 from advisor.errors import AdvisorError
 
+# The commands and groups under `advisor`, in help order (commands, then groups, as Typer
+# lists registered ones): name → (module, attribute: a command function or a Typer group).
+# A module is imported only when its command runs (or help lists it), so `advisor fit`
+# loads neither the catalog editor nor the tracer.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "estimate": ("advisor.cli.estimate_cmd", "estimate"),
+    "trace": ("advisor.cli.trace_cmd", "trace"),
+    "fit": ("advisor.cli.fit_cmd", "fit"),
+    "which-models": ("advisor.cli.which_models_cmd", "which_models"),
+    "detect": ("advisor.cli.detect_cmd", "detect_command"),
+    "catalog": ("advisor.cli.catalog_cmd", "app"),
+    "db": ("advisor.cli.db_cmd", "app"),
+}
+
+
+def _load(name: str) -> Any:
+    """The click command for `name`, built exactly as `app.command`/`app.add_typer` would."""
+    module, attribute = COMMANDS[name]
+    target = getattr(importlib.import_module(module), attribute)
+    holder = typer.Typer()
+    if isinstance(target, typer.Typer):
+        holder.add_typer(target, name=name)
+    else:
+        holder.command(name, cls=PlainParamsCommand)(target)
+    return typer.main.get_group(holder).commands[name]
+
+
+class PlainParamsCommand(TyperCommand):
+    """A command whose plain parameters convert without pydantic (advisor/cli/plain_params.py)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        plain_params.install(self.get_params(ctx))
+        return super().parse_args(ctx, args)
+
+
+class LazyCommands(MutableMapping[str, Any]):
+    """The root group's commands, each built on first access (see COMMANDS)."""
+
+    def __init__(self, loader: Callable[[str], Any], names: Sequence[str]) -> None:
+        self._loader = loader
+        self._names = list(names)
+        self._built: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built:
+            if name not in self._names:
+                raise KeyError(name)
+            self._built[name] = self._loader(name)
+        return self._built[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        if name not in self._names:
+            self._names.append(name)
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        self._names.remove(name)
+        self._built.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._names))
+
+    def __len__(self) -> int:
+        return len(self._names)
+
 
 class AdvisorGroup(TyperGroup):
-    """The root group: turns the project's errors into a message and an exit code."""
+    """The root group: loads its commands lazily, and turns the project's errors into a
+    message and an exit code."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        registered = dict(self.commands)
+        self.commands = LazyCommands(_load, list(COMMANDS))
+        self.commands.update(registered)
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        plain_params.install(self.get_params(ctx))
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -77,15 +147,6 @@ def root(
 ) -> None:
     """Does this language model fit this GPU?"""
     ctx.obj = CliState(db=db)
-
-
-app.add_typer(catalog_cmd.app, name="catalog")
-app.add_typer(db_cmd.app, name="db")
-app.command("estimate")(estimate_cmd.estimate)
-app.command("trace")(trace_cmd.trace)
-app.command("fit")(fit_cmd.fit)
-app.command("which-models")(which_models_cmd.which_models)
-app.command("detect")(detect_cmd.detect_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -199,22 +199,20 @@ def _select_cards(
     vendor: Vendor | None,
     market: Market | None,
 ) -> tuple[list[Card], str]:
-    from catalog import queries
-
     if gpus and (vendor or market):
         raise InvalidValueError(
             "--vendor and --market narrow the default or --all cards; with --gpu, name the cards"
         )
-    with shared.session(ctx) as session:
+    with shared.reader(ctx) as catalog:
         if gpus:
-            rows = [queries.get_gpu(session, name=name) for name in gpus]
+            rows = [catalog.gpu(name) for name in gpus]
             rows = list({row.slug: row for row in rows}.values())
             what = "the cards asked"
         elif all_cards:
-            rows = queries.list_gpus(session, vendor=vendor, market=market)
+            rows = catalog.gpus(vendor=vendor, market=market)
             what = "every card in the catalog"
         else:
-            rows = queries.current_gpus(session, vendor=vendor, market=market)
+            rows = catalog.current_gpus(vendor=vendor, market=market)
             what = "current cards (--all for every card)"
         if vendor or market:
             what += " of " + " ".join(v.value for v in (vendor, market) if v)

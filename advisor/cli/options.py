@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from advisor.fit import Card
     from advisor.policy import Level, Request
     from advisor.workload import WeightFormat
-    from catalog.tables import GPU
+    from catalog.reader import GPURecord
 
 ModelOpt = Annotated[
     str,
@@ -142,13 +142,12 @@ def load_model_and_format(
         return path.stem, architecture_from_hf_config(load_hf_config(path)), None
     if path.is_dir():
         return _checkpoint(name, offline=offline)
-    from catalog import queries
     from catalog.hub import looks_like_repo_id
 
     try:
-        with shared.session(ctx) as session:
-            row = queries.get_model(session, name=name)
-            return row.slug, row.architecture(), None
+        with shared.reader(ctx) as catalog:
+            model = catalog.model(name)
+        return model.slug, model.architecture, None
     except NotFoundError:
         if not looks_like_repo_id(name):
             raise
@@ -168,17 +167,10 @@ def _checkpoint(name: str, *, offline: bool) -> tuple[str, Architecture, WeightF
 
 def weight_formats(ctx: typer.Context, quants: Sequence[str]) -> dict[str, WeightFormat]:
     """The catalog's formats named `quants`, by the name asked (none asked: no catalog)."""
-    from advisor.workload import WeightFormat
-    from catalog import queries
-
     if not quants:
         return {}
-    with shared.session(ctx) as session:
-        rows = {q: queries.get_quant(session, name=q) for q in quants}
-        return {
-            q: WeightFormat(slug=row.slug, bits_per_weight=row.bits_per_weight, scope=row.scope)
-            for q, row in rows.items()
-        }
+    with shared.reader(ctx) as catalog:
+        return {q: catalog.quant(q).weight_format() for q in quants}
 
 
 def lora_targets(text: str) -> tuple[str, ...]:
@@ -188,7 +180,7 @@ def lora_targets(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def card_of(row: GPU) -> Card:
+def card_of(row: GPURecord) -> Card:
     """A catalog GPU as the advisor's search needs it."""
     from advisor.fit import Card
 
@@ -204,10 +196,8 @@ def card_of(row: GPU) -> Card:
 
 def card(ctx: typer.Context, name: str) -> Card:
     """The catalog's GPU named `name` (any alias)."""
-    from catalog import queries
-
-    with shared.session(ctx) as session:
-        return card_of(queries.get_gpu(session, name=name))
+    with shared.reader(ctx) as catalog:
+        return card_of(catalog.gpu(name))
 
 
 def level_formats(

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from sqlmodel import Session
 
     from advisor.policy import Level
+    from catalog.reader import CatalogReader
     from catalog.session import Catalog
 
 # Styles of the three states of an answer (plain text when piped or NO_COLOR is set).
@@ -36,12 +37,8 @@ def state(ctx: typer.Context) -> CliState:
     return obj if isinstance(obj, CliState) else CliState(db=None)
 
 
-@contextmanager
-def opened(ctx: typer.Context) -> Iterator[Catalog]:
-    """Open the catalog (creating, upgrading or seeding it, said on stderr) for one command."""
-    from catalog.session import open_catalog
-
-    catalog = open_catalog(state(ctx).db)
+def announce(catalog: Catalog) -> None:
+    """Say on stderr what opening the catalog did (created, upgraded) or found."""
     report = catalog.report
     if report.created:
         note(f"created the catalog at {catalog.url} with {report.seeded} bundled rows")
@@ -50,10 +47,29 @@ def opened(ctx: typer.Context) -> Iterator[Catalog]:
         note(f"upgraded the catalog from revision {report.upgraded_from}{backup}")
     if report.bundled_newer:
         note("this advisor ships newer catalog rows: run 'advisor catalog sync' to bring them in")
+
+
+@contextmanager
+def opened(ctx: typer.Context) -> Iterator[Catalog]:
+    """Open the catalog (creating, upgrading or seeding it, said on stderr) for one command."""
+    from catalog.session import open_catalog
+
+    catalog = open_catalog(state(ctx).db)
+    announce(catalog)
     try:
         yield catalog
     finally:
         catalog.close()
+
+
+@contextmanager
+def reader(ctx: typer.Context) -> Iterator[CatalogReader]:
+    """Read-only look-ups for one command: the stdlib path on a current SQLite catalog, else
+    the full open (with its notes on stderr) and SQLModel (catalog/reader.py)."""
+    from catalog.reader import open_reader
+
+    with open_reader(state(ctx).db, announce=announce) as catalog_reader:
+        yield catalog_reader
 
 
 @contextmanager

@@ -146,15 +146,11 @@ def _answers(
     """The card, and each catalog model's best level on `count` of it with its family."""
     from advisor.fit import best_level
     from advisor.policy import build_levels
-    from catalog import queries
 
     formats = options.level_formats(ctx, request, WHICH_MODELS_LADDER)
-    with shared.session(ctx) as session:
-        card = options.card_of(queries.get_gpu(session, name=gpu)) if isinstance(gpu, str) else gpu
-        rows = [
-            (row.slug, row.architecture(), slug)
-            for row, slug in queries.list_models_with_family(session, family=family)
-        ]
+    with shared.reader(ctx) as catalog:
+        card = options.card_of(catalog.gpu(gpu)) if isinstance(gpu, str) else gpu
+        rows = [(m.slug, m.architecture, m.family) for m in catalog.models(family=family)]
     results = []
     for name, arch, family_slug in rows:
         levels = build_levels(arch, request, formats, default_quants=WHICH_MODELS_LADDER)
