@@ -260,10 +260,11 @@ def which_models(
     count = count or 1
     card, results = _answers(ctx, request, target, count, family, allow_longer_context)
     if as_json:
+        if detected is not None:
+            shared.note(f"using {detected}")
         shared.print_json(
             {
                 "gpu": card.slug,
-                "detected": detected is not None,
                 "count": count,
                 "stage": stage.value,
                 "models": [model_json(f, fam) for f, fam in results if show_all or f.fits],
