@@ -53,6 +53,19 @@ class DatabaseError(AdvisorError):
     exit_code = 1
 
 
+class CatalogBusyError(DatabaseError):
+    """Other processes kept the catalog locked for longer than the bounded wait."""
+
+    exit_code = 1
+
+
+class ConfirmationNeededError(AdvisorError):
+    """A command that would remove rows needs an answer, and nobody can give one (stdin is
+    closed or at its end): the user must pass --yes."""
+
+    exit_code = 2
+
+
 class TraceExtraMissingError(AdvisorError):
     """`advisor trace` needs the optional `trace` extra (torch, transformers, peft)."""
 

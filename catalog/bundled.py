@@ -1,7 +1,11 @@
 """The data shipped with the package, and bringing it into a user's catalog.
 
 `sync` inserts bundled rows the catalog lacks and refreshes bundled rows the user never
-touched; rows the user added, edited or removed stay as the user left them.
+touched; rows the user added, edited or removed stay as the user left them. A bundled row
+whose slug, name or alias already names another row (a user's `rtx-6090` when the bundle
+brings `rtx6090`; `rtx4090` renamed `my4090`) is skipped and reported with how to resolve it,
+and everything else syncs. The sync then records the bundle's digest, so commands stop asking
+for a sync: the conflicts are reported again by each `advisor catalog sync`, until resolved.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from catalog.tables import (
     ModelFamily,
     QuantCreate,
     QuantFormat,
+    alias_key,
 )
 
 
@@ -76,6 +81,15 @@ def load() -> BundledData:
     return BundledData(tuple(families), tuple(models), tuple(gpus), tuple(quants))
 
 
+@dataclass(frozen=True)
+class Conflict:
+    """A bundled row that sync skipped, why, and what the user can do."""
+
+    row: str  # "gpu rtx6090"
+    problem: str
+    resolve: str
+
+
 @dataclass
 class SyncResult:
     added: int = 0
@@ -83,6 +97,65 @@ class SyncResult:
     unchanged: int = 0
     kept: list[str] = field(default_factory=list)  # user-edited rows left alone
     not_restored: list[str] = field(default_factory=list)  # bundled rows the user removed
+    conflicts: list[Conflict] = field(default_factory=list)  # bundled rows skipped
+
+
+_KIND_WORD = {"gpu": "GPU", "model": "model"}
+
+
+@dataclass
+class _Names:
+    """The catalog's names of one kind (alias key → owner slug) and its family slugs, read
+    once per sync and kept up to date as sync adds rows."""
+
+    owners: dict[str, str]
+    families: set[str]
+
+
+def _names(session: Session, kind: str) -> _Names:
+    owners = queries.alias_owners(session, kind=kind) if kind in _KIND_WORD else {}
+    families = {row.slug for row in session.exec(select(ModelFamily)).all()}
+    return _Names(owners, families)
+
+
+def _row_names(data: Any) -> list[str]:
+    return [data.slug, data.name, *data.aliases]
+
+
+def _conflict(names: _Names, kind: str, data: Any) -> Conflict | None:
+    """Why the bundled row `data` cannot be written beside the user's rows, if it cannot."""
+    if kind == "model" and data.family not in names.families:
+        return Conflict(
+            row=f"model {data.slug}",
+            problem=f"its family {data.family!r} is not in the catalog (you removed it)",
+            resolve="it stays out while its family is missing",
+        )
+    if kind not in _KIND_WORD:
+        return None
+    for name in _row_names(data):
+        other = names.owners.get(alias_key(name))
+        if other is None or other == data.slug:
+            continue
+        word = _KIND_WORD[kind]
+        return Conflict(
+            row=f"{kind} {data.slug}",
+            problem=f"the name {name!r} already refers to your {word} {other!r}",
+            resolve=(
+                f"to bring the bundled {word} in, remove or rename yours ('advisor catalog "
+                f"remove {kind} {other}', or 'advisor catalog update {kind} {other}' with "
+                "--slug, --name or --remove-alias) and run 'advisor catalog sync' again; to "
+                "keep yours, do nothing"
+            ),
+        )
+    return None
+
+
+def _claim(names: _Names, kind: str, data: Any) -> None:
+    if kind in _KIND_WORD:
+        for name in _row_names(data):
+            names.owners[alias_key(name)] = data.slug
+    if kind == "family":
+        names.families.add(data.slug)
 
 
 def _sync_kind(
@@ -98,13 +171,17 @@ def _sync_kind(
 ) -> None:
     removed = queries.removed_bundled(session, kind=kind)
     existing = {row.slug: row for row in session.exec(select(table)).all()}
+    names = _names(session, kind)
     for data in rows:
         row = existing.get(data.slug)
         if row is None:
             if data.slug in removed:
                 result.not_restored.append(f"{kind} {data.slug}")
+            elif (conflict := _conflict(names, kind, data)) is not None:
+                result.conflicts.append(conflict)
             else:
                 add(data)
+                _claim(names, kind, data)
                 result.added += 1
             continue
         if row.origin != ORIGIN_BUNDLED or row.user_modified:
@@ -116,8 +193,11 @@ def _sync_kind(
         wanted = data.model_dump()
         if current(row) == wanted:
             result.unchanged += 1
+        elif (conflict := _conflict(names, kind, data)) is not None:
+            result.conflicts.append(conflict)
         else:
             update(data.slug, wanted)
+            _claim(names, kind, data)
             result.updated += 1
 
 

@@ -257,6 +257,16 @@ def _set_aliases(
             session.add(spec.alias(key=key, name=name, **{spec.owner_column: row.id}))
 
 
+def alias_owners(session: Session, *, kind: str) -> dict[str, str]:
+    """Every name key of the GPUs (`kind` "gpu") or models ("model") → the slug it names."""
+    spec = _GPU if kind == "gpu" else _MODEL
+    owner = getattr(spec.alias, spec.owner_column)
+    pairs = session.exec(
+        select(spec.alias.key, spec.table.slug).join(spec.table, owner == spec.table.id)
+    ).all()
+    return dict(pairs)
+
+
 def _check_new_slug(session: Session, table: type[Row], kind: str, slug: str) -> None:
     if session.exec(select(table).where(table.slug == slug)).first() is not None:
         raise ConflictError(f"{kind} {slug!r} already exists")

@@ -1,14 +1,22 @@
 """Where the catalog lives, and opening it: create, migrate and seed on first use.
 
 `--db` or `ADVISOR_DB` name a file path or any SQLAlchemy URL; by default the catalog is a
-SQLite file in the user's data directory. Opening never overwrites a file that is not an
-advisor database, and backs a SQLite file up before upgrading it to a newer schema.
+SQLite file in the user's data directory. Opening never changes a file that is not an
+advisor catalog (it is identified read-only, before WAL mode or anything else is switched on),
+backs a SQLite file up before upgrading it to a newer schema, and creates a new catalog file
+atomically: built and seeded under a temporary name, then hard-linked into place, so that
+concurrent first uses see either no file or a complete catalog. Write transactions start as
+writes (`BEGIN IMMEDIATE`) so that SQLite's busy timeout applies; docs/reliability.md has
+the details.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sqlite3
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,16 +29,33 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
-from advisor.errors import DatabaseError
+from advisor.errors import AdvisorError, CatalogBusyError, DatabaseError
 
 # Where the catalog lives and the schema head: shared with the stdlib reader (catalog/reader.py).
 from catalog.location import SCHEMA_HEAD as SCHEMA_HEAD
 from catalog.location import database_value
 
-# How long a writer waits for another process's lock before SQLite reports "database is
-# locked" (milliseconds).
+# How long one SQLite statement waits for another process's lock before SQLite reports
+# "database is locked" (milliseconds; SQLite's `PRAGMA busy_timeout`).
 SQLITE_BUSY_TIMEOUT_MS = 5_000
+# Starting a write transaction is retried until this many busy timeouts have passed: SQLite
+# returns SQLITE_BUSY without waiting in a few cases (a WAL file being recovered or
+# checkpointed by another connection), which a short pause and a retry get past.
+BEGIN_RETRY_TIMEOUTS = 2
+# Pause between two attempts to start a write transaction (seconds).
+BEGIN_RETRY_PAUSE_S = 0.05
 SQLITE_HEADER = b"SQLite format 3\x00"
+# The tables every revision of the advisor catalog has (revision 0001 created them); a SQLite
+# file with an `alembic_version` table but without these belongs to another program.
+CATALOG_TABLES = frozenset(
+    {"gpu", "gpu_alias", "model", "model_alias", "model_family", "quant_format"}
+)
+# Execution option marking a read-only transaction (a plain deferred `BEGIN`).
+_READ_ONLY = "advisor_read_only"
+BUSY_MESSAGE = "the catalog is busy: another advisor is writing; try again"
+# How long a first use waits for another process that is building the catalog file (seconds;
+# building and seeding the bundled rows takes seconds).
+CREATE_LOCK_TIMEOUT_S = 60
 
 
 def resolve_url(db: str | None = None) -> str:
@@ -42,7 +67,11 @@ def resolve_url(db: str | None = None) -> str:
         except ArgumentError:
             raise DatabaseError(f"invalid database URL {value!r}") from None
         return value
-    return f"sqlite:///{Path(value).expanduser().resolve()}"
+    try:
+        resolved = Path(value).expanduser().resolve()
+    except (OSError, RuntimeError) as error:
+        raise DatabaseError(f"cannot use {value!r} as the catalog file: {error}") from None
+    return f"sqlite:///{resolved}"
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -53,8 +82,59 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def make_engine(url: str, *, foreign_keys: bool = True) -> Engine:
-    """An engine; SQLite gets WAL, a busy timeout, foreign keys and transactional DDL."""
+def translate(error: BaseException, url: str) -> AdvisorError | None:
+    """The project's error for a database failure, or None for one that is not about the
+    database file (a bug, to surface as is)."""
+    if isinstance(error, AdvisorError):
+        return error
+    orig = getattr(error, "orig", None) or error
+    if not isinstance(orig, sqlite3.Error):
+        if isinstance(error, SQLAlchemyError):
+            return DatabaseError(f"the database at {url} failed: {orig}")
+        return None
+    text = str(orig)
+    if "locked" in text or "busy" in text:
+        return CatalogBusyError(BUSY_MESSAGE)
+    if "readonly" in text or "read-only" in text:
+        return DatabaseError(
+            f"cannot write to the catalog at {url}: the file or its folder is read-only"
+        )
+    if "malformed" in text or "not a database" in text or "corrupt" in text:
+        path = sqlite_path(url)
+        return _damaged(path, text) if path is not None else DatabaseError(text)
+    if "unable to open" in text:
+        return DatabaseError(f"cannot open the catalog at {url}: {text}")
+    if "disk" in text and ("full" in text or "I/O" in text):
+        return DatabaseError(f"cannot write to the catalog at {url}: {text}")
+    return DatabaseError(f"the database at {url} failed: {text}")
+
+
+def _begin_immediate(dbapi_connection: Any, busy_timeout_ms: int) -> None:
+    """`BEGIN IMMEDIATE`, retried for a bounded time while another process holds the lock."""
+    deadline = time.monotonic() + BEGIN_RETRY_TIMEOUTS * busy_timeout_ms / 1000
+    while True:
+        try:
+            dbapi_connection.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as error:
+            text = str(error)
+            if ("locked" not in text and "busy" not in text) or time.monotonic() >= deadline:
+                raise
+        time.sleep(BEGIN_RETRY_PAUSE_S)
+
+
+def make_engine(
+    url: str,
+    *,
+    foreign_keys: bool = True,
+    busy_timeout_ms: int | None = None,
+    immutable: bool = False,
+) -> Engine:
+    """An engine; SQLite gets WAL, a busy timeout (default SQLITE_BUSY_TIMEOUT_MS), foreign
+    keys and transactional DDL, and its transactions start as writes (`BEGIN IMMEDIATE`)
+    unless marked read-only. `immutable` opens a SQLite file read-only without the `-shm`
+    file WAL mode needs (for a catalog in a folder nobody may write to)."""
+    timeout_ms = SQLITE_BUSY_TIMEOUT_MS if busy_timeout_ms is None else busy_timeout_ms
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         try:
@@ -65,6 +145,10 @@ def make_engine(url: str, *, foreign_keys: bool = True) -> Engine:
     kwargs: dict[str, Any] = {}
     if in_memory:
         kwargs = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+    file = sqlite_path(url)
+    if immutable and file is not None:
+        uri = f"{file.as_uri()}?mode=ro&immutable=1"
+        kwargs = {"creator": lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)}
     engine = create_engine(url, **kwargs)
 
     @event.listens_for(engine, "connect")
@@ -73,15 +157,18 @@ def make_engine(url: str, *, foreign_keys: bool = True) -> Engine:
         # pysqlite's own transaction handling commits before every DDL statement.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        if not in_memory:
+        cursor.execute(f"PRAGMA busy_timeout = {timeout_ms}")
+        if not in_memory and not immutable:
             cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
+        if connection.get_execution_options().get(_READ_ONLY) or in_memory:
+            connection.exec_driver_sql("BEGIN")
+        else:
+            _begin_immediate(connection.connection.driver_connection, timeout_ms)
 
     return engine
 
@@ -105,28 +192,114 @@ class Catalog:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session whose work is committed when the block ends without error."""
-        with Session(self.engine, expire_on_commit=False) as session:
+        """A write transaction (on SQLite it starts with `BEGIN IMMEDIATE`, so it waits for
+        another writer instead of failing halfway), committed when the block ends without
+        error. Database failures become the project's errors (busy, read-only, damaged)."""
+        with self._session(self.engine, commit=True) as session:
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only transaction: takes no write lock, never commits."""
+        engine = self.engine.execution_options(**{_READ_ONLY: True})
+        with self._session(engine, commit=False) as session:
+            yield session
+
+    @contextmanager
+    def _session(self, engine: Engine, *, commit: bool) -> Iterator[Session]:
+        with Session(engine, expire_on_commit=False) as session:
             try:
                 yield session
-                session.commit()
-            except BaseException:
+                if commit:
+                    session.commit()
+                # a read ends when the session closes: its objects stay loaded, detached
+            except BaseException as error:
                 session.rollback()
-                raise
+                mapped = translate(error, self.url)
+                if mapped is None or mapped is error:
+                    raise
+                raise mapped from None
 
     def close(self) -> None:
         self.engine.dispose()
 
 
-def _check_file(path: Path) -> None:
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    if path.is_dir():
-        raise DatabaseError(f"{path} is a directory, not a database file")
-    with path.open("rb") as handle:
-        header = handle.read(len(SQLITE_HEADER))
+def _damaged(path: Path, reason: object) -> DatabaseError:
+    return DatabaseError(
+        f"{path} is damaged ({reason}); copy a backup over it ({path.name}.*.bak beside it, "
+        "if an upgrade made one), or move it aside and import a file made by "
+        "'advisor catalog export'"
+    )
+
+
+@dataclass(frozen=True)
+class _FileState:
+    """What a SQLite file holds, read without changing it."""
+
+    tables: frozenset[str]
+    revision: str | None
+
+
+def _inspect_file(path: Path, busy_timeout_ms: int) -> _FileState | None:
+    """None when there is no catalog file yet (missing or empty); otherwise its tables and
+    revision, read through a read-only connection (no WAL switch, no journal, no change).
+    DatabaseError for a directory, a file that is not SQLite, or a damaged one."""
+    try:
+        if not path.exists() or path.stat().st_size == 0:
+            return None
+        if path.is_dir():
+            raise DatabaseError(f"{path} is a directory, not a database file")
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except PermissionError:
+        raise DatabaseError(f"cannot read {path}: permission denied") from None
+    except OSError as error:
+        raise DatabaseError(f"cannot read {path}: {error.strerror or error}") from None
     if header != SQLITE_HEADER:
         raise DatabaseError(f"{path} is not a SQLite database; refusing to use or overwrite it")
+    try:
+        options = "mode=ro&immutable=1" if _read_only_folder(path) else "mode=ro"
+        connection = sqlite3.connect(f"{path.as_uri()}?{options}", uri=True)
+    except sqlite3.Error as error:
+        raise DatabaseError(f"cannot open {path}: {error}") from None
+    try:
+        connection.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+        tables = frozenset(
+            str(row[0])
+            for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        )
+        revision: str | None = None
+        if "alembic_version" in tables:
+            rows = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+            revision = str(rows[0][0]) if rows else None
+    except sqlite3.OperationalError as error:
+        text = str(error)
+        if "locked" in text or "busy" in text:
+            raise CatalogBusyError(BUSY_MESSAGE) from None
+        if "unable to open" in text or "readonly" in text:
+            raise DatabaseError(f"cannot read {path}: {text}") from None
+        raise _damaged(path, text) from None
+    except sqlite3.DatabaseError as error:
+        raise _damaged(path, error) from None
+    finally:
+        connection.close()
+    return _FileState(tables=tables, revision=revision)
+
+
+def _is_catalog(tables: frozenset[str], revision: str | None) -> bool:
+    return revision is not None and CATALOG_TABLES <= tables
+
+
+def _check_identity(where: str, tables: frozenset[str], revision: str | None) -> None:
+    """Refuse a database holding anything but an advisor catalog, before changing it. A blank
+    database (no tables, or only an empty Alembic version table) may become one."""
+    if revision is None and tables <= {"alembic_version"}:
+        return
+    if not _is_catalog(tables, revision):
+        raise DatabaseError(
+            f"the database at {where} holds tables that are not an advisor catalog; "
+            "refusing to use or change it"
+        )
 
 
 def _backup(path: Path, revision: str) -> Path:
@@ -170,41 +343,183 @@ def _migrate(url: str, engine: Engine, *, to: str = "head") -> None:
         own.dispose()
 
 
-def open_catalog(db: str | None = None, *, seed: bool = True, upgrade: bool = True) -> Catalog:
-    """Open the catalog, creating, upgrading (after a backup) and seeding it as needed.
+def _create_file(path: Path, *, seed: bool, busy_timeout_ms: int | None) -> int:
+    """Build a complete catalog under a temporary name beside `path`, then hard-link it into
+    place, which fails if `path` appeared meanwhile: concurrent first uses never see a half
+    built catalog, and exactly one of them wins. Returns the rows seeded (0 if another
+    process created the file first). An empty placeholder file is replaced by rename."""
 
-    Raises DatabaseError for a corrupt or foreign file or one made by a newer advisor.
-    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DatabaseError(
+            f"cannot create the catalog folder {path.parent}: {error.strerror or error}"
+        ) from None
+    with _creation_lock(path):
+        if path.exists() and path.stat().st_size != 0:
+            return 0  # another advisor created it while this one waited
+        return _build_and_link(path, seed=seed, busy_timeout_ms=busy_timeout_ms)
+
+
+@contextmanager
+def _creation_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on a file beside `path` while a catalog is built, so that concurrent
+    first uses build it once (the others wait, then open it). Where `fcntl` is missing the
+    hard link alone keeps creation atomic; the lock file itself is left in place (removing
+    it would race with a waiter)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    lock_path = path.with_name(f".{path.name}.create-lock")
+    try:
+        descriptor = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+    except OSError as error:
+        raise DatabaseError(
+            f"cannot create the catalog at {path}: {error.strerror or error}"
+        ) from None
+    try:
+        deadline = time.monotonic() + CREATE_LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise CatalogBusyError(BUSY_MESSAGE) from None
+                time.sleep(BEGIN_RETRY_PAUSE_S)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def _build_and_link(path: Path, *, seed: bool, busy_timeout_ms: int | None) -> int:
     from catalog import bundled
 
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    url = f"sqlite:///{temporary}"
+    try:
+        engine = make_engine(url, busy_timeout_ms=busy_timeout_ms)
+        try:
+            _migrate(url, engine)
+            seeded = 0
+            if seed:
+                with Session(engine, expire_on_commit=False) as session:
+                    seeded = bundled.sync(session).added
+                    session.commit()
+            # Fold the WAL into the file before it is linked into place (outside any
+            # transaction: a checkpoint cannot run inside one).
+            raw = engine.raw_connection()
+            try:
+                raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
+            finally:
+                raw.close()
+        finally:
+            engine.dispose()
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            if path.stat().st_size != 0:
+                return 0  # another advisor created it first: use theirs
+            os.replace(temporary, path)
+        except OSError:
+            # A file system without hard links: rename, unless the file appeared meanwhile.
+            if path.exists() and path.stat().st_size != 0:
+                return 0
+            os.replace(temporary, path)
+        return seeded
+    except PermissionError:
+        raise DatabaseError(
+            f"cannot create the catalog at {path}: permission denied in {path.parent}"
+        ) from None
+    except OSError as error:
+        raise DatabaseError(
+            f"cannot create the catalog at {path}: {error.strerror or error}"
+        ) from None
+    except SQLAlchemyError as error:
+        mapped = translate(error, url)
+        raise (mapped or DatabaseError(str(error))) from None
+    finally:
+        for leftover in (temporary, *(Path(f"{temporary}{s}") for s in ("-wal", "-shm"))):
+            leftover.unlink(missing_ok=True)
+
+
+def open_catalog(
+    db: str | None = None,
+    *,
+    seed: bool = True,
+    upgrade: bool = True,
+    busy_timeout_ms: int | None = None,
+) -> Catalog:
+    """Open the catalog, creating, upgrading (after a backup) and seeding it as needed.
+
+    Raises DatabaseError for a corrupt or foreign file or one made by a newer advisor,
+    CatalogBusyError when other processes keep it locked past the busy timeout.
+    """
     url = resolve_url(db)
     path = sqlite_path(url)
+    report = OpenReport()
     if path is not None:
-        _check_file(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(url)
+        timeout_ms = SQLITE_BUSY_TIMEOUT_MS if busy_timeout_ms is None else busy_timeout_ms
+        state = _inspect_file(path, timeout_ms)
+        if state is None:
+            if not (seed and upgrade):  # `db current`: report, create nothing
+                return Catalog(url=url, engine=make_engine(url), report=report)
+            seeded = _create_file(path, seed=seed, busy_timeout_ms=busy_timeout_ms)
+            report = OpenReport(created=seeded > 0, seeded=seeded)
+            state = _inspect_file(path, timeout_ms)
+            assert state is not None
+        _check_identity(url, state.tables, state.revision)
+        if state.revision is not None and state.revision != SCHEMA_HEAD:
+            from catalog import migrate
+
+            if not migrate.known_revision(state.revision):
+                raise DatabaseError(
+                    f"the database at {url} is at revision {state.revision}, made by a newer "
+                    "advisor; upgrade advisor to use it"
+                )
+    engine = make_engine(url, busy_timeout_ms=busy_timeout_ms, immutable=_read_only_folder(path))
     try:
-        tables = set(inspect(engine).get_table_names())
-        revision = _stored_revision(engine) if "alembic_version" in tables else None
-    except SQLAlchemyError as error:
+        return _open(url, path, engine, report, seed=seed, upgrade=upgrade)
+    except BaseException as error:
         engine.dispose()
-        reason = getattr(error, "orig", None) or error
-        raise DatabaseError(f"cannot read the database at {url}: {reason}") from None
-    if revision is None and tables - {"alembic_version"}:
-        engine.dispose()
-        raise DatabaseError(
-            f"the database at {url} holds tables that are not an advisor catalog; "
-            "refusing to use or change it"
-        )
+        mapped = translate(error, url)
+        if mapped is None or mapped is error:
+            raise
+        raise mapped from None
+
+
+def _read_only_folder(path: Path | None) -> bool:
+    """True for a catalog file in a folder this process cannot write to, with no WAL file
+    beside it: SQLite could not create the `-shm` file WAL mode needs, so the catalog is
+    opened immutable (reads work; a write says the catalog is read-only). With a `-wal`
+    file present it is opened normally, since immutable would ignore the WAL's rows."""
+    if path is None or not path.exists() or os.access(path.parent, os.W_OK):
+        return False
+    return not Path(f"{path}-wal").exists()
+
+
+def _open(
+    url: str, path: Path | None, engine: Engine, report: OpenReport, *, seed: bool, upgrade: bool
+) -> Catalog:
+    from catalog import bundled
+
+    reader = engine.execution_options(**{_READ_ONLY: True})  # looking takes no write lock
+    tables = frozenset(inspect(reader).get_table_names())
+    revision = _stored_revision(reader) if "alembic_version" in tables else None
+    _check_identity(url, tables, revision)
     if revision == SCHEMA_HEAD:  # the common case: nothing to migrate, Alembic not loaded
-        catalog = Catalog(url=url, engine=engine, report=OpenReport())
-        with catalog.session() as session:
-            catalog.report = OpenReport(bundled_newer=bundled.has_unsynced_changes(session))
+        catalog = Catalog(url=url, engine=engine, report=report)
+        with catalog.reading() as session:
+            newer = bundled.has_unsynced_changes(session)
+        catalog.report = OpenReport(
+            created=report.created, seeded=report.seeded, bundled_newer=newer
+        )
         return catalog
     from catalog import migrate
 
     if revision is not None and not migrate.known_revision(revision):
-        engine.dispose()
         raise DatabaseError(
             f"the database at {url} is at revision {revision}, made by a newer advisor; "
             "upgrade advisor to use it"

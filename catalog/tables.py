@@ -113,7 +113,9 @@ class GPUFields(SQLModel):
     source: str = Field(min_length=1, sa_type=Text)
     notes: str | None = Field(default=None, sa_type=Text)
 
-    @field_validator("notes")
+    # A blank optional text is no value: stored as null, so that a CSV file (where an empty
+    # cell is null) round-trips it unchanged.
+    @field_validator("notes", "memory_type", "interconnect")
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
         return value if value and value.strip() else None

@@ -91,7 +91,7 @@ def list_gpus(
     from catalog import queries
 
     minimum = parse_size(min_memory, what="--min-memory") if min_memory else None
-    with shared.session(ctx) as session:
+    with shared.reading(ctx) as session:
         rows = [
             queries.gpu_public(session, gpu=g)
             for g in queries.list_gpus(
@@ -151,7 +151,7 @@ def list_models(
     """List models by family, smallest first."""
     from catalog import queries
 
-    with shared.session(ctx) as session:
+    with shared.reading(ctx) as session:
         rows = [
             queries.model_public(session, model=m)
             for m in queries.list_models(session, family=family)
@@ -202,7 +202,7 @@ def list_families(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """List model families."""
     from catalog import queries
 
-    with shared.session(ctx) as session:
+    with shared.reading(ctx) as session:
         rows = queries.list_families(session)
     if as_json:
         shared.print_json([row.model_dump(mode="json") for row in rows])
@@ -230,7 +230,7 @@ def list_quants(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """List quantization formats, most bits per weight first."""
     from catalog import queries
 
-    with shared.session(ctx) as session:
+    with shared.reading(ctx) as session:
         rows = [queries.quant_public(q) for q in queries.list_quants(session)]
     if as_json:
         shared.print_json([row.model_dump(mode="json") for row in rows])
@@ -328,7 +328,7 @@ def show_gpu(
     """Show one GPU."""
     from catalog import queries
 
-    with shared.session(ctx) as session:
+    with shared.reading(ctx) as session:
         gpu = queries.gpu_public(session, gpu=queries.get_gpu(session, name=name))
     if as_json:
         shared.print_json(gpu.model_dump(mode="json"))
@@ -380,7 +380,7 @@ def show_model(
     """Show one model."""
     from catalog import queries
 
-    with shared.session(ctx) as session:
+    with shared.reading(ctx) as session:
         model = queries.model_public(session, model=queries.get_model(session, name=name))
     if as_json:
         shared.print_json(model.model_dump(mode="json"))
@@ -946,18 +946,20 @@ YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for con
 
 
 def _remove(ctx: typer.Context, *, kind: str, name: str, yes: bool) -> None:
+    """Look the row up, ask (outside any transaction, so no lock is held while the user
+    thinks), then remove it by slug in a write transaction of its own."""
     from catalog import queries
 
     get = queries.get_gpu if kind == "GPU" else queries.get_model
     remove = queries.remove_gpu if kind == "GPU" else queries.remove_model
-    with shared.session(ctx) as session:
-        row = get(session, name=name)
-        slug = row.slug
-        if not yes:
-            typer.confirm(
-                f"Remove {kind} {slug!r} ({row.name}) from the catalog?", abort=True, err=True
-            )
-        remove(session, name=slug)
+    with shared.opened(ctx) as catalog:
+        with catalog.reading() as session:
+            row = get(session, name=name)
+            slug, label = row.slug, row.name
+        if not yes and not shared.confirm(f"Remove {kind} {slug!r} ({label}) from the catalog?"):
+            raise typer.Exit(1)
+        with catalog.session() as session:
+            remove(session, name=slug)
     shared.note(f"removed {kind} {slug!r}")
 
 
@@ -989,24 +991,32 @@ def export(
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", help="Write to this file instead of stdout.", dir_okay=False
+            "--output",
+            "-o",
+            help="Write to this file instead of stdout (never onto a database file).",
+            dir_okay=False,
         ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite an existing output file.")
+    ] = False,
 ) -> None:
     """Export the catalog (or some kinds of row) as JSON or CSV."""
     from catalog import transfer
+    from catalog.session import resolve_url, sqlite_path
 
+    if output is not None:
+        transfer.check_output(
+            output, catalog=sqlite_path(resolve_url(shared.state(ctx).db)), force=force
+        )
     kinds = [transfer.Kind(k.value) for k in kind] if kind else list(transfer.Kind)
-    with shared.session(ctx) as session:
+    with shared.reading(ctx) as session:
         data = transfer.export_catalog(session, kinds=kinds)
     text = transfer.to_json(data) if format is ExportFormat.json else transfer.to_csv(data)
     if output is None:
         typer.echo(text, nl=False)
         return
-    try:
-        output.write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise InvalidValueError(f"cannot write {output}: {error.strerror}") from None
+    transfer.write_file(output, text)
     rows = sum(len(data[k.value]) for k in kinds)
     shared.note(f"exported {rows} rows to {output}")
 
@@ -1020,9 +1030,12 @@ def import_(
     replace: Annotated[
         bool,
         typer.Option(
-            "--replace", help="Make the catalog exactly the file: remove rows the file lacks."
+            "--replace",
+            help="Mirror the file: remove rows the file lacks, of the kinds the file holds "
+            "(asks first unless --yes).",
         ),
     ] = False,
+    yes: YesOption = False,
 ) -> None:
     """Import rows from a file, all or nothing: rows with a known slug are updated."""
     from catalog import transfer
@@ -1030,24 +1043,55 @@ def import_(
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as error:
-        raise InvalidValueError(f"cannot read {file}: {error.strerror}") from None
+        raise InvalidValueError(f"cannot read {file}: {error.strerror or error}") from None
     except UnicodeDecodeError:
         raise InvalidValueError(f"{file}: not UTF-8 text") from None
-    rows = transfer.parse(text, filename=file.name)
-    with shared.session(ctx) as session:
-        result = transfer.import_rows(session, rows=rows, filename=file.name, replace=replace)
+    parsed = transfer.parse_file(text, filename=file.name)
+    with shared.opened(ctx) as catalog:
+        confirmed: list[tuple[transfer.Kind, str]] | None = None
+        if replace and not yes:
+            with catalog.reading() as session:
+                confirmed = transfer.removals(
+                    session, rows=parsed.rows, filename=file.name, kinds=parsed.kinds
+                )
+            if confirmed and not shared.confirm(_removal_question(confirmed, file.name)):
+                raise typer.Exit(1)
+        with catalog.session() as session:
+            result = transfer.import_rows(
+                session,
+                rows=parsed.rows,
+                filename=file.name,
+                replace=replace,
+                kinds=parsed.kinds,
+                confirmed=confirmed,
+            )
     shared.note(
         f"imported {file.name}: {result.added} added, {result.updated} updated, "
         f"{result.unchanged} unchanged, {result.removed} removed"
     )
 
 
+# How many of the rows a replacing import would remove are named in its question.
+NAMED_REMOVALS = 5
+
+
+_SINGULAR = {"families": "family", "models": "model", "gpus": "GPU", "quants": "quant"}
+
+
+def _removal_question(removals: Sequence[tuple[Any, str]], filename: str) -> str:
+    named = ", ".join(f"{_SINGULAR[kind.value]} {slug}" for kind, slug in removals[:NAMED_REMOVALS])
+    more = f" and {len(removals) - NAMED_REMOVALS} more" if len(removals) > NAMED_REMOVALS else ""
+    rows = f"{len(removals)} row{'s' if len(removals) != 1 else ''}"
+    return f"--replace removes {rows} that {filename} lacks ({named}{more}). Go ahead?"
+
+
 @app.command("sync")
 def sync(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Bring in the bundled rows of this advisor version; your own changes are kept."""
+    """Bring in the bundled rows of this advisor version; your own changes are kept, and a
+    bundled row whose name collides with one of yours is skipped and reported."""
     from catalog import bundled
 
-    with shared.session(ctx) as session:
+    with shared.opened(ctx, remind_sync=False) as catalog, catalog.session() as session:
         result = bundled.sync(session)
     if as_json:
         shared.print_json(
@@ -1057,13 +1101,20 @@ def sync(ctx: typer.Context, as_json: JsonOption = False) -> None:
                 "unchanged": result.unchanged,
                 "kept": result.kept,
                 "not_restored": result.not_restored,
+                "conflicts": [
+                    {"row": c.row, "problem": c.problem, "resolve": c.resolve}
+                    for c in result.conflicts
+                ],
             }
         )
         return
+    skipped = f", {len(result.conflicts)} skipped" if result.conflicts else ""
     typer.echo(
         f"{result.added} added, {result.updated} updated, {result.unchanged} unchanged, "
         f"{len(result.kept)} kept as you changed them, {len(result.not_restored)} you "
-        "removed not restored"
+        f"removed not restored{skipped}"
     )
     for row in result.kept:
         typer.echo(f"  kept: {row}")
+    for conflict in result.conflicts:
+        typer.echo(f"  skipped: {conflict.row}: {conflict.problem}; {conflict.resolve}")

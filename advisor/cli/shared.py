@@ -37,7 +37,7 @@ def state(ctx: typer.Context) -> CliState:
     return obj if isinstance(obj, CliState) else CliState(db=None)
 
 
-def announce(catalog: Catalog) -> None:
+def announce(catalog: Catalog, *, remind_sync: bool = True) -> None:
     """Say on stderr what opening the catalog did (created, upgraded) or found."""
     report = catalog.report
     if report.created:
@@ -45,17 +45,17 @@ def announce(catalog: Catalog) -> None:
     if report.upgraded_from is not None:
         backup = f"; backup at {report.backup}" if report.backup else ""
         note(f"upgraded the catalog from revision {report.upgraded_from}{backup}")
-    if report.bundled_newer:
+    if report.bundled_newer and remind_sync:
         note("this advisor ships newer catalog rows: run 'advisor catalog sync' to bring them in")
 
 
 @contextmanager
-def opened(ctx: typer.Context) -> Iterator[Catalog]:
+def opened(ctx: typer.Context, *, remind_sync: bool = True) -> Iterator[Catalog]:
     """Open the catalog (creating, upgrading or seeding it, said on stderr) for one command."""
     from catalog.session import open_catalog
 
     catalog = open_catalog(state(ctx).db)
-    announce(catalog)
+    announce(catalog, remind_sync=remind_sync)
     try:
         yield catalog
     finally:
@@ -77,6 +77,33 @@ def session(ctx: typer.Context) -> Iterator[Session]:
     """One transaction on the catalog: committed if the command succeeds, else rolled back."""
     with opened(ctx) as catalog, catalog.session() as s:
         yield s
+
+
+@contextmanager
+def reading(ctx: typer.Context) -> Iterator[Session]:
+    """One read-only transaction on the catalog: takes no write lock, changes nothing."""
+    with opened(ctx) as catalog, catalog.reading() as s:
+        yield s
+
+
+def confirm(question: str) -> bool:
+    """Ask on stderr; False when answered no. When no answer can come (stdin closed or at
+    its end), ConfirmationNeededError: one line, nothing changed."""
+    import sys
+
+    from advisor.errors import ConfirmationNeededError
+
+    if sys.stdin is None or sys.stdin.closed:
+        raise ConfirmationNeededError(
+            "no answer on stdin; nothing changed (pass --yes to go ahead without asking)"
+        )
+    try:
+        return typer.confirm(question, err=True)
+    except (typer.Abort, OSError, RuntimeError):
+        typer.echo("", err=True)
+        raise ConfirmationNeededError(
+            "no answer on stdin; nothing changed (pass --yes to go ahead without asking)"
+        ) from None
 
 
 # Width of tables written to a pipe or file when COLUMNS is unset: wide enough that rows
