@@ -142,7 +142,7 @@ def match_card(acc: Accelerator, cards: Sequence[KnownCard]) -> KnownCard | None
     best: tuple[tuple[int, int], float, str] | None = None
     found: KnownCard | None = None
     for card in cards:
-        if card.vendor is not acc.vendor:
+        if card.vendor != acc.vendor:
             continue
         fit = _name_match(product, card.keys)
         gap = abs(acc.memory_bytes - card.memory_bytes) / card.memory_bytes

@@ -20,6 +20,7 @@ from advisor.detect import (
     name_key,
 )
 from advisor.enums import Vendor
+from support import Run
 
 MIB = 2**20
 GPUS = Path(__file__).resolve().parents[1] / "catalog" / "data" / "gpus"
@@ -237,3 +238,72 @@ def test_size_variants_make_a_name_ambiguous() -> None:
     assert size_variants(name_key("4060ti"), pairs) == ["rtx4060ti-16gb", "rtx4060ti-8gb"]
     assert size_variants(name_key("RTX 4090"), pairs) == ["rtx4090"]
     assert size_variants(name_key("A100 80GB"), pairs) == ["a100-sxm4-80gb"]
+
+
+# --- the commands, with NVML's recorded answers in place of the library ----------------------
+
+
+@pytest.fixture
+def two_h100(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> RecordedNVML:
+    """This machine, as far as the probes know, is Linux with two H100 80GB HBM3 (NVLink)."""
+    import sys
+
+    nvml = RecordedNVML(["NVIDIA H100 80GB HBM3"] * 2, total_mib=81559, links=18)
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.setattr(sys, "platform", "linux")
+    return nvml
+
+
+def test_detect_command_json(run: Run, ready_catalog: Path, two_h100: RecordedNVML) -> None:
+    """`advisor detect --json`: the two cards grouped and matched to the catalog's H100 SXM."""
+    result = run("detect", "--json")
+    assert result.exit_code == 0, result.stderr
+    [card] = json.loads(result.stdout)["accelerators"]
+    assert card == {
+        "vendor": "nvidia",
+        "name": "NVIDIA H100 80GB HBM3",
+        "count": 2,
+        "memory_bytes": 81559 * MIB,
+        "free_bytes": 81047 * MIB,
+        "capacity_bytes": 81559 * MIB,
+        "nvlink_links": 18,
+        "catalog_gpu": "h100-sxm5-80gb",
+        "card": "h100-sxm5-80gb",
+    }
+
+
+def test_which_models_and_fit_use_the_detected_cards(
+    run: Run, ready_catalog: Path, two_h100: RecordedNVML
+) -> None:
+    """Without --gpu, which-models sizes for the two detected cards and says so; `fit --gpu
+    local` checks exactly them."""
+    text = run("which-models", "--family", "llama-2")
+    assert text.exit_code == 0, text.stderr
+    assert text.stdout.startswith(
+        "Detected this machine's cards: 2 x NVIDIA H100 80GB HBM3 (catalog: h100-sxm5-80gb)\n"
+    )
+    listed = run("which-models", "--family", "llama-2", "--json")
+    assert (json.loads(listed.stdout)["gpu"], json.loads(listed.stdout)["count"]) == (
+        "h100-sxm5-80gb",
+        2,
+    )
+    fit = run("fit", "--model", "llama-2-70b", "--gpu", "local", "--json")
+    assert fit.exit_code == 0, fit.stderr
+    assert "h100-sxm5-80gb" in fit.stdout
+
+
+def test_no_accelerator_asks_for_gpu(
+    run: Run, ready_catalog: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No vendor library and no device: which-models says to install it or pass --gpu."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # importing it raises ImportError
+    monkeypatch.setattr(sys, "platform", "linux")
+    result = run("which-models")
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr.startswith(
+        "error: no accelerator detected on this machine; pass --gpu NAME (see advisor catalog "
+        "gpus) (NVIDIA cards are not looked for: pip install 'gpu-fit-advisor[detect]' "
+        "(nvidia-ml-py)"
+    )

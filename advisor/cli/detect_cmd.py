@@ -29,6 +29,7 @@ def known_cards(session: Session) -> list[KnownCard]:
     from sqlmodel import select
 
     from advisor.detect import KnownCard, name_key
+    from advisor.enums import Vendor
     from catalog.tables import GPU, GPUAlias
 
     keys: dict[int, set[str]] = {}
@@ -38,7 +39,7 @@ def known_cards(session: Session) -> list[KnownCard]:
         KnownCard(
             slug=row.slug,
             name=row.name,
-            vendor=row.vendor,
+            vendor=Vendor(row.vendor),
             memory_bytes=row.memory_bytes,
             usable_fraction=row.usable_memory_fraction or 1.0,
             keys=frozenset({name_key(row.slug), name_key(row.name), *keys.get(row.id or 0, ())}),
