@@ -651,3 +651,24 @@ def test_ambiguous_card_names_list_candidates(
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == f"error: GPU {gpu!r} is ambiguous: it names {candidates}; name one\n"
     assert run("fit", "--model", "llama-3.1-8b", "--gpu", "a100 80gb", "--json").exit_code == 0
+
+
+def test_catalog_commands_never_import_the_hub_client(ready_catalog: Path) -> None:
+    """fit and which-models on catalog names load neither huggingface_hub nor a vendor library
+    (they cost cold-start time and are needed only for a Hub id or detection)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from advisor.cli import main\n"
+        "main(['fit', '--model', 'meta-llama/Llama-3.1-8B-Instruct', '--gpu', 'rtx4090',"
+        " '--json'])\n"
+        "main(['which-models', '--gpu', 'rtx4090', '--json'])\n"
+        "print(sorted(m for m in ('huggingface_hub', 'pynvml', 'amdsmi') if m in sys.modules),"
+        " file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stderr.splitlines()[-1] == "[]"

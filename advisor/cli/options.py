@@ -142,13 +142,13 @@ def load_model_and_format(
         return path.stem, architecture_from_hf_config(load_hf_config(path)), None
     if path.is_dir():
         return _checkpoint(name, offline=offline)
-    from catalog.hub import looks_like_repo_id
-
     try:
         with shared.reader(ctx) as catalog:
             model = catalog.model(name)
         return model.slug, model.architecture, None
     except NotFoundError:
+        from catalog.hub import looks_like_repo_id
+
         if not looks_like_repo_id(name):
             raise
     return _checkpoint(name, offline=offline)
