@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from advisor.arch import Architecture, architecture_from_hf_config, count_params
 from advisor.errors import HubError, InvalidValueError
+from advisor.units import format_size
 from advisor.workload import WeightFormat
 
 if TYPE_CHECKING:
@@ -148,16 +149,19 @@ class Checkpoint:
         )
 
     def message(self) -> str:
-        """One line saying what was read and from where."""
+        """One line saying what was read, from where, and what the headers say."""
         what = "config.json"
         if self.weights is not None:
             files = "file" if self.weights.files == 1 else "files"
-            what += f" and {self.weights.files} safetensors {files}' headers"
+            what += f" and the headers of {self.weights.files} safetensors {files}"
         revision = f" at commit {self.revision[:12]}" if self.revision else ""
         line = f"read {what} of {self.name}{revision} from {self.location}"
         if self.weights is None:
-            line += "; no safetensors headers, so weights are sized from the architecture"
-        return line
+            return line + "; no safetensors headers, so weights are sized from the architecture"
+        size = format_size(self.weights.bytes, digits=2)
+        if self.quantization is not None:  # packed tensors: elements are not parameters
+            return line + f": {size} of {self.quantization.method} weights"
+        return line + f": {self.weights.elements:,} parameters, {size} of weights"
 
 
 # --- safetensors headers ---------------------------------------------------------------------

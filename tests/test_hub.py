@@ -272,8 +272,8 @@ def test_single_file_repo_reads_config_and_header_by_range(hub: FakeHub, tmp_pat
     assert weight_gets and all(r[2] is not None for r in weight_gets)
     assert all(int(r[2].split("-")[1]) <= 100_000 for r in weight_gets if r[2])
     assert found.message() == (
-        f"read config.json and 1 safetensors file' headers of acme/tiny-llama at commit "
-        f"{COMMIT[:12]} from the Hub ({hub.url})"
+        f"read config.json and the headers of 1 safetensors file of acme/tiny-llama at commit "
+        f"{COMMIT[:12]} from the Hub ({hub.url}): 106,816 parameters, 0.00 GiB of weights"
     )
     assert found.source == f"huggingface.co/acme/tiny-llama commit {COMMIT} (config.json)"
 
@@ -424,8 +424,8 @@ def test_folder_reads_headers_without_network(tmp_path: Path) -> None:
     assert (found.weights.bytes, found.weights.elements) == (TINY_PARAMS * 4, TINY_PARAMS)
     assert (found.name, found.repo_id, found.revision) == ("my-checkpoint", None, None)
     assert found.message() == (
-        f"read config.json and 1 safetensors file' headers of my-checkpoint from the folder "
-        f"{folder.resolve()}"
+        "read config.json and the headers of 1 safetensors file of my-checkpoint from the "
+        f"folder {folder.resolve()}: 106,816 parameters, 0.00 GiB of weights"
     )
     assert read_checkpoint(str(folder), HubSettings.from_env({})).weights == found.weights
 
@@ -528,8 +528,8 @@ def test_estimate_a_gptq_repo_uses_its_exact_bytes(
     result = run("estimate", "--model", "acme/tiny-llama-GPTQ", "--seq", "128", "--json")
     assert result.exit_code == 0, result.stderr
     assert result.stderr == (
-        "advisor: read config.json and 1 safetensors file' headers of acme/tiny-llama-GPTQ at "
-        f"commit {COMMIT[:12]} from the Hub ({hub.url})\n"
+        "advisor: read config.json and the headers of 1 safetensors file of acme/tiny-llama-GPTQ "
+        f"at commit {COMMIT[:12]} from the Hub ({hub.url}): 0.00 GiB of gptq weights\n"
     )
     out = json.loads(result.stdout)
     assert out["model"] == "acme/tiny-llama-GPTQ"
@@ -631,7 +631,7 @@ def test_checkpoint_folder_on_the_command_line(
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["params"] == TINY_PARAMS
     assert result.stderr.startswith(
-        "advisor: read config.json and 1 safetensors file' headers of my-checkpoint"
+        "advisor: read config.json and the headers of 1 safetensors file of my-checkpoint"
     )
 
 
