@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from advisor.arch import Architecture, architecture_from_hf_config, count_params
 from advisor.errors import HubError, InvalidValueError
 from advisor.units import format_size
-from advisor.workload import WeightFormat
+from advisor.workload import KVDtype, WeightFormat
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -147,6 +147,11 @@ class Checkpoint:
             exact_bytes=self.weights.bytes,
             params=count_params(self.architecture).total,
         )
+
+    def kv_dtype(self) -> KVDtype | None:
+        """The KV-cache dtype the checkpoint's quantization config asks for (FP8), if any."""
+        kv = self.quantization.kv_cache_dtype if self.quantization is not None else None
+        return KVDtype(kv) if kv in {k.value for k in KVDtype} else None
 
     def message(self) -> str:
         """One line saying what was read, from where, and what the headers say."""

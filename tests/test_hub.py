@@ -234,6 +234,20 @@ def hub() -> Iterator[FakeHub]:
                 "model.safetensors": safetensors(gptq_tensors()),
             }
         ),
+        "acme/tiny-llama-FP8-KV": Repo(
+            {
+                "config.json": json.dumps(
+                    {
+                        **TINY_LLAMA,
+                        "quantization_config": {
+                            "quant_method": "compressed-tensors",
+                            "kv_cache_scheme": {"num_bits": 8, "type": "float"},
+                        },
+                    }
+                ).encode(),
+                "model.safetensors": safetensors(llama_tensors("F8_E4M3")),
+            }
+        ),
         "acme/gated-llama": Repo({"config.json": config}, gated=True),
         "acme/no-config": Repo({"README.md": b"# nothing here\n"}),
         "acme/tiny-mamba": Repo({"config.json": json.dumps({"model_type": "mamba"}).encode()}),
@@ -672,3 +686,14 @@ def test_catalog_commands_never_import_the_hub_client(ready_catalog: Path) -> No
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
     )
     assert done.stderr.splitlines()[-1] == "[]"
+
+
+def test_checkpoint_kv_cache_dtype_applies_unless_asked(
+    run: Run, ready_catalog: Path, hub_env: Path
+) -> None:
+    """An FP8 KV-cache scheme in the quantization config sizes the cache in FP8; --kv-dtype
+    overrides it. The FP8 weights are the file's bytes: one per parameter."""
+    found = json.loads(run("estimate", "--model", "acme/tiny-llama-FP8-KV", "--json").stdout)
+    assert (found["workload"]["kv_dtype"], found["components"]["weights"]) == ("fp8", TINY_PARAMS)
+    asked = run("estimate", "--model", "acme/tiny-llama-FP8-KV", "--kv-dtype", "bf16", "--json")
+    assert json.loads(asked.stdout)["workload"]["kv_dtype"] == "bf16"

@@ -6,6 +6,7 @@ calls `advisor.estimator.estimate` and renders its result. No estimation logic l
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -144,12 +145,14 @@ def resolve(
     build the validated Workload; a pre-quantized checkpoint brings its own format."""
     from advisor.policy import workload
 
-    slug, arch, own = options.load_model_and_format(ctx, model, offline=offline)
+    choice = options.load_model_and_format(ctx, model, offline=offline)
     formats = options.weight_formats(ctx, request.quants)
     fmt = formats[request.quants[0]] if request.quants else None
     if fmt is None and request.stage is Stage.inference:
-        fmt = own
-    return slug, arch, workload(arch, request, weight_format=fmt)
+        fmt = choice.weight_format
+        if request.kv_dtype is None and choice.kv_dtype is not None:
+            request = dataclasses.replace(request, kv_dtype=choice.kv_dtype)
+    return choice.label, choice.arch, workload(choice.arch, request, weight_format=fmt)
 
 
 def estimate(

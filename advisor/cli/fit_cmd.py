@@ -438,7 +438,9 @@ def fit(
         parallel=parallel,
         offload_optimizer=offload_optimizer,
     )
-    slug, arch, own = options.load_model_and_format(ctx, model, offline=offline)
+    slug, arch, own, own_kv = options.load_model_and_format(ctx, model, offline=offline)
+    if own_kv is not None and request.kv_dtype is None and stage is Stage.inference:
+        request = dataclasses.replace(request, kv_dtype=own_kv)
     if own is not None and not request.quants and stage is Stage.inference:
         # A pre-quantized checkpoint: its own weights, byte for byte, are the level.
         from advisor.policy import build_levels

@@ -10,7 +10,7 @@ them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NamedTuple
 
 import typer
 
@@ -126,26 +126,33 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 def load_model(ctx: typer.Context, name: str, *, offline: bool = False) -> tuple[str, Architecture]:
     """A catalog model by any alias, a config.json by path, a checkpoint folder, or a Hub id."""
-    label, arch, _ = load_model_and_format(ctx, name, offline=offline)
-    return label, arch
+    choice = load_model_and_format(ctx, name, offline=offline)
+    return choice.label, choice.arch
 
 
-def load_model_and_format(
-    ctx: typer.Context, name: str, *, offline: bool = False
-) -> tuple[str, Architecture, WeightFormat | None]:
-    """As `load_model`, with a pre-quantized checkpoint's own format (exact weight bytes)."""
+class ModelChoice(NamedTuple):
+    """The model `--model` names, and what a checkpoint says about how it is stored."""
+
+    label: str
+    arch: Architecture
+    weight_format: WeightFormat | None = None  # a pre-quantized checkpoint's exact bytes
+    kv_dtype: KVDtype | None = None  # the KV-cache dtype its quantization config asks for
+
+
+def load_model_and_format(ctx: typer.Context, name: str, *, offline: bool = False) -> ModelChoice:
+    """As `load_model`, with a pre-quantized checkpoint's own format and KV-cache dtype."""
     from advisor.arch import architecture_from_hf_config, load_hf_config
     from advisor.errors import NotFoundError
 
     path = Path(name)
     if name.endswith(".json") or path.is_file():
-        return path.stem, architecture_from_hf_config(load_hf_config(path)), None
+        return ModelChoice(path.stem, architecture_from_hf_config(load_hf_config(path)))
     if path.is_dir():
         return _checkpoint(name, offline=offline)
     try:
         with shared.reader(ctx) as catalog:
             model = catalog.model(name)
-        return model.slug, model.architecture, None
+        return ModelChoice(model.slug, model.architecture)
     except NotFoundError:
         from catalog.hub import looks_like_repo_id
 
@@ -154,7 +161,7 @@ def load_model_and_format(
     return _checkpoint(name, offline=offline)
 
 
-def _checkpoint(name: str, *, offline: bool) -> tuple[str, Architecture, WeightFormat | None]:
+def _checkpoint(name: str, *, offline: bool) -> ModelChoice:
     """A checkpoint folder or Hub repo, said on stderr with where it was read from."""
     import os
 
@@ -162,7 +169,7 @@ def _checkpoint(name: str, *, offline: bool) -> tuple[str, Architecture, WeightF
 
     found = read_checkpoint(name, HubSettings.from_env(os.environ, offline=offline))
     shared.note(found.message())
-    return found.name, found.architecture, found.weight_format()
+    return ModelChoice(found.name, found.architecture, found.weight_format(), found.kv_dtype())
 
 
 def weight_formats(ctx: typer.Context, quants: Sequence[str]) -> dict[str, WeightFormat]:
