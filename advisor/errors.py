@@ -75,3 +75,26 @@ class TraceExtraMissingError(AdvisorError):
 class TraceUnavailableError(InvalidValueError):
     """The model or workload cannot be traced: transformers cannot build the model type, or
     the workload needs kernels a fake device cannot run (QLoRA, quantized weights, fp8)."""
+
+
+class HubError(InvalidValueError):
+    """A model could not be read from the Hugging Face Hub, its cache or a checkpoint folder:
+    gated, missing, offline and not cached, or without a config.json."""
+
+
+class DetectionError(AdvisorError):
+    """No accelerator could be detected (or its vendor library is missing): pass --gpu."""
+
+    exit_code = 2
+
+
+class AmbiguousNameError(InvalidValueError):
+    """A card name that names several cards ('a100': 40 GB and 80 GB); the user must pick one."""
+
+    def __init__(self, kind: str, name: str, candidates: Sequence[str]) -> None:
+        self.candidates = tuple(candidates)
+        super().__init__(
+            f"{kind} {name!r} is ambiguous: it names "
+            + ", ".join(repr(c) for c in self.candidates)
+            + "; name one"
+        )

@@ -551,6 +551,8 @@ def _weight_bytes(s: _Shape, workload: Workload, default_bytes: float) -> int:
     total = s.params
     if fmt is None:
         return math.ceil(total * default_bytes)
+    if fmt.exact_bytes is not None:
+        return fmt.exact_bytes
     if fmt.scope == "all":
         return math.ceil(total * fmt.bits_per_weight / 8)
     rest = total - s.linear_params

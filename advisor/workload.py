@@ -110,14 +110,32 @@ class WeightFormat:
 
     scope `all`: every parameter (GGUF files); `linear`: the blocks' linear layers only, the
     embeddings, output head and norms staying at 16 bit (bitsandbytes, GPTQ, AWQ, FP8).
+
+    `exact_bytes`: the weights of one checkpoint, byte for byte (its safetensors tensors added
+    up); the weights term is then this figure, and `bits_per_weight` only describes it.
     """
 
     slug: str
     bits_per_weight: float
     scope: str = "linear"
     kind: QuantKind | None = None  # the catalog's family; None: not from the catalog
+    exact_bytes: int | None = None  # a checkpoint's weights byte for byte (Hub or local files)
+
+    @classmethod
+    def of_checkpoint(cls, slug: str, *, exact_bytes: int, params: int) -> WeightFormat:
+        """A checkpoint's own format: its exact bytes, described as bits per parameter."""
+        if exact_bytes <= 0 or params <= 0:
+            raise InvalidValueError("a checkpoint's weights and parameters must be positive")
+        return cls(
+            slug=slug,
+            bits_per_weight=min(32.0, exact_bytes * 8 / params),
+            scope="all",
+            exact_bytes=exact_bytes,
+        )
 
     def __post_init__(self) -> None:
+        if self.exact_bytes is not None and self.exact_bytes <= 0:
+            raise InvalidValueError(f"weight bytes must be positive, got {self.exact_bytes}")
         if not 0 < self.bits_per_weight <= 32:
             raise InvalidValueError(
                 f"bits per weight must be in (0, 32], got {self.bits_per_weight}"

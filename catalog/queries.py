@@ -17,7 +17,7 @@ from sqlalchemy import func
 from sqlmodel import Session, SQLModel, col, select
 
 from advisor.enums import Market, Vendor
-from advisor.errors import ConflictError, InvalidValueError, NotFoundError
+from advisor.errors import AmbiguousNameError, ConflictError, InvalidValueError, NotFoundError
 from catalog import rules
 from catalog.tables import (
     ARCHITECTURE_FIELDS,
@@ -95,6 +95,19 @@ def _resolve(session: Session, spec: _AliasTable, name: str) -> Any:
 
 
 def get_gpu(session: Session, *, name: str) -> GPU:
+    """The GPU `name` names; AmbiguousNameError when it names several memory sizes."""
+    from catalog.ambiguity import size_variants
+
+    key = alias_key(name)
+    if key and session.exec(select(GPU.slug).where(GPU.slug == name)).first() is None:
+        pairs = session.exec(
+            select(GPUAlias.key, GPU.slug)
+            .join(GPU, col(GPUAlias.gpu_id) == GPU.id)
+            .where(col(GPUAlias.key).startswith(key, autoescape=True))
+        ).all()
+        candidates = size_variants(key, pairs)
+        if len(candidates) > 1:
+            raise AmbiguousNameError("GPU", name, candidates)
     gpu: GPU = _resolve(session, _GPU, name)
     return gpu
 

@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Self
 
 from advisor.arch import Architecture
 from advisor.enums import Market, QuantAppliesTo, QuantKind, QuantScope, Vendor
-from advisor.errors import DatabaseError, NotFoundError
+from advisor.errors import AmbiguousNameError, DatabaseError, NotFoundError
 from advisor.workload import WeightFormat
 from catalog import rules
+from catalog.ambiguity import size_variants
 from catalog.bundled_files import DIGEST_KEY, digest
 from catalog.location import SCHEMA_HEAD, database_value, plain_sqlite_file
 
@@ -281,6 +282,16 @@ class SQLiteReader:
         raise NotFoundError(kind, name, rules.suggestions(key, dict(pairs)))
 
     def gpu(self, name: str) -> GPURecord:
+        key = rules.alias_key(name)
+        if key and self._one("SELECT id FROM gpu WHERE slug = ?", name) is None:
+            pairs = self._db.execute(
+                "SELECT gpu_alias.key, gpu.slug FROM gpu_alias "
+                "JOIN gpu ON gpu_alias.gpu_id = gpu.id WHERE substr(gpu_alias.key, 1, ?) = ?",
+                (len(key), key),
+            ).fetchall()
+            candidates = size_variants(key, pairs)
+            if len(candidates) > 1:
+                raise AmbiguousNameError("GPU", name, candidates)
         row = self._resolve("GPU", "gpu", "gpu_alias", "gpu_id", name)
         return GPURecord.from_columns(_columns(row))
 

@@ -19,7 +19,7 @@ import pytest
 from sqlmodel import Session
 
 from advisor.enums import Market, Vendor
-from advisor.errors import DatabaseError, NotFoundError
+from advisor.errors import AmbiguousNameError, DatabaseError, NotFoundError
 from catalog import bundled, migrate, queries
 from catalog.bundled_files import DIGEST_KEY
 from catalog.location import SCHEMA_HEAD, plain_sqlite_file
@@ -135,6 +135,8 @@ def _outcome(call: Callable[[], Any]) -> Any:
         return call()
     except NotFoundError as error:
         return (type(error), str(error), error.suggestions)
+    except AmbiguousNameError as error:  # 'a100': both paths list the same candidates
+        return (type(error), str(error), error.candidates)
 
 
 def _filters() -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "trace": ("advisor.cli.trace_cmd", "trace"),
     "fit": ("advisor.cli.fit_cmd", "fit"),
     "which-models": ("advisor.cli.which_models_cmd", "which_models"),
+    "detect": ("advisor.cli.detect_cmd", "detect_command"),
     "catalog": ("advisor.cli.catalog_cmd", "app"),
     "db": ("advisor.cli.db_cmd", "app"),
 }

@@ -734,6 +734,42 @@ def _config_fields(path: Path) -> dict[str, Any]:
     return fields
 
 
+def _hub_fields(repo_id: str, *, offline: bool) -> dict[str, Any]:
+    """Catalog fields read from a Hub repo's config.json (or the local Hugging Face cache)."""
+    import dataclasses
+    import os
+    import re
+
+    from advisor.arch import native_dtype_from_hf_config
+    from catalog.hub import HubSettings, looks_like_repo_id, read_hub
+
+    if not looks_like_repo_id(repo_id):
+        raise InvalidValueError(f"--from-hub needs a repo id as OWNER/NAME, got {repo_id!r}")
+    found = read_hub(repo_id, HubSettings.from_env(os.environ, offline=offline))
+    shared.note(found.message())
+    arch = found.architecture
+    fields = {f.name: getattr(arch, f.name) for f in dataclasses.fields(arch)}
+    fields["arch_options"] = dict(arch.arch_options)
+    fields["native_dtype"] = native_dtype_from_hf_config(found.config)
+    fields["source"] = found.source
+    repo_name = repo_id.split("/", 1)[1]
+    fields["slug"] = re.sub(r"[^a-z0-9._-]+", "-", repo_name.lower()).strip("-._") or "model"
+    fields["name"] = repo_id
+    return fields
+
+
+FromHubOption = Annotated[
+    str | None,
+    typer.Option(
+        "--from-hub",
+        help="Read the architecture from a Hugging Face repo (OWNER/NAME): its config.json from "
+        "the Hub or the local cache; the repo id and commit become the source.",
+    ),
+]
+OfflineOption = Annotated[
+    bool,
+    typer.Option("--offline", help="With --from-hub: use only the local Hugging Face cache."),
+]
 FromConfigOption = Annotated[
     Path | None,
     typer.Option(
@@ -749,6 +785,8 @@ FromConfigOption = Annotated[
 def add_model(
     ctx: typer.Context,
     from_config: FromConfigOption = None,
+    from_hub: FromHubOption = None,
+    offline: OfflineOption = False,
     slug: Annotated[str | None, _option(MODEL_OPTIONS, "slug")] = None,
     name: Annotated[str | None, _option(MODEL_OPTIONS, "name")] = None,
     family: Annotated[str | None, _option(MODEL_OPTIONS, "family")] = None,
@@ -795,13 +833,19 @@ def add_model(
     alias: AliasOption = None,
     arch_option: ArchOption = None,
 ) -> None:
-    """Add a model: from a config.json and/or one option per field."""
+    """Add a model: from a config.json or a Hub repo, and/or one option per field."""
     from catalog import queries
     from catalog.tables import ModelCreate
 
     # Every field option is a parameter named after its field.
     given = _values(MODEL_OPTIONS, locals())
+    if from_config and from_hub:
+        raise InvalidValueError("give --from-config or --from-hub, not both")
     values = _config_fields(from_config) if from_config else {}
+    aliases = list(alias or [])
+    if from_hub:
+        values = _hub_fields(from_hub, offline=offline)
+        aliases = [from_hub, *aliases]
     values.update(given)
     if arch_option:
         values["arch_options"] = {**values.get("arch_options", {}), **_arch_options(arch_option)}
@@ -811,7 +855,7 @@ def add_model(
         if values["num_attention_heads"] > 0:
             values.setdefault("head_dim", values["hidden_size"] // values["num_attention_heads"])
         values.setdefault("num_key_value_heads", values["num_attention_heads"])
-    data = _validate(ModelCreate, {**values, "aliases": alias or []}, MODEL_OPTIONS)
+    data = _validate(ModelCreate, {**values, "aliases": aliases}, MODEL_OPTIONS)
     with shared.session(ctx) as session:
         model = queries.add_model(session, data=data)
         slug, params = model.slug, model.params

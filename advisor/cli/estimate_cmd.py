@@ -6,6 +6,7 @@ calls `advisor.estimator.estimate` and renders its result. No estimation logic l
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -177,19 +178,27 @@ def _render(model: str, result: Estimate, vendor: Vendor, units: Units, explain:
             console.print(f"{term.name}: {term.formula}\n    {inputs}")
 
 
-def resolve(ctx: typer.Context, model: str, request: Request) -> tuple[str, Architecture, Workload]:
-    """Look the model (or config.json) and the format up and build the validated Workload."""
+def resolve(
+    ctx: typer.Context, model: str, request: Request, *, offline: bool = False
+) -> tuple[str, Architecture, Workload]:
+    """Look the model (catalog, config.json, checkpoint folder or Hub id) and the format up and
+    build the validated Workload; a pre-quantized checkpoint brings its own format."""
     from advisor.policy import workload
 
-    slug, arch = options.load_model(ctx, model)
+    choice = options.load_model_and_format(ctx, model, offline=offline)
     formats = options.weight_formats(ctx, request.quants)
     fmt = formats[request.quants[0]] if request.quants else None
-    return slug, arch, workload(arch, request, weight_format=fmt)
+    if fmt is None and request.stage is Stage.inference:
+        fmt = choice.weight_format
+        if request.kv_dtype is None and choice.kv_dtype is not None:
+            request = dataclasses.replace(request, kv_dtype=choice.kv_dtype)
+    return choice.label, choice.arch, workload(choice.arch, request, weight_format=fmt)
 
 
 def estimate(
     ctx: typer.Context,
     model: options.ModelOpt,
+    offline: options.OfflineOpt = False,
     stage: options.StageOpt = Stage.inference,
     method: options.MethodOpt = Method.full,
     precision: options.PrecisionOpt = DEFAULT_PRECISION,
@@ -239,7 +248,7 @@ def estimate(
         engine=options.engine(engine),
         serving=options.serving(ubatch, flash_attn, gpu_memory_utilization),
     )
-    slug, arch, workload = resolve(ctx, model, request)
+    slug, arch, workload = resolve(ctx, model, request, offline=offline)
     result = run_estimate(arch, workload, overhead=OVERHEAD_BY_VENDOR[vendor])
     if as_json:
         shared.print_json(estimate_json(slug, result))

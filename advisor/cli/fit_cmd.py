@@ -6,6 +6,7 @@ Parses the options, looks the model, the formats and the cards up, hands them to
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
@@ -411,6 +412,7 @@ def fit_json(slug: str, params: int, result: Plan) -> dict[str, Any]:
 def fit(
     ctx: typer.Context,
     model: options.ModelOpt,
+    offline: options.OfflineOpt = False,
     stage: options.StageOpt = Stage.inference,
     method: Annotated[
         Method | None,
@@ -447,7 +449,11 @@ def fit(
     gpu_memory_utilization: options.GpuMemoryUtilizationOpt = DEFAULT_GPU_MEMORY_UTILIZATION,
     gpu: Annotated[
         list[str] | None,
-        typer.Option("--gpu", help="A card to consider (repeatable). Default: current cards."),
+        typer.Option(
+            "--gpu",
+            help="A card to consider (repeatable); `local`: this machine's cards, as many as it "
+            "has. Default: current cards.",
+        ),
     ] = None,
     all_cards: Annotated[
         bool, typer.Option("--all", help="Consider every card in the catalog.")
@@ -495,9 +501,24 @@ def fit(
         engine=options.engine(engine),
         serving=options.serving(ubatch, flash_attn, gpu_memory_utilization),
     )
-    slug, arch = options.load_model(ctx, model)
-    levels = options.levels(ctx, arch, request, FIT_QUANTS)
-    cards, what = _select_cards(ctx, gpu, all_cards, vendor, market)
+    slug, arch, own, own_kv = options.load_model_and_format(ctx, model, offline=offline)
+    if own_kv is not None and request.kv_dtype is None and stage is Stage.inference:
+        request = dataclasses.replace(request, kv_dtype=own_kv)
+    if own is not None and not request.quants and stage is Stage.inference:
+        # A pre-quantized checkpoint: its own weights, byte for byte, are the level.
+        from advisor.policy import build_levels
+
+        request = dataclasses.replace(request, quants=(own.slug,))
+        levels = build_levels(arch, request, {own.slug: own}, default_quants=FIT_QUANTS)
+    else:
+        levels = options.levels(ctx, arch, request, FIT_QUANTS)
+    if gpu == [options.LOCAL_GPU]:
+        from advisor.cli.detect_cmd import local_fit_cards
+
+        cards, local_count, what = local_fit_cards(ctx)
+        count = count or local_count
+    else:
+        cards, what = _select_cards(ctx, gpu, all_cards, vendor, market)
     result = plan(
         arch,
         levels,

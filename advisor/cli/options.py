@@ -10,7 +10,7 @@ them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NamedTuple
 
 import typer
 
@@ -42,7 +42,23 @@ if TYPE_CHECKING:
     from advisor.workload import WeightFormat
     from catalog.reader import GPURecord
 
-ModelOpt = Annotated[str, typer.Option("--model", help="Catalog name or path to a config.json.")]
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        help="Catalog name or alias, Hugging Face repo id (OWNER/NAME), checkpoint folder, or "
+        "path to a config.json.",
+    ),
+]
+# `--gpu local`: the cards `advisor detect` finds on this machine.
+LOCAL_GPU = "local"
+OfflineOpt = Annotated[
+    bool,
+    typer.Option(
+        "--offline",
+        help="Never reach the Hugging Face Hub: a repo id must be in the local cache.",
+    ),
+]
 StageOpt = Annotated[Stage, typer.Option("--stage", help="What to run.")]
 MethodOpt = Annotated[Method, typer.Option("--method", help="Fine-tuning method (finetune only).")]
 PrecisionOpt = Annotated[
@@ -141,16 +157,52 @@ UnitsOpt = Annotated[Units, typer.Option("--units", help="gib (binary) or gb (de
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def load_model(ctx: typer.Context, name: str) -> tuple[str, Architecture]:
-    """A catalog model by any alias, or a Hugging Face config.json by path."""
+def load_model(ctx: typer.Context, name: str, *, offline: bool = False) -> tuple[str, Architecture]:
+    """A catalog model by any alias, a config.json by path, a checkpoint folder, or a Hub id."""
+    choice = load_model_and_format(ctx, name, offline=offline)
+    return choice.label, choice.arch
+
+
+class ModelChoice(NamedTuple):
+    """The model `--model` names, and what a checkpoint says about how it is stored."""
+
+    label: str
+    arch: Architecture
+    weight_format: WeightFormat | None = None  # a pre-quantized checkpoint's exact bytes
+    kv_dtype: KVDtype | None = None  # the KV-cache dtype its quantization config asks for
+
+
+def load_model_and_format(ctx: typer.Context, name: str, *, offline: bool = False) -> ModelChoice:
+    """As `load_model`, with a pre-quantized checkpoint's own format and KV-cache dtype."""
     from advisor.arch import architecture_from_hf_config, load_hf_config
+    from advisor.errors import NotFoundError
 
     path = Path(name)
     if name.endswith(".json") or path.is_file():
-        return path.stem, architecture_from_hf_config(load_hf_config(path))
-    with shared.reader(ctx) as catalog:
-        model = catalog.model(name)
-    return model.slug, model.architecture
+        return ModelChoice(path.stem, architecture_from_hf_config(load_hf_config(path)))
+    if path.is_dir():
+        return _checkpoint(name, offline=offline)
+    try:
+        with shared.reader(ctx) as catalog:
+            model = catalog.model(name)
+        return ModelChoice(model.slug, model.architecture)
+    except NotFoundError:
+        from catalog.hub import looks_like_repo_id
+
+        if not looks_like_repo_id(name):
+            raise
+    return _checkpoint(name, offline=offline)
+
+
+def _checkpoint(name: str, *, offline: bool) -> ModelChoice:
+    """A checkpoint folder or Hub repo, said on stderr with where it was read from."""
+    import os
+
+    from catalog.hub import HubSettings, read_checkpoint
+
+    found = read_checkpoint(name, HubSettings.from_env(os.environ, offline=offline))
+    shared.note(found.message())
+    return ModelChoice(found.name, found.architecture, found.weight_format(), found.kv_dtype())
 
 
 def weight_formats(ctx: typer.Context, quants: Sequence[str]) -> dict[str, WeightFormat]:

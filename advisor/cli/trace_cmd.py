@@ -158,6 +158,8 @@ def trace(
     slug, arch, workload = resolve(ctx, model, request)
     traced: Any = arch
     path = Path(model)
+    if path.is_dir():
+        path = path / "config.json"  # a checkpoint folder: its config.json, as below
     if path.suffix == ".json" or path.is_file():
         # A config.json is traced as written (every field transformers reads), not as the
         # architecture advisor keeps of it; `load_model` above has validated it.

@@ -158,7 +158,7 @@ def _render(
 def _answers(
     ctx: typer.Context,
     request: Request,
-    gpu: str,
+    gpu: str | Card,
     count: int,
     family: str | None,
     allow_longer_context: bool,
@@ -169,7 +169,7 @@ def _answers(
 
     formats = options.level_formats(ctx, request, WHICH_MODELS_LADDER)
     with shared.reader(ctx) as catalog:
-        card = options.card_of(catalog.gpu(gpu))
+        card = options.card_of(catalog.gpu(gpu)) if isinstance(gpu, str) else gpu
         rows = [(m.slug, m.architecture, m.family) for m in catalog.models(family=family)]
     results = []
     for name, arch, family_slug in rows:
@@ -189,8 +189,18 @@ def _answers(
 
 def which_models(
     ctx: typer.Context,
-    gpu: Annotated[str, typer.Option("--gpu", help="The card you have, e.g. rtx4090.")],
-    count: Annotated[int, typer.Option("--count", help="How many of them.")] = 1,
+    gpu: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu",
+            help="The card you have, e.g. rtx4090. Default (or `local`): this machine's cards, "
+            "as `advisor detect` finds them.",
+        ),
+    ] = None,
+    count: Annotated[
+        int | None,
+        typer.Option("--count", help="How many of them. Default: 1, or as many as detected."),
+    ] = None,
     stage: options.StageOpt = Stage.inference,
     method: Annotated[
         Method | None,
@@ -245,7 +255,7 @@ def which_models(
     as_json: options.JsonOpt = False,
 ) -> None:
     """Which catalog models fit on a card (or several), at which quantization or method."""
-    if count < 1:
+    if count is not None and count < 1:
         raise InvalidValueError(f"count must be at least 1, got {count}")
     if context is not None and context < 1:
         raise InvalidValueError(f"context must be at least 1, got {context}")
@@ -265,8 +275,19 @@ def which_models(
         engine=options.engine(engine),
         serving=options.serving(ubatch, flash_attn, gpu_memory_utilization),
     )
-    card, results = _answers(ctx, request, gpu, count, family, allow_longer_context)
+    detected: str | None = None
+    target: str | Card = gpu or options.LOCAL_GPU
+    if target == options.LOCAL_GPU:
+        from advisor.cli.detect_cmd import local_fit_cards
+
+        cards, local_count, detected = local_fit_cards(ctx)
+        target = max(cards, key=lambda c: c.capacity_bytes)
+        count = count or (local_count if len(cards) == 1 else 1)
+    count = count or 1
+    card, results = _answers(ctx, request, target, count, family, allow_longer_context)
     if as_json:
+        if detected is not None:
+            shared.note(f"using {detected}")
         shared.print_json(
             {
                 "gpu": card.slug,
@@ -280,4 +301,6 @@ def which_models(
             }
         )
     else:
+        if detected is not None:
+            shared.out().print(f"Detected {detected}")
         _render(card, count, stage, results, show_all, units)
