@@ -42,7 +42,15 @@ from typing import TYPE_CHECKING, Any
 
 from advisor.arch import Architecture, hf_text_config
 from advisor.errors import TraceExtraMissingError, TraceUnavailableError
-from advisor.workload import Method, Optimizer, Precision, Stage, Workload
+from advisor.workload import (
+    DEFAULT_LOSS,
+    Checkpointing,
+    Method,
+    Optimizer,
+    Precision,
+    Stage,
+    Workload,
+)
 
 if TYPE_CHECKING:
     from advisor.estimator import Estimate
@@ -181,6 +189,12 @@ def _unsupported(workload: Workload) -> str | None:
         return "--kv-dtype: transformers' default cache keeps keys and values in the model dtype"
     if workload.offload_optimizer:
         return "--offload-optimizer moves states off the device; it is not traced"
+    if workload.checkpointing in (Checkpointing.selective, Checkpointing.offload):
+        return (
+            f"--checkpointing {workload.checkpointing.value} is not traced yet (full and none are)"
+        )
+    if workload.loss is not DEFAULT_LOSS:
+        return f"--loss {workload.loss.value} is not traced yet (the unfused loss is)"
     if workload.training and workload.optimizer in (Optimizer.adamw_8bit, Optimizer.lion):
         return f"--optimizer {workload.optimizer.value} is not in torch.optim; it is not traced"
     return None
@@ -445,7 +459,7 @@ def _run_inference(torch: Any, net: Any, ids: Any, mask: Any) -> dict[str, int]:
 
 def _run_training(torch: Any, net: Any, ids: Any, mask: Any, workload: Workload) -> dict[str, int]:
     net.train()
-    if workload.grad_checkpointing:
+    if workload.checkpointing is Checkpointing.full:
         kwargs = {"use_reentrant": False}
         if hasattr(net, "activation_checkpointing_enable"):  # its name from transformers 5.2x
             net.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
