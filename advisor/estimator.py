@@ -1019,7 +1019,7 @@ def _saved_activations(s: _Shape, w: Workload, shard: _Shard, b: _Bytes, layers:
         # Each layer keeps only its input; one layer's activations are rebuilt during backward.
         saved = layers * layer_input
     elif w.checkpointing is Checkpointing.selective:
-        saved = layers * (layer_input + _round(n * _selective_saved(s, b.compute)))
+        saved = layers * (layer_input + _round(n * _selective_saved(s, w, b.compute)))
     elif w.checkpointing is Checkpointing.offload:
         saved = OFFLOAD_GPU_LAYER_INPUTS * layer_input
         host = math.ceil(layers * layer_input / shard.tp)
@@ -1039,33 +1039,47 @@ def _saved_activations(s: _Shape, w: Workload, shard: _Shard, b: _Bytes, layers:
     return _Saved(total, one_layer, layers, masked, per_token, per_seq_sq, host)
 
 
-def _matmul_outputs(s: _Shape) -> tuple[int, ...]:
-    """Elements per token of each matrix product of one layer's forward, in order: the q, k,
-    v projections (one fused product in Phi-3 and GPT-NeoX), the attention output projection,
-    then the MLP's products (gate and up fused in Phi-3), expert by expert for a routed MLP."""
-    attention = ((s.q_dim + 2 * s.kv_dim,) if s.fused_qkv else (s.q_dim, s.kv_dim, s.kv_dim)) + (
-        s.hidden,
-    )
+def _matmul_outputs(s: _Shape, w: Workload, c: int) -> tuple[int, ...]:
+    """Bytes per token of each matrix product of one layer's forward, in order: the q, k, v
+    projections (one fused product in Phi-3 and GPT-NeoX), the attention output projection,
+    then the MLP's products (gate and up fused in Phi-3), expert by expert for a routed MLP.
+    A LoRA-adapted projection is followed by its A and B products, in the adapter dtype
+    (PEFT's `Linear.forward`: base layer, then lora_B(lora_A(x)))."""
     gated = s.mlp_kind is MLPKind.gated
-    if s.moe:
-        expert = (s.expert_ffn, s.expert_ffn, s.hidden)
-        shared = (s.shared_ffn, s.shared_ffn, s.hidden) if s.shared_ffn else ()
-        return attention + expert * s.experts_per_tok + shared
-    if gated:
-        mlp = (2 * s.ffn, s.hidden) if s.fused_qkv else (s.ffn, s.ffn, s.hidden)
+    named: list[tuple[str, int]]
+    if s.fused_qkv:
+        named = [("qkv", s.q_dim + 2 * s.kv_dim), ("o_proj", s.hidden)]
     else:
-        mlp = (s.ffn, s.hidden)
-    return attention + mlp
+        named = [("q_proj", s.q_dim), ("k_proj", s.kv_dim), ("v_proj", s.kv_dim)]
+        named.append(("o_proj", s.hidden))
+    if s.moe:
+        expert = [("expert", s.expert_ffn), ("expert", s.expert_ffn), ("expert", s.hidden)]
+        named += expert * s.experts_per_tok
+        if s.shared_ffn:
+            named += [("shared", s.shared_ffn), ("shared", s.shared_ffn), ("shared", s.hidden)]
+    elif gated and s.fused_qkv:
+        named += [("gate_up", 2 * s.ffn), ("down_proj", s.hidden)]
+    elif gated:
+        named += [("gate_proj", s.ffn), ("up_proj", s.ffn), ("down_proj", s.hidden)]
+    else:
+        named += [("up_proj", s.ffn), ("down_proj", s.hidden)]
+    adapted = set(_lora_targets(s, w)) if w.method in (Method.lora, Method.qlora) else set()
+    products: list[int] = []
+    for name, width in named:
+        products.append(width * c)
+        if name in adapted:
+            products += [w.lora_rank * LORA_DTYPE_BYTES, width * LORA_DTYPE_BYTES]
+    return tuple(products)
 
 
-def _selective_saved(s: _Shape, c: int) -> int:
+def _selective_saved(s: _Shape, w: Workload, c: int) -> int:
     """Bytes per token one layer keeps under torchtitan's per-op selective checkpointing
     (`_apply_op_sac`, torchtitan/distributed/activation_checkpoint.py): the outputs of the
     1st, 3rd, 5th ... matrix product of the layer (`mm` is saved on odd counts and recomputed
     on even ones) and the fused attention kernel's output with its fp32 log-sum-exp per head.
     Every product is counted as `aten.mm`, so a biased projection (`addmm`, which the policy
     recomputes) is charged as saved: an upper bound for biased layers."""
-    saved = sum(_matmul_outputs(s)[::2]) * c
+    saved = sum(_matmul_outputs(s, w, c)[::2])
     if s.attention is not AttentionKernel.eager:
         saved += s.q_dim * c + s.heads * FP32_BYTES
     return saved
