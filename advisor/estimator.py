@@ -1101,8 +1101,9 @@ def _training_logits(s: _Shape, w: Workload, c: int, head_grad: int) -> _Trainin
     unfused: the model returns its logits in the compute dtype and the caller holds them
     through backward; the loss upcasts to fp32 and log-softmax keeps its fp32 output; the start
     of backward adds the loss's gradient and log-softmax's (both fp32).
-    chunked: the same logits and saved log-softmax, in chunks; backward holds one chunk's two
-    fp32 gradients at a time.
+    chunked: torchtune's recipes free the logits once the loss is computed (`del logits`,
+    recipes/full_finetune_single_device.py `_loss_step`); each chunk's fp32 log-softmax is
+    saved, and backward holds one chunk's two fp32 gradients at a time.
     fused: no logits are held; the forward computes the gradient of the hidden states (kept
     for backward, compute dtype) and, when the head trains, of its weight (`head_grad`), one
     chunk of logits at a time (counted at the peak as `loss_grads`).
@@ -1116,13 +1117,17 @@ def _training_logits(s: _Shape, w: Workload, c: int, head_grad: int) -> _Trainin
         chunk = -(-n // CHUNKED_LOSS_CHUNKS)
         chunks = -(-n // chunk)
         last = n - (chunks - 1) * chunk
-        held = (chunks - 1) * _round(chunk * s.vocab * c) + _round(last * s.vocab * c)
-        log_softmax = (chunks - 1) * _round(chunk * s.vocab * FP32_BYTES) + _round(
-            last * s.vocab * FP32_BYTES
-        )
+        one = _round(chunk * s.vocab * FP32_BYTES)
+        log_softmax = (chunks - 1) * one + _round(last * s.vocab * FP32_BYTES)
         if s.softcap:
-            log_softmax += held
-        return _TrainingLogits(held, log_softmax, 2 * _round(chunk * s.vocab * FP32_BYTES), c)
+            log_softmax += (chunks - 1) * _round(chunk * s.vocab * c) + _round(last * s.vocab * c)
+        # Backward takes the chunks one at a time, each freeing its saved log-softmax once
+        # its two fp32 gradients exist. A trained head's per-chunk weight gradients are summed
+        # in place: the second chunk's is made (two head-sized buffers) after two chunks'
+        # log-softmax are freed, which two chunk-sized gradients stand in for.
+        first = 2 * one + head_grad
+        second = 2 * head_grad if chunks > 1 else first
+        return _TrainingLogits(0, log_softmax, max(first, second), c)
     log_softmax = _round(n * s.vocab * FP32_BYTES)
     if s.softcap:
         # Gemma-2 soft-caps the final logits (tanh(x / 30) x 30): tanh's output is saved.

@@ -52,15 +52,27 @@ def _at_start(arch: Architecture, workload: Workload) -> dict[str, int]:
 
 
 def test_selective_keeps_every_other_matmul_and_the_attention_output(arch: Architecture) -> None:
-    """torchtitan's op policy: per layer, the input plus q, v, gate, down (the 1st, 3rd, 5th
-    and 7th products) and SDPA's output with its fp32 log-sum-exp, all bf16."""
-    full = _at_start(arch, replace(LORA, checkpointing=Checkpointing.full))
-    selective = _at_start(arch, replace(LORA, checkpointing=Checkpointing.selective))
+    """torchtitan's op policy on a full fine-tune: per layer, the input plus q, v, gate, down
+    (the 1st, 3rd, 5th and 7th products) and SDPA's output with its fp32 log-sum-exp, bf16."""
+    base = Workload(stage=Stage.finetune, batch=8, seq=2048)
+    full = _at_start(arch, replace(base, checkpointing=Checkpointing.full))
+    selective = _at_start(arch, replace(base, checkpointing=Checkpointing.selective))
     q, kv = HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM
     per_token = (q + kv + FFN + HIDDEN) * 2 + q * 2 + HEADS * 4
-    assert selective["activations"] - full["activations"] == LAYERS * TOKENS * per_token
-    none = _at_start(arch, LORA)
+    assert selective["activations"] - full["activations"] == LAYERS * 8 * 2048 * per_token
+    none = _at_start(arch, base)
     assert full["activations"] < selective["activations"] < none["activations"]
+
+
+def test_selective_counts_lora_products_in_the_alternation(arch: Architecture) -> None:
+    """PEFT runs base, A, B for each adapted projection: the odd products become q, q's B
+    (fp32), k's A, v, v's B, o's A (rank 16, fp32), gate and down."""
+    full = _at_start(arch, replace(LORA, checkpointing=Checkpointing.full))
+    selective = _at_start(arch, replace(LORA, checkpointing=Checkpointing.selective))
+    q, kv, rank = HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM, 16
+    products = q * 2 + q * 4 + rank * 4 + kv * 2 + kv * 4 + rank * 4 + FFN * 2 + HIDDEN * 2
+    per_token = products + q * 2 + HEADS * 4
+    assert selective["activations"] - full["activations"] == LAYERS * TOKENS * per_token
 
 
 def test_offload_keeps_one_layer_input_on_the_gpu_and_the_rest_on_the_host(
@@ -131,10 +143,21 @@ def test_unfused_loss_is_fourteen_bytes_per_logit(arch: Architecture) -> None:
 
 
 def test_chunked_loss_holds_one_chunk_of_gradients(arch: Architecture) -> None:
-    """torchtune's 8 chunks: the same held logits and saved log-softmax, one chunk's two fp32
-    gradients."""
+    """torchtune's 8 chunks: the logits freed before backward, every chunk's fp32
+    log-softmax saved, one chunk's two fp32 gradients (LoRA: the head does not train)."""
     logits = _at_start(arch, replace(LORA, loss=Loss.chunked))["logits"]
-    assert logits == TOKENS * VOCAB * (2 + 4) + 2 * (TOKENS // 8) * VOCAB * 4
+    assert logits == TOKENS * VOCAB * 4 + 2 * (TOKENS // 8) * VOCAB * 4
+
+
+def test_chunked_loss_sums_a_trained_heads_gradients(arch: Architecture) -> None:
+    """Full fine-tune: the second chunk's head gradient is made beside the first's (bf16),
+    once two chunks' log-softmax are freed."""
+    workload = Workload(stage=Stage.finetune, batch=4, seq=8192, loss=Loss.chunked)
+    tokens = 4 * 8192
+    one = (tokens // 8) * VOCAB * 4
+    head = VOCAB * HIDDEN * 2
+    logits = _at_start(arch, workload)["logits"]
+    assert logits == tokens * VOCAB * 4 + max(2 * one + head, 2 * head)
 
 
 def test_fused_loss_never_holds_the_logits(arch: Architecture) -> None:
