@@ -39,7 +39,9 @@ from advisor.errors import InvalidValueError
 from advisor.traits import ALL_PROJECTIONS, AttentionKernel, MLPKind, ModelTraits, Norm
 from advisor.units import GIB, MIB
 from advisor.workload import (
+    Checkpointing,
     KVDtype,
+    Loss,
     Method,
     Optimizer,
     Parallel,
@@ -74,6 +76,14 @@ LORA_DTYPE_BYTES = FP32_BYTES
 # 2 sqrt(n) values per n-element matrix (Shazeer & Stern 2018); the estimate bounds the
 # states by 1 % of the trainable parameters (in the state dtype).
 ADAFACTOR_STATE_DIVISOR = 100
+# Offloaded checkpointing (Unsloth's `Unsloth_Offloaded_Gradient_Checkpointer`,
+# unsloth/models/_utils.py): each layer's input is copied to host memory as the forward moves
+# on, and copied back for that layer's backward; the GPU holds the one in transit.
+OFFLOAD_GPU_LAYER_INPUTS = 1
+# torchtune's `CEWithChunkedOutputLoss` (torchtune/modules/loss/ce_chunked_output_loss.py):
+# the output projection runs on 8 chunks of tokens and each chunk is upcast to fp32 on its own
+# (`num_output_chunks: int = 8`, the value every torchtune recipe keeps).
+CHUNKED_LOSS_CHUNKS = 8
 # Bytes per element of the KV cache by dtype; GGUF q8_0/q4_0 pack 32 values with an fp16 scale
 # (34 and 18 bytes per block of 32: ggml-common.h block_q8_0 / block_q4_0).
 KV_BYTES_PER_ELEMENT: Mapping[KVDtype, float] = MappingProxyType(
@@ -203,6 +213,9 @@ class Estimate:
     component_bytes: tuple[int, ...] = field(repr=False)
     _explain: Callable[[], tuple[Term, ...]] = field(repr=False, compare=False)
     valid_gpu_counts: tuple[int, ...] | None = None
+    # Host (CPU) memory the workload keeps per GPU: offloaded checkpoints and offloaded
+    # optimizer states; 0 when nothing is offloaded.
+    host_bytes: int = 0
 
     @property
     def components(self) -> dict[str, int]:
@@ -260,6 +273,7 @@ class _Peak:
     components: Components
     moment: str
     explain: Callable[[], list[Term]]
+    host: int = 0  # bytes kept in host memory (offloaded checkpoints and optimizer states)
 
 
 # --- the architecture as the estimator sees it -------------------------------------------------
@@ -1180,6 +1194,7 @@ class _TrainingState:
     states: int
     step_temp: int  # the optimizer step's temporaries
     tied_accumulate: int  # the tied embedding's two gradients summed at the end of backward
+    host: int  # optimizer states offloaded to host memory
 
 
 @dataclass(slots=True)  # see _RECORDS
@@ -1192,13 +1207,14 @@ class _Saved:
     masked: int  # layers whose attention gets a mask tensor
     per_token: float
     per_seq_sq: float
+    host: int  # checkpoints offloaded to host memory
 
 
 @dataclass(slots=True)  # see _RECORDS
 class _TrainingLogits:
     held: int  # the model's logits, held by the caller through backward
-    log_softmax: int  # the loss's fp32 log-softmax output (and Gemma-2's soft-cap tanh)
-    loss_grads: int  # the loss's and log-softmax's fp32 gradients
+    log_softmax: int  # what the loss keeps for backward (unfused: its fp32 log-softmax output)
+    loss_grads: int  # the loss's gradients at the start of backward (fused: one chunk's logits)
     dtype_bytes: int
 
 
@@ -1220,7 +1236,10 @@ def _training_state(
     trainable = tr.adapter_params if lora else tr.params
     states = 0
     step_temp = 0
-    if not w.offload_optimizer:
+    host = 0
+    if w.offload_optimizer:
+        host = shard.states(_optimizer_state_bytes(trainable, w.optimizer, state_bytes))
+    else:
         states = shard.states(_optimizer_state_bytes(trainable, w.optimizer, state_bytes))
         largest = (
             max(w.lora_rank * max(*s.lora_dims[t]) for t in _lora_targets(s, w))
@@ -1246,6 +1265,7 @@ def _training_state(
         states,
         step_temp,
         tied_accumulate,
+        host,
     )
 
 
@@ -1258,9 +1278,16 @@ def _saved_activations(s: _Shape, w: Workload, shard: _Shard, b: _Bytes, layers:
     if 0 < masked < layers:
         plain_token, plain_seq_sq = _layer_saved(s, b, w, mask=False)
         unmasked_bytes = _round(n * plain_token) + _round(w.batch * w.seq * w.seq * plain_seq_sq)
-    if w.grad_checkpointing:
+    layer_input = _round(n * s.hidden * b.compute)
+    host = 0
+    if w.checkpointing is Checkpointing.full:
         # Each layer keeps only its input; one layer's activations are rebuilt during backward.
-        saved = layers * _round(n * s.hidden * b.compute)
+        saved = layers * layer_input
+    elif w.checkpointing is Checkpointing.selective:
+        saved = layers * (layer_input + _round(n * _selective_saved(s, w, b.compute)))
+    elif w.checkpointing is Checkpointing.offload:
+        saved = OFFLOAD_GPU_LAYER_INPUTS * layer_input
+        host = math.ceil(layers * layer_input / shard.tp)
     else:
         saved = masked * layer_bytes + (layers - masked) * unmasked_bytes
     lora = w.method in (Method.lora, Method.qlora)
@@ -1274,14 +1301,98 @@ def _saved_activations(s: _Shape, w: Workload, shard: _Shard, b: _Bytes, layers:
     # Backward through the first layer: nearly every gradient exists while that layer's saved
     # (with checkpointing: recomputed) activations are still alive.
     one_layer = math.ceil(max(layer_bytes, unmasked_bytes) / shard.tp)
-    return _Saved(total, one_layer, layers, masked, per_token, per_seq_sq)
+    return _Saved(total, one_layer, layers, masked, per_token, per_seq_sq, host)
 
 
-def _training_logits(s: _Shape, w: Workload, c: int) -> _TrainingLogits:
-    """The model returns its logits in the compute dtype and the caller holds them through
-    backward; the loss upcasts to fp32 and log-softmax keeps its fp32 output; the start of
-    backward adds the loss's gradient and log-softmax's (both fp32)."""
+def _matmul_outputs(s: _Shape, w: Workload, c: int) -> tuple[int, ...]:
+    """Bytes per token of each matrix product of one layer's forward, in order: the q, k, v
+    projections (one fused product in Phi-3 and GPT-NeoX), the attention output projection,
+    then the MLP's products (gate and up fused in Phi-3), expert by expert for a routed MLP.
+    A LoRA-adapted projection is followed by its A and B products, in the adapter dtype
+    (PEFT's `Linear.forward`: base layer, then lora_B(lora_A(x)))."""
+    gated = s.mlp_kind is MLPKind.gated
+    named: list[tuple[str, int]]
+    if s.fused_qkv:
+        named = [("qkv", s.q_dim + 2 * s.kv_dim), ("o_proj", s.hidden)]
+    else:
+        named = [("q_proj", s.q_dim), ("k_proj", s.kv_dim), ("v_proj", s.kv_dim)]
+        named.append(("o_proj", s.hidden))
+    if s.moe:
+        expert = [("expert", s.expert_ffn), ("expert", s.expert_ffn), ("expert", s.hidden)]
+        named += expert * s.experts_per_tok
+        if s.shared_ffn:
+            named += [("shared", s.shared_ffn), ("shared", s.shared_ffn), ("shared", s.hidden)]
+    elif gated and s.fused_qkv:
+        named += [("gate_up", 2 * s.ffn), ("down_proj", s.hidden)]
+    elif gated:
+        named += [("gate_proj", s.ffn), ("up_proj", s.ffn), ("down_proj", s.hidden)]
+    else:
+        named += [("up_proj", s.ffn), ("down_proj", s.hidden)]
+    adapted = set(_lora_targets(s, w)) if w.method in (Method.lora, Method.qlora) else set()
+    products: list[int] = []
+    for name, width in named:
+        products.append(width * c)
+        if name in adapted:
+            products += [w.lora_rank * LORA_DTYPE_BYTES, width * LORA_DTYPE_BYTES]
+    return tuple(products)
+
+
+def _selective_saved(s: _Shape, w: Workload, c: int) -> int:
+    """Bytes per token one layer keeps under torchtitan's per-op selective checkpointing
+    (`_apply_op_sac`, torchtitan/distributed/activation_checkpoint.py): the outputs of the
+    1st, 3rd, 5th ... matrix product of the layer (`mm` is saved on odd counts and recomputed
+    on even ones) and the fused attention kernel's output with its fp32 log-sum-exp per head.
+    Every product is counted as `aten.mm`, so a biased projection (`addmm`, which the policy
+    recomputes) is charged as saved: an upper bound for biased layers."""
+    saved = sum(_matmul_outputs(s, w, c)[::2])
+    if s.attention is not AttentionKernel.eager:
+        saved += s.q_dim * c + s.heads * FP32_BYTES
+    return saved
+
+
+def fused_loss_chunk_tokens(tokens: int, hidden: int, vocab: int) -> int:
+    """Tokens per chunk of Liger's fused linear cross-entropy
+    (liger_kernel/ops/fused_linear_cross_entropy.py, `fused_linear_cross_entropy_forward`):
+    the next power of two of tokens / ceil(vocab / hidden), so that a chunk's logits are about
+    the size of the hidden states."""
+    inc_factor = -(-vocab // hidden)
+    per_chunk = -(-tokens // inc_factor)
+    return 1 << (per_chunk - 1).bit_length()
+
+
+def _training_logits(s: _Shape, w: Workload, c: int, head_grad: int) -> _TrainingLogits:
+    """The loss's memory around the start of backward, by implementation.
+
+    unfused: the model returns its logits in the compute dtype and the caller holds them
+    through backward; the loss upcasts to fp32 and log-softmax keeps its fp32 output; the start
+    of backward adds the loss's gradient and log-softmax's (both fp32).
+    chunked: torchtune's recipes free the logits once the loss is computed (`del logits`,
+    recipes/full_finetune_single_device.py `_loss_step`); each chunk's fp32 log-softmax is
+    saved, and backward holds one chunk's two fp32 gradients at a time.
+    fused: no logits are held; the forward computes the gradient of the hidden states (kept
+    for backward, compute dtype) and, when the head trains, of its weight (`head_grad`), one
+    chunk of logits at a time (counted at the peak as `loss_grads`).
+    """
     n = w.tokens
+    if w.loss is Loss.fused:
+        chunk = fused_loss_chunk_tokens(n, s.hidden, s.vocab)
+        kept = _round(n * s.hidden * c) + head_grad
+        return _TrainingLogits(0, kept, _round(chunk * s.vocab * c), c)
+    if w.loss is Loss.chunked:
+        chunk = -(-n // CHUNKED_LOSS_CHUNKS)
+        chunks = -(-n // chunk)
+        last = n - (chunks - 1) * chunk
+        one = _round(chunk * s.vocab * FP32_BYTES)
+        log_softmax = (chunks - 1) * one + _round(last * s.vocab * FP32_BYTES)
+        if s.softcap:
+            log_softmax += (chunks - 1) * _round(chunk * s.vocab * c) + _round(last * s.vocab * c)
+        # Backward takes the chunks one at a time, each freeing its saved log-softmax once
+        # its two fp32 gradients exist. A trained head's per-chunk weight gradients are summed
+        # in place: the second chunk's is made (two head-sized buffers) after two chunks'
+        # log-softmax are freed, which two chunk-sized gradients stand in for.
+        first = 2 * one + head_grad
+        second = 2 * head_grad if chunks > 1 else first
+        return _TrainingLogits(0, log_softmax, max(first, second), c)
     log_softmax = _round(n * s.vocab * FP32_BYTES)
     if s.softcap:
         # Gemma-2 soft-caps the final logits (tanh(x / 30) x 30): tanh's output is saved.
@@ -1337,13 +1448,19 @@ def _training_terms(arch: Architecture, s: _Shape, w: Workload, shard: _Shard) -
     tr = _trainable(s, w)
     state = _training_state(s, w, shard, b, tr)
     saved = _saved_activations(s, w, shard, b, tr.layers_with_grad)
-    logits = _training_logits(s, w, b.compute)
+    head_grad = (
+        shard.grads(_round(s.vocab * s.hidden * b.grad))
+        if w.method in (Method.full, Method.freeze)  # the output head trains
+        else 0
+    )
+    logits = _training_logits(s, w, b.compute, head_grad)
     moment = _training_peak(state, saved, logits)
     components = _training_components(moment, state, saved, logits)
     explain = functools.partial(
         _explain_training, s, w, b, tr, state, saved, logits, moment, components
     )
-    return _Peak(components, moment, explain)
+    host = saved.host + state.host
+    return _Peak(components, moment, explain, host)
 
 
 def _explain_training(
@@ -1540,4 +1657,5 @@ def estimate(
         component_bytes=(*tensor, runtime),
         _explain=explain,
         valid_gpu_counts=valid,
+        host_bytes=peak.host,
     )

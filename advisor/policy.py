@@ -22,11 +22,15 @@ from advisor.errors import InvalidValueError
 from advisor.workload import (
     ATTENTION_TARGETS,
     DEFAULT_BATCH,
+    DEFAULT_CHECKPOINTING,
     DEFAULT_LORA_RANK,
+    DEFAULT_LOSS,
     DEFAULT_OPTIMIZER,
     DEFAULT_PRECISION,
     DEFAULT_TRAINING_SEQ,
+    Checkpointing,
     KVDtype,
+    Loss,
     Method,
     Optimizer,
     Parallel,
@@ -77,7 +81,8 @@ class Request:
     batch: int | None = None
     seq: int | None = None
     optimizer: Optimizer = DEFAULT_OPTIMIZER
-    grad_checkpointing: bool = False
+    checkpointing: Checkpointing = DEFAULT_CHECKPOINTING
+    loss: Loss = DEFAULT_LOSS
     lora_rank: int = DEFAULT_LORA_RANK
     lora_targets: tuple[str, ...] = field(default=ATTENTION_TARGETS)
     trainable_layers: int | None = None
@@ -142,7 +147,8 @@ def workload(
         batch=DEFAULT_BATCH if request.batch is None else request.batch,
         seq=default_seq(arch, request.stage) if request.seq is None else request.seq,
         optimizer=request.optimizer,
-        grad_checkpointing=request.grad_checkpointing,
+        checkpointing=request.checkpointing,
+        loss=request.loss,
         lora_rank=request.lora_rank,
         lora_targets=request.lora_targets,
         trainable_layers=request.trainable_layers,
@@ -151,6 +157,21 @@ def workload(
         offload_optimizer=request.offload_optimizer,
         serving=serving,
     )
+
+
+def checkpointing_asked(
+    checkpointing: Checkpointing | None, grad_checkpointing: bool
+) -> Checkpointing:
+    """The checkpointing policy of `--checkpointing` and its older alias `--grad-checkpointing`
+    (full); the default when neither is given."""
+    if grad_checkpointing:
+        if checkpointing not in (None, Checkpointing.full):
+            raise InvalidValueError(
+                "--grad-checkpointing means --checkpointing full; it conflicts with "
+                f"--checkpointing {checkpointing.value}"
+            )
+        return Checkpointing.full
+    return DEFAULT_CHECKPOINTING if checkpointing is None else checkpointing
 
 
 def levels_asked(request: Request, default_quants: Sequence[str]) -> tuple[str, ...]:

@@ -42,7 +42,15 @@ from typing import TYPE_CHECKING, Any
 
 from advisor.arch import Architecture, hf_text_config
 from advisor.errors import TraceExtraMissingError, TraceUnavailableError
-from advisor.workload import Method, Optimizer, Precision, Stage, Workload
+from advisor.workload import (
+    Checkpointing,
+    Loss,
+    Method,
+    Optimizer,
+    Precision,
+    Stage,
+    Workload,
+)
 
 if TYPE_CHECKING:
     from advisor.estimator import Estimate
@@ -181,6 +189,10 @@ def _unsupported(workload: Workload) -> str | None:
         return "--kv-dtype: transformers' default cache keeps keys and values in the model dtype"
     if workload.offload_optimizer:
         return "--offload-optimizer moves states off the device; it is not traced"
+    if workload.checkpointing is Checkpointing.offload:
+        return "--checkpointing offload moves checkpoints to host memory; it is not traced"
+    if workload.loss is Loss.fused:
+        return "--loss fused needs Liger's Triton kernels, which fake tensors cannot run"
     if workload.training and workload.optimizer in (Optimizer.adamw_8bit, Optimizer.lion):
         return f"--optimizer {workload.optimizer.value} is not in torch.optim; it is not traced"
     return None
@@ -445,8 +457,10 @@ def _run_inference(torch: Any, net: Any, ids: Any, mask: Any) -> dict[str, int]:
 
 def _run_training(torch: Any, net: Any, ids: Any, mask: Any, workload: Workload) -> dict[str, int]:
     net.train()
-    if workload.grad_checkpointing:
-        kwargs = {"use_reentrant": False}
+    if workload.checkpointing in (Checkpointing.full, Checkpointing.selective):
+        kwargs: dict[str, Any] = {"use_reentrant": False}
+        if workload.checkpointing is Checkpointing.selective:
+            kwargs["context_fn"] = _selective_policy(torch)
         if hasattr(net, "activation_checkpointing_enable"):  # its name from transformers 5.2x
             net.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
@@ -488,13 +502,75 @@ def _run_training(torch: Any, net: Any, ids: Any, mask: Any, workload: Workload)
                 if autocast_name
                 else nullcontext()
             ):
-                out = net(input_ids=ids, attention_mask=mask, labels=ids, use_cache=False)
-            out.loss.backward()
+                if workload.loss is Loss.chunked:
+                    out = _chunked_loss(torch, net, ids, mask)
+                else:
+                    out = net(input_ids=ids, attention_mask=mask, labels=ids, use_cache=False)
+            (out if workload.loss is Loss.chunked else out.loss).backward()
             del out
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             tracker.reset_mod_stats()
     return _peak(tracker)
+
+
+# The ops torchtitan's per-op selective checkpointing saves (`_save_list` in
+# torchtitan/distributed/activation_checkpoint.py), plus PyTorch's CPU flash-attention kernel,
+# the fused kernel SDPA takes on the CPU a trace runs on (CUDA's are in the list).
+_SELECTIVE_SAVED_OPS = (
+    "mm",
+    "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_cudnn_attention",
+    "_scaled_dot_product_flash_attention_for_cpu",
+)
+
+
+def _selective_policy(torch: Any) -> Any:
+    """torchtitan's op policy as a `context_fn` for `torch.utils.checkpoint`: save the listed
+    ops' outputs, but only every other `mm` (counted separately in forward and recompute)."""
+    checkpoint = importlib.import_module("torch.utils.checkpoint")
+    aten = torch.ops.aten
+    saved = {getattr(aten, name).default for name in _SELECTIVE_SAVED_OPS if hasattr(aten, name)}
+    mm = aten.mm.default
+
+    def context_fn() -> Any:
+        counts = dict.fromkeys(("forward", "recompute"), 0)
+
+        def policy(ctx: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
+            mode = "recompute" if ctx.is_recompute else "forward"
+            if func == mm:
+                counts[mode] += 1
+            keep = func in saved and not (func == mm and counts[mode] % 2 == 0)
+            policy_enum = checkpoint.CheckpointPolicy
+            return policy_enum.MUST_SAVE if keep else policy_enum.PREFER_RECOMPUTE
+
+        return checkpoint.create_selective_checkpoint_contexts(policy)
+
+    return context_fn
+
+
+def _chunked_loss(torch: Any, net: Any, ids: Any, mask: Any) -> Any:
+    """torchtune's `CEWithChunkedOutputLoss`: the output projection on 8 chunks of tokens, each
+    chunk's logits upcast to fp32 on its own; the mean over the shifted labels."""
+    from advisor.estimator import CHUNKED_LOSS_CHUNKS
+
+    functional = importlib.import_module("torch.nn.functional")
+    hidden = net.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False)[0]
+    head = net.get_output_embeddings()
+    labels = torch.cat([ids[:, 1:], torch.full_like(ids[:, :1], -100)], dim=1)
+    total = None
+    for h, y in zip(
+        hidden.chunk(CHUNKED_LOSS_CHUNKS, dim=1),
+        labels.chunk(CHUNKED_LOSS_CHUNKS, dim=1),
+        strict=True,
+    ):
+        logits = functional.linear(h, head.weight)  # MemTracker tracks one call per module
+        part = functional.cross_entropy(
+            logits.float().flatten(0, 1), y.flatten(), ignore_index=-100, reduction="sum"
+        )
+        total = part if total is None else total + part
+    return total / (labels != -100).sum()
 
 
 # --- the trace beside the estimate ----------------------------------------------------------

@@ -7,7 +7,7 @@ estimator only ever sees requests that can exist.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
@@ -64,6 +64,37 @@ class Optimizer(StrEnum):
     lion = "lion"
 
 
+class Checkpointing(StrEnum):
+    """What a training step keeps for backward (docs/estimates.md, "Memory savers").
+
+    none: every layer's activations (Hugging Face Trainer's default). full: each layer keeps
+    only its input and is recomputed in backward (`gradient_checkpointing=True`). selective:
+    torchtitan's per-op policy (`selective_ac_option="op"`): every layer keeps its input, the
+    outputs of every other matmul and the attention kernel's output, and recomputes the rest.
+    offload: full checkpointing with each layer's input copied to host memory and brought back
+    for its backward (Unsloth's `use_gradient_checkpointing="unsloth"`).
+    """
+
+    none = "none"
+    full = "full"
+    selective = "selective"
+    offload = "offload"
+
+
+class Loss(StrEnum):
+    """How the cross-entropy loss is computed over the vocabulary.
+
+    unfused: the whole logits tensor upcast to fp32 (transformers' `ForCausalLMLoss`).
+    chunked: torchtune's `CEWithChunkedOutputLoss` (logits in chunks, each upcast on its own).
+    fused: fused linear cross-entropy (Liger's `LigerFusedLinearCrossEntropyLoss`, Unsloth,
+    Apple's Cut Cross-Entropy): logits never exist for more than a chunk of tokens.
+    """
+
+    unfused = "unfused"
+    chunked = "chunked"
+    fused = "fused"
+
+
 class Parallel(StrEnum):
     """tp/pp for inference; ddp and the ZeRO stages (zero3 = FSDP full sharding) for training."""
 
@@ -94,6 +125,10 @@ DEFAULT_LORA_TARGETS = "attention"
 DEFAULT_PRECISION = Precision.bf16
 # AdamW, the optimizer of most published fine-tuning and pretraining recipes.
 DEFAULT_OPTIMIZER = Optimizer.adamw
+# Activation checkpointing off and the unfused loss: Hugging Face Trainer's defaults, the setup
+# the estimator was calibrated on (a recipe may choose otherwise).
+DEFAULT_CHECKPOINTING = Checkpointing.none
+DEFAULT_LOSS = Loss.unfused
 # One sequence per step.
 DEFAULT_BATCH = 1
 # Tokens per sequence: a common fine-tuning recipe's length (inference defaults to the
@@ -204,7 +239,8 @@ class Workload:
     batch: int = DEFAULT_BATCH
     seq: int = DEFAULT_TRAINING_SEQ
     optimizer: Optimizer = DEFAULT_OPTIMIZER
-    grad_checkpointing: bool = False
+    checkpointing: Checkpointing = DEFAULT_CHECKPOINTING
+    loss: Loss = DEFAULT_LOSS
     lora_rank: int = DEFAULT_LORA_RANK
     lora_targets: tuple[str, ...] = field(default=ATTENTION_TARGETS)
     trainable_layers: int | None = None
@@ -213,8 +249,17 @@ class Workload:
     offload_optimizer: bool = False
     attention_mask: bool | None = None
     serving: Serving = TRANSFORMERS
+    # `grad_checkpointing=True`: the older spelling of `checkpointing=Checkpointing.full`.
+    grad_checkpointing: InitVar[bool] = False
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, grad_checkpointing: bool) -> None:
+        if grad_checkpointing:
+            if self.checkpointing not in (Checkpointing.none, Checkpointing.full):
+                raise InvalidValueError(
+                    "--grad-checkpointing means --checkpointing full; it conflicts with "
+                    f"--checkpointing {self.checkpointing.value}"
+                )
+            object.__setattr__(self, "checkpointing", Checkpointing.full)
         # Sweeps build thousands of workloads (`dataclasses.replace`): the common case is
         # checked with plain comparisons, the messages are built only for a failure.
         if self.batch < 1 or self.seq < 1 or self.gpus < 1 or self.lora_rank < 1:
@@ -233,6 +278,7 @@ class Workload:
                 f"--engine {self.serving.engine.value} serves inference; training runs on "
                 "transformers"
             )
+        self._check_savers(training)
 
     def _check_method(self, training: bool) -> None:
         if not training and self.method is not Method.full:
@@ -277,6 +323,16 @@ class Workload:
                 )
         if self.offload_optimizer and not training:
             raise InvalidValueError("optimizer offload applies to training only")
+
+    def _check_savers(self, training: bool) -> None:
+        if training:
+            return
+        if self.checkpointing is not DEFAULT_CHECKPOINTING:
+            raise InvalidValueError(
+                f"--checkpointing {self.checkpointing.value} applies to training only"
+            )
+        if self.loss is not DEFAULT_LOSS:
+            raise InvalidValueError(f"--loss {self.loss.value} applies to training only")
 
     @property
     def training(self) -> bool:

@@ -26,6 +26,7 @@ def test_json_is_stable(run: Run) -> None:
         "workload",
         "gpus",
         "per_gpu_bytes",
+        "host_bytes",
         "tensor_bytes",
         "overhead_bytes",
         "total_bytes",

@@ -13,12 +13,14 @@ import typer
 
 from advisor.cli import options, shared
 from advisor.enums import Engine, Vendor
-from advisor.policy import Request
+from advisor.policy import Request, checkpointing_asked
 from advisor.units import Units, format_size
 from advisor.workload import (
+    DEFAULT_CHECKPOINTING,
     DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_LORA_RANK,
     DEFAULT_LORA_TARGETS,
+    DEFAULT_LOSS,
     DEFAULT_OPTIMIZER,
     DEFAULT_PRECISION,
     DEFAULT_UBATCH,
@@ -46,7 +48,8 @@ def workload_json(w: Workload) -> dict[str, Any]:
         "batch": w.batch,
         "seq": w.seq,
         "optimizer": w.optimizer.value if w.training else None,
-        "grad_checkpointing": w.grad_checkpointing,
+        "checkpointing": w.checkpointing.value if w.training else None,
+        "loss": w.loss.value if w.training else None,
         "lora_rank": w.lora_rank if w.method in (Method.lora, Method.qlora) else None,
         "lora_targets": list(w.lora_targets) if w.method in (Method.lora, Method.qlora) else None,
         "trainable_layers": w.trainable_layers,
@@ -94,6 +97,7 @@ def estimate_json(model: str, result: Estimate) -> dict[str, Any]:
         "workload": workload_json(result.workload),
         "gpus": result.gpus,
         "per_gpu_bytes": result.per_gpu_bytes,
+        "host_bytes": result.host_bytes,
         "tensor_bytes": result.tensor_bytes,
         "overhead_bytes": result.per_gpu_bytes - result.tensor_bytes,
         "total_bytes": result.total_bytes,
@@ -108,6 +112,8 @@ def workload_header(model: str, params: int, w: Workload) -> str:
     header = f"{model}: {params:,} parameters · {w.stage.value}"
     if w.training:
         header += f" ({w.method.value}, {w.optimizer.value})"
+        savers = savers_words(w)
+        header += f" · {savers}" if savers else ""
     header += f" · {w.precision.value}"
     if w.weight_format:
         header += f" · weights {w.weight_format.slug}"
@@ -118,6 +124,16 @@ def workload_header(model: str, params: int, w: Workload) -> str:
     if w.gpus > 1:
         header += f" ({w.strategy.value})"
     return header
+
+
+def savers_words(w: Workload) -> str:
+    """The memory savers a training workload uses beyond the defaults, in words."""
+    words = []
+    if w.checkpointing is not DEFAULT_CHECKPOINTING:
+        words.append(f"{w.checkpointing.value} checkpointing")
+    if w.loss is not DEFAULT_LOSS:
+        words.append(f"{w.loss.value} loss")
+    return ", ".join(words)
 
 
 def overhead_line(overhead: RuntimeOverhead, vendor: Vendor, units: Units) -> str:
@@ -165,6 +181,8 @@ def _render(model: str, result: Estimate, vendor: Vendor, units: Units, explain:
         )
     table.add_row("total per GPU", format_size(total, units, digits=2), "", "")
     console.print(table)
+    if result.host_bytes:
+        console.print(f"host memory per GPU: {format_size(result.host_bytes, units)}")
     if result.gpus > 1:
         console.print(f"total over {result.gpus} GPUs: {format_size(result.total_bytes, units)}")
     rule = result.rule_of_thumb_bytes
@@ -207,7 +225,9 @@ def estimate(
     batch: options.BatchOpt = None,
     seq: options.SeqOpt = None,
     optimizer: options.OptimizerOpt = DEFAULT_OPTIMIZER,
-    grad_checkpointing: options.CheckpointingOpt = False,
+    checkpointing: options.CheckpointingOpt = None,
+    grad_checkpointing: options.GradCheckpointingOpt = False,
+    loss: options.LossOpt = DEFAULT_LOSS,
     lora_rank: options.LoraRankOpt = DEFAULT_LORA_RANK,
     lora_targets: options.LoraTargetsOpt = DEFAULT_LORA_TARGETS,
     trainable_layers: options.TrainableLayersOpt = None,
@@ -238,7 +258,8 @@ def estimate(
         batch=batch,
         seq=seq,
         optimizer=optimizer,
-        grad_checkpointing=grad_checkpointing,
+        checkpointing=checkpointing_asked(checkpointing, grad_checkpointing),
+        loss=loss,
         lora_rank=lora_rank,
         lora_targets=options.lora_targets(lora_targets),
         trainable_layers=trainable_layers,

@@ -25,12 +25,15 @@ from advisor.policy import (
     DEFAULT_QLORA_QUANT,
     FIT_QUANTS,
     Request,
+    checkpointing_asked,
 )
 from advisor.units import Units, format_size, unit_label
 from advisor.workload import (
+    DEFAULT_CHECKPOINTING,
     DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_LORA_RANK,
     DEFAULT_LORA_TARGETS,
+    DEFAULT_LOSS,
     DEFAULT_OPTIMIZER,
     DEFAULT_PRECISION,
     DEFAULT_UBATCH,
@@ -82,8 +85,10 @@ def workload_line(w: Workload, levels: Sequence[Level], cards: str) -> str:
     parts = [w.stage.value]
     if w.training:
         parts.append(f"{w.optimizer.value}, {w.precision.value}")
-        if w.grad_checkpointing:
-            parts.append("gradient checkpointing")
+        if w.checkpointing is not DEFAULT_CHECKPOINTING:
+            parts.append(f"{w.checkpointing.value} checkpointing")
+        if w.loss is not DEFAULT_LOSS:
+            parts.append(f"{w.loss.value} loss")
         if any(lv.workload.method in (Method.lora, Method.qlora) for lv in levels):
             parts.append(f"LoRA rank {w.lora_rank} on {','.join(w.lora_targets)}")
         parts.append(f"batch {w.batch} x {w.seq:,} tokens")
@@ -437,7 +442,9 @@ def fit(
     batch: options.BatchOpt = None,
     seq: options.SeqOpt = None,
     optimizer: options.OptimizerOpt = DEFAULT_OPTIMIZER,
-    grad_checkpointing: options.CheckpointingOpt = False,
+    checkpointing: options.CheckpointingOpt = None,
+    grad_checkpointing: options.GradCheckpointingOpt = False,
+    loss: options.LossOpt = DEFAULT_LOSS,
     lora_rank: options.LoraRankOpt = DEFAULT_LORA_RANK,
     lora_targets: options.LoraTargetsOpt = DEFAULT_LORA_TARGETS,
     trainable_layers: options.TrainableLayersOpt = None,
@@ -492,7 +499,8 @@ def fit(
         batch=batch,
         seq=seq,
         optimizer=optimizer,
-        grad_checkpointing=grad_checkpointing,
+        checkpointing=checkpointing_asked(checkpointing, grad_checkpointing),
+        loss=loss,
         lora_rank=lora_rank,
         lora_targets=options.lora_targets(lora_targets),
         trainable_layers=trainable_layers,

@@ -20,11 +20,14 @@ from advisor.policy import DEFAULT_INFERENCE_CONTEXT
 from advisor.units import Units
 from advisor.workload import (
     DEFAULT_BATCH,
+    DEFAULT_CHECKPOINTING,
     DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_TRAINING_SEQ,
     DEFAULT_UBATCH,
     LORA_TARGET_SETS,
+    Checkpointing,
     KVDtype,
+    Loss,
     Method,
     Optimizer,
     Parallel,
@@ -89,7 +92,24 @@ SeqOpt = Annotated[
 ]
 OptimizerOpt = Annotated[Optimizer, typer.Option("--optimizer", help="Optimizer (training).")]
 CheckpointingOpt = Annotated[
-    bool, typer.Option("--grad-checkpointing", help="Recompute activations in backward.")
+    Checkpointing | None,
+    typer.Option(
+        "--checkpointing",
+        help="Activation checkpointing (training): none, full (each layer recomputed), "
+        "selective (torchtitan's per-op policy), offload (full, checkpoints in host RAM). "
+        f"Default: {DEFAULT_CHECKPOINTING.value}.",
+    ),
+]
+GradCheckpointingOpt = Annotated[
+    bool, typer.Option("--grad-checkpointing", help="Same as --checkpointing full.")
+]
+LossOpt = Annotated[
+    Loss,
+    typer.Option(
+        "--loss",
+        help="Cross-entropy implementation (training): unfused (transformers), chunked "
+        "(torchtune), fused (Liger, Unsloth, Cut Cross-Entropy).",
+    ),
 ]
 LoraRankOpt = Annotated[int, typer.Option("--lora-rank", help="LoRA rank.")]
 LoraTargetsOpt = Annotated[

@@ -14,11 +14,12 @@ import typer
 
 from advisor.cli import options, shared
 from advisor.cli.estimate_cmd import estimate_json, resolve, workload_header
-from advisor.policy import Request
+from advisor.policy import Request, checkpointing_asked
 from advisor.units import Units, format_size
 from advisor.workload import (
     DEFAULT_LORA_RANK,
     DEFAULT_LORA_TARGETS,
+    DEFAULT_LOSS,
     DEFAULT_OPTIMIZER,
     DEFAULT_PRECISION,
     Method,
@@ -122,7 +123,9 @@ def trace(
     batch: options.BatchOpt = None,
     seq: options.SeqOpt = None,
     optimizer: options.OptimizerOpt = DEFAULT_OPTIMIZER,
-    grad_checkpointing: options.CheckpointingOpt = False,
+    checkpointing: options.CheckpointingOpt = None,
+    grad_checkpointing: options.GradCheckpointingOpt = False,
+    loss: options.LossOpt = DEFAULT_LOSS,
     lora_rank: options.LoraRankOpt = DEFAULT_LORA_RANK,
     lora_targets: options.LoraTargetsOpt = DEFAULT_LORA_TARGETS,
     trainable_layers: options.TrainableLayersOpt = None,
@@ -147,7 +150,8 @@ def trace(
         batch=batch,
         seq=seq,
         optimizer=optimizer,
-        grad_checkpointing=grad_checkpointing,
+        checkpointing=checkpointing_asked(checkpointing, grad_checkpointing),
+        loss=loss,
         lora_rank=lora_rank,
         lora_targets=options.lora_targets(lora_targets),
         trainable_layers=trainable_layers,
