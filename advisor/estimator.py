@@ -1215,10 +1215,20 @@ def _sharding(arch: Architecture, workload: Workload) -> tuple[_Shard, tuple[int
     return _Shard(workload.gpus, strategy, tp), valid
 
 
+def _check_trainable_layers(arch: Architecture, workload: Workload) -> None:
+    """--method freeze trains the top layers: never more than the model has."""
+    layers = workload.trainable_layers
+    if layers is not None and layers > arch.num_hidden_layers:
+        raise InvalidValueError(
+            f"trainable-layers ({layers}) exceeds the model's {arch.num_hidden_layers} layers"
+        )
+
+
 def estimate(
     arch: Architecture, workload: Workload, *, overhead: RuntimeOverhead | None = None
 ) -> Estimate:
     """Peak memory per GPU of `workload` on a model of architecture `arch`."""
+    _check_trainable_layers(arch, workload)
     s = _shape(arch)
     shard, valid = _sharding(arch, workload)
     if workload.stage is Stage.inference:

@@ -113,7 +113,11 @@ def load_model(ctx: typer.Context, name: str) -> tuple[str, Architecture]:
     from advisor.arch import architecture_from_hf_config, load_hf_config
 
     path = Path(name)
-    if name.endswith(".json") or path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError:  # a name too long to be a file name (ENAMETOOLONG) is a catalog name
+        is_file = False
+    if name.endswith(".json") or is_file:
         return path.stem, architecture_from_hf_config(load_hf_config(path))
     with shared.reader(ctx) as catalog:
         model = catalog.model(name)
