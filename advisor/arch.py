@@ -17,6 +17,7 @@ estimator's callers and `advisor trace`.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -160,9 +161,74 @@ class ParamCount:
         return self.embedding + self.output_head + self.layers + self.final_norm
 
 
+# --- bounds: the largest value each size may take ------------------------------------------
+# Checked before any count, loop or allocation (count_params loops over the layers), so a
+# typed or fuzzed 10^19 is one line instead of a hang or a MemoryError. Each bound is far
+# above every published model (largest figures from the models' config.json files on the
+# Hugging Face Hub, as of 2025) and far below what makes the arithmetic or a loop costly.
+# Layers: the deepest published decoders have about 128 (Llama 3.1 405B: 126); 4,096 keeps
+# count_params' per-layer loop under a millisecond's work per architecture.
+MAX_LAYERS = 4_096
+# Widths (hidden, FFN, MLA ranks, head dims): the widest published hidden size is 25,600
+# (PaLM-class), the widest FFN under 10^5 (Llama 3.1 405B: 53,248); 2^24 leaves ample room.
+MAX_WIDTH = 2**24
+# Heads: published models have at most a few hundred (Llama 3.1 405B: 128).
+MAX_HEADS = 65_536
+# Vocabulary: the largest published tokenizers have about 2.6 * 10^5 tokens (Gemma 3:
+# 262,208); 2^24 is 64 times that.
+MAX_VOCAB = 2**24
+# Trained context: the longest published is 10^7 tokens (Llama 4 Scout); 2^30 is 100 times.
+MAX_POSITIONS = 2**30
+# Routed experts per layer: the most published is 384 (Kimi K2); 65,536 is far above.
+MAX_EXPERTS = 65_536
+
+_UPPER_BOUNDS: Mapping[str, int] = MappingProxyType(
+    {
+        "num_hidden_layers": MAX_LAYERS,
+        "hidden_size": MAX_WIDTH,
+        "num_attention_heads": MAX_HEADS,
+        "num_key_value_heads": MAX_HEADS,
+        "head_dim": MAX_WIDTH,
+        "intermediate_size": MAX_WIDTH,
+        "vocab_size": MAX_VOCAB,
+        "max_position_embeddings": MAX_POSITIONS,
+        "num_experts": MAX_EXPERTS,
+        "num_experts_per_tok": MAX_EXPERTS,
+        "n_shared_experts": MAX_EXPERTS,
+        "moe_intermediate_size": MAX_WIDTH,
+        "first_k_dense_replace": MAX_LAYERS,
+        "sliding_window": MAX_POSITIONS,
+        "num_sliding_layers": MAX_LAYERS,
+        "q_lora_rank": MAX_WIDTH,
+        "kv_lora_rank": MAX_WIDTH,
+        "qk_nope_head_dim": MAX_WIDTH,
+        "qk_rope_head_dim": MAX_WIDTH,
+        "v_head_dim": MAX_WIDTH,
+    }
+)
+
+
+def upper_bound(name: str) -> int:
+    """The largest value the architecture field `name` may take."""
+    return _UPPER_BOUNDS[name]
+
+
 def _positive(name: str, value: int | None) -> None:
     if value is not None and value <= 0:
         raise InvalidValueError(f"{name} must be a positive integer, got {value}")
+
+
+def _within_bounds(arch: Architecture) -> None:
+    for name, bound in _UPPER_BOUNDS.items():
+        value = getattr(arch, name)
+        if value is not None and value > bound:
+            raise InvalidValueError(f"{name} must be at most {bound:,}, got {_short(value)}")
+
+
+def _short(value: int) -> str:
+    """An integer for a one-line message: its digits, or its size beyond 64 bits (str() of a
+    huge integer is slow, and refused past 4,300 digits)."""
+    return str(value) if value.bit_length() <= 64 else f"an integer of {value.bit_length()} bits"
 
 
 _POSITIVE_FIELDS = (
@@ -191,6 +257,7 @@ def validate(arch: Architecture) -> None:
     """Reject architectures that cannot exist; raise InvalidValueError naming the field."""
     for name in _POSITIVE_FIELDS:
         _positive(name, getattr(arch, name))
+    _within_bounds(arch)
     for name in ("n_shared_experts", "first_k_dense_replace"):
         value = getattr(arch, name)
         if value is not None and value < 0:
@@ -523,6 +590,10 @@ def load_hf_config(path: Path) -> dict[str, Any]:
         raise InvalidValueError(
             f"{path}: malformed JSON at line {error.lineno} column {error.colno}: {error.msg}"
         ) from None
+    except RecursionError:
+        raise InvalidValueError(f"{path}: JSON nested too deeply to be a config.json") from None
+    except ValueError as error:  # an integer of more than 4,300 digits (int_max_str_digits)
+        raise InvalidValueError(f"{path}: {error}".split("; use")[0]) from None
     if not isinstance(content, dict):
         raise InvalidValueError(f"{path}: a config.json must hold a JSON object")
     return content
@@ -531,7 +602,12 @@ def load_hf_config(path: Path) -> dict[str, Any]:
 def hf_text_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
     """The language model's config: a multimodal wrapper's `text_config`, else `config`."""
     inner = config.get("text_config")
-    if config.get("model_type") in multimodal_wrappers() and isinstance(inner, dict):
+    outer_type = config.get("model_type")
+    if (
+        isinstance(outer_type, str)
+        and outer_type in multimodal_wrappers()
+        and isinstance(inner, dict)
+    ):
         return inner
     return config
 
@@ -543,12 +619,38 @@ def _first(config: Mapping[str, Any], names: tuple[str, ...]) -> Any:
     return None
 
 
+# How much of a config value a message quotes, so a message stays one short line.
+QUOTED_VALUE_CHARS = 60
+
+
+def quoted(value: Any) -> str:
+    """`value` as a message quotes it: its repr, cut at QUOTED_VALUE_CHARS characters, without
+    descending into deeply nested lists or objects (their repr would recurse)."""
+    if isinstance(value, list | dict):
+        return f"a JSON {'array' if isinstance(value, list) else 'object'}"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= QUOTED_VALUE_CHARS else text[: QUOTED_VALUE_CHARS - 1] + "…"
+
+
 def _optional_int(config: Mapping[str, Any], names: tuple[str, ...]) -> int | None:
     value = _first(config, names)
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidValueError(f"config.json field {names[0]!r} must be an integer, got {value!r}")
+        raise InvalidValueError(
+            f"config.json field {names[0]!r} must be an integer, got {quoted(value)}"
+        )
+    return value
+
+
+def _optional_bool(config: Mapping[str, Any], name: str) -> bool | None:
+    value = config.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise InvalidValueError(
+            f"config.json field {name!r} must be true or false, got {quoted(value)}"
+        )
     return value
 
 
@@ -563,11 +665,11 @@ def _model_type(config: Mapping[str, Any]) -> ModelType:
     raw_type = config.get("model_type")
     if raw_type is None:
         raise InvalidValueError("config.json is missing required field 'model_type'")
-    found = model_type_of(str(raw_type))
+    found = model_type_of(raw_type) if isinstance(raw_type, str) else None
     if found is None:
         supported = ", ".join(m.value for m in ModelType)
         raise InvalidValueError(
-            f"model_type {raw_type!r} is not supported (supported: {supported})"
+            f"model_type {quoted(raw_type)} is not supported (supported: {supported})"
         )
     return found
 
@@ -577,16 +679,32 @@ def _sliding(
 ) -> tuple[int | None, int | None]:
     """(window, number of layers using it) as transformers applies them."""
     window = _optional_int(config, ("sliding_window",))
-    if window is None or config.get("use_sliding_window") is False:
+    if window is None or _optional_bool(config, "use_sliding_window") is False:
         return None, None
     layer_types = config.get("layer_types")
-    if isinstance(layer_types, list) and layer_types:
+    if layer_types is not None and not isinstance(layer_types, list):
+        raise InvalidValueError(
+            f"config.json field 'layer_types' must be a list, got {quoted(layer_types)}"
+        )
+    if layer_types and len(layer_types) != layers:
+        raise InvalidValueError(
+            f"config.json field 'layer_types' lists {len(layer_types)} layers; "
+            f"num_hidden_layers is {layers}"
+        )
+    if layer_types:
         count = sum(1 for kind in layer_types if kind == "sliding_attention")
         return (window, count) if count else (None, None)
     if traits.sliding_layers is SlidingLayers.alternate:
         return window, layers // 2 + layers % 2
     if traits.sliding_layers is SlidingLayers.pattern:
-        pattern = int(config.get("sliding_window_pattern", GEMMA3_SLIDING_PATTERN))
+        pattern = _optional_int(config, ("sliding_window_pattern",))
+        if pattern is None:
+            pattern = GEMMA3_SLIDING_PATTERN
+        if not 1 <= pattern <= MAX_LAYERS:
+            raise InvalidValueError(
+                f"config.json field 'sliding_window_pattern' must be between 1 and "
+                f"{MAX_LAYERS:,}, got {quoted(pattern)}"
+            )
         return window, layers - layers // pattern
     return window, layers
 
@@ -596,12 +714,15 @@ def _kv_heads(config: Mapping[str, Any], traits: ModelTraits, heads: int) -> int
         return heads
     if traits.kv_heads is KVHeads.falcon:
         # Falcon: num_kv_heads only in the new decoder layout; else multi_query means one.
-        new_arch = bool(config.get("new_decoder_architecture", False))
+        new_arch = bool(_optional_bool(config, "new_decoder_architecture"))
         kv_heads = _optional_int(config, ("num_kv_heads",)) if new_arch else None
         if kv_heads is None:
-            kv_heads = 1 if (bool(config.get("multi_query", True)) and not new_arch) else heads
+            multi_query = _optional_bool(config, "multi_query")
+            kv_heads = 1 if (multi_query is not False and not new_arch) else heads
         return kv_heads
-    return _optional_int(config, ("num_key_value_heads",)) or heads
+    # Absent means one KV head per query head; 0 is kept, and refused by validate().
+    kv_heads = _optional_int(config, ("num_key_value_heads",))
+    return heads if kv_heads is None else kv_heads
 
 
 def _sizes(config: Mapping[str, Any], traits: ModelTraits) -> dict[str, Any]:
@@ -609,7 +730,13 @@ def _sizes(config: Mapping[str, Any], traits: ModelTraits) -> dict[str, Any]:
     layers = _required(config, _LAYERS)
     hidden = _required(config, _HIDDEN)
     heads = _required(config, _HEADS)
-    head_dim = _optional_int(config, ("head_dim",)) or hidden // heads if heads else 0
+    if layers > MAX_LAYERS:  # before anything counts layers (layer_types, sliding layers)
+        raise InvalidValueError(
+            f"num_hidden_layers must be at most {MAX_LAYERS:,}, got {quoted(layers)}"
+        )
+    head_dim = _optional_int(config, ("head_dim",))
+    if head_dim is None:
+        head_dim = hidden // heads if heads > 0 else 0
     if traits.mla:
         head_dim = _optional_int(config, ("v_head_dim",)) or head_dim
     if traits.ffn_default_ratio is not None:
@@ -629,8 +756,13 @@ def _sizes(config: Mapping[str, Any], traits: ModelTraits) -> dict[str, Any]:
         "intermediate_size": ffn,
         "vocab_size": _required(config, ("vocab_size",)),
         "max_position_embeddings": positions,
-        "tie_word_embeddings": bool(config.get("tie_word_embeddings", traits.tie_default)),
+        "tie_word_embeddings": _bool_or(config, "tie_word_embeddings", traits.tie_default),
     }
+
+
+def _bool_or(config: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = _optional_bool(config, name)
+    return default if value is None else value
 
 
 def _experts(config: Mapping[str, Any], traits: ModelTraits, ffn: int) -> dict[str, Any]:
@@ -648,7 +780,42 @@ def _experts(config: Mapping[str, Any], traits: ModelTraits, ffn: int) -> dict[s
     }
 
 
+# The JSON type each layout option must have (read by the layer functions above).
+_OPTION_TYPES: Mapping[str, tuple[type, ...]] = MappingProxyType(
+    {
+        "partial_rotary_factor": (int, float),
+        "rotary_pct": (int, float),
+        "num_ln_in_parallel_attn": (int,),
+        "word_embed_proj_dim": (int,),
+        "topk_method": (str,),
+    }
+)
+
+
+def _check_option(key: str, value: Any) -> None:
+    """Refuse an option value of the wrong type or out of range (booleans unless listed)."""
+    types = _OPTION_TYPES.get(key, (bool,))
+    if value is None and key in ("num_ln_in_parallel_attn", "word_embed_proj_dim"):
+        return
+    wrong = not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+    if not wrong and isinstance(value, float) and not math.isfinite(value):
+        wrong = True
+    if not wrong and isinstance(value, int) and not isinstance(value, bool) and int in types:
+        wrong = not 0 <= value <= MAX_WIDTH
+    if not wrong and isinstance(value, str):
+        wrong = len(value) > QUOTED_VALUE_CHARS
+    if wrong:
+        kind = " or ".join(
+            {bool: "true or false", int: "a number", float: "a number", str: "a short text"}[t]
+            for t in dict.fromkeys(t if t is not float else int for t in types)
+        )
+        raise InvalidValueError(f"config.json field {key!r} must be {kind}, got {quoted(value)}")
+
+
 def _options(config: Mapping[str, Any], traits: ModelTraits, hidden: int) -> dict[str, Any]:
+    for key in traits.option_keys:
+        if key in config:
+            _check_option(key, config[key])
     options = {
         key: config[key]
         for key in traits.option_keys
@@ -688,7 +855,10 @@ def native_dtype_from_hf_config(config: Mapping[str, Any]) -> str:
     """The checkpoint's dtype (`torch_dtype`, or `dtype` in newer configs; a multimodal
     wrapper's own, else its text model's); bfloat16 if unset."""
     inner = hf_text_config(config)
-    if inner is not config:
-        fallback = native_dtype_from_hf_config(inner)
-        return str(config.get("torch_dtype") or config.get("dtype") or fallback)
-    return str(config.get("torch_dtype") or config.get("dtype") or "bfloat16")
+    fallback = native_dtype_from_hf_config(inner) if inner is not config else "bfloat16"
+    value = config.get("torch_dtype") or config.get("dtype") or fallback
+    if not isinstance(value, str):
+        raise InvalidValueError(
+            f"config.json field 'torch_dtype' must be a text, got {quoted(value)}"
+        )
+    return value

@@ -1607,10 +1607,20 @@ def engine_overhead(ov: RuntimeOverhead, engine: Engine) -> RuntimeOverhead:
     return dataclasses.replace(ov, allocator_reserve_fraction=0.0)
 
 
+def _check_trainable_layers(arch: Architecture, workload: Workload) -> None:
+    """--method freeze trains the top layers: never more than the model has."""
+    layers = workload.trainable_layers
+    if layers is not None and layers > arch.num_hidden_layers:
+        raise InvalidValueError(
+            f"trainable-layers ({layers}) exceeds the model's {arch.num_hidden_layers} layers"
+        )
+
+
 def estimate(
     arch: Architecture, workload: Workload, *, overhead: RuntimeOverhead | None = None
 ) -> Estimate:
     """Peak memory per GPU of `workload` on a model of architecture `arch`."""
+    _check_trainable_layers(arch, workload)
     s = _shape(arch)
     shard, valid = _sharding(arch, workload)
     engine = workload.serving.engine

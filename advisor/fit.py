@@ -35,7 +35,7 @@ from advisor.estimator import (
 )
 from advisor.offload import Offload, Verdict, split
 from advisor.policy import DEFAULT_MAX_GPUS, Level, default_context, with_parallel
-from advisor.workload import Parallel, Stage, Workload
+from advisor.workload import MAX_SEARCH_GPUS, Parallel, Stage, Workload, check_count
 
 __all__ = [
     "DEFAULT_MAX_GPUS",
@@ -387,6 +387,9 @@ def plan(
     """For every card and level: the fewest cards (up to `max_gpus`) whose capacity holds the
     need per card, or, with `count`, whether exactly that many do. Each card is charged its
     vendor's runtime overhead unless `overhead` is given for all."""
+    check_count("max-gpus", max_gpus, MAX_SEARCH_GPUS)
+    if count is not None:
+        check_count("count", count, MAX_SEARCH_GPUS)
     if not levels:
         raise InvalidValueError("nothing to compare: give at least one quantization or method")
     for level in levels:
@@ -500,6 +503,7 @@ def best_level(
     at all (a context beyond its maximum, a count its strategy cannot split over) comes back
     with a `reason`. The card is charged its vendor's runtime overhead unless `overhead`.
     """
+    check_count("count", count, MAX_SEARCH_GPUS)
     first = levels[0].workload
     parallel, reason = _unsizable(arch, first, count, allow_longer_context)
     if reason:

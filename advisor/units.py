@@ -33,6 +33,11 @@ _UNITS: dict[str, int] = {
     "tib": TIB,
 }
 _AMBIGUOUS = {"k", "m", "g", "t"}
+# The longest size text read: "1024.5 GiB/s" is 12 characters; anything past 64 is not a size,
+# and refusing it first keeps the digits' conversion and the message short.
+MAX_SIZE_TEXT_CHARS = 64
+# The largest size in bytes: SQLite's and every 64-bit counter's signed maximum (8 EiB).
+MAX_SIZE_BYTES = 2**63 - 1
 _SIZE = re.compile(r"^\s*(?P<number>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>[a-zA-Z]*)\s*(?:/\s*s)?\s*$")
 
 
@@ -48,6 +53,11 @@ def parse_size(text: str, *, what: str = "size") -> int:
 
     Rejects a missing or ambiguous unit, negative numbers and zero.
     """
+    if len(text) > MAX_SIZE_TEXT_CHARS:
+        raise InvalidValueError(
+            f"invalid {what}: {len(text):,} characters; a size is at most "
+            f"{MAX_SIZE_TEXT_CHARS}, e.g. 24GiB"
+        )
     match = _SIZE.match(text)
     if match is None:
         raise InvalidValueError(
@@ -76,6 +86,8 @@ def parse_size(text: str, *, what: str = "size") -> int:
     value: int = numerator * _UNITS[unit] // scale
     if value <= 0:
         raise InvalidValueError(f"invalid {what} {text!r}: must be greater than zero")
+    if value > MAX_SIZE_BYTES:
+        raise InvalidValueError(f"invalid {what} {text!r}: must be at most 8 EiB (2^63 - 1 bytes)")
     return value
 
 

@@ -139,6 +139,43 @@ DEFAULT_TRAINING_SEQ = 2048
 DEFAULT_LORA_RANK = 16
 
 
+# --- bounds: the largest count or size a user may ask for -------------------------------------
+# Checked when a Workload is made, and by the CLI's counts (fit --max-gpus/--count,
+# which-models --count) before any search, so a typed 10^9 is one line (exit 2) instead of a
+# hang or a MemoryError. Each is far beyond real use and small enough for the searches.
+# Cards in one job: the largest published training clusters have about 10^5 GPUs (xAI
+# Colossus, Meta's 2024 clusters of 24,576 per job); 2^17 = 131,072 covers them.
+MAX_GPUS = 131_072
+# Cards `fit` tries one by one per card kind and level (one estimate each): 4,096 is beyond
+# any single node or pod a memory plan is made for, and keeps fit within seconds.
+MAX_SEARCH_GPUS = 4_096
+# Sequences per step: global batches of published pretraining runs are a few thousand
+# sequences (Llama 3: 16M tokens of 8k = 2,048); 2^20 is 500 times that.
+MAX_BATCH = 2**20
+# Tokens per sequence: the longest published context is 10^7 tokens (Llama 4 Scout), and the
+# architecture's own bound on trained positions is arch.MAX_POSITIONS (2^30); 2^30 here too.
+MAX_SEQ = 2**30
+# LoRA rank: published recipes use 8 to 256; a rank above a layer's width adds nothing, and
+# widths are bounded by arch.MAX_WIDTH (2^24).
+MAX_LORA_RANK = 2**24
+# Layers trained by --method freeze: never more than a model has (checked by the estimator
+# against the model) and never more than arch.MAX_LAYERS.
+MAX_TRAINABLE_LAYERS = 4_096
+
+
+def check_count(name: str, value: int, maximum: int, *, minimum: int = 1) -> int:
+    """`value` if minimum <= value <= maximum, else InvalidValueError naming the option
+    `name` (as the user typed it, e.g. "--max-gpus") and the bounds."""
+    if value < minimum:
+        raise InvalidValueError(f"{name} must be at least {minimum}, got {value}")
+    if value > maximum:
+        shown = (
+            str(value) if value.bit_length() <= 64 else f"an integer of {value.bit_length()} bits"
+        )
+        raise InvalidValueError(f"{name} must be at most {maximum:,}, got {shown}")
+    return value
+
+
 @dataclass(frozen=True, kw_only=True)
 class WeightFormat:
     """How weights are stored: bits per weight measured on real files, and what they cover.
@@ -227,6 +264,8 @@ class Serving:
 
 
 TRANSFORMERS = Serving()
+# The workload's counts and their bounds, in the order they are checked.
+_BOUNDS = (("batch", MAX_BATCH), ("seq", MAX_SEQ), ("gpus", MAX_GPUS), ("lora_rank", MAX_LORA_RANK))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -262,13 +301,14 @@ class Workload:
             object.__setattr__(self, "checkpointing", Checkpointing.full)
         # Sweeps build thousands of workloads (`dataclasses.replace`): the common case is
         # checked with plain comparisons, the messages are built only for a failure.
-        if self.batch < 1 or self.seq < 1 or self.gpus < 1 or self.lora_rank < 1:
-            for name in ("batch", "seq", "gpus", "lora_rank"):
-                value = getattr(self, name)
-                if value < 1:
-                    raise InvalidValueError(
-                        f"{name.replace('_', '-')} must be at least 1, got {value}"
-                    )
+        if not (
+            0 < self.batch <= MAX_BATCH
+            and 0 < self.seq <= MAX_SEQ
+            and 0 < self.gpus <= MAX_GPUS
+            and 0 < self.lora_rank <= MAX_LORA_RANK
+        ):
+            for name, maximum in _BOUNDS:
+                check_count(name.replace("_", "-"), getattr(self, name), maximum)
         training = self.stage is not Stage.inference
         self._check_method(training)
         self._check_lora_targets()
@@ -298,10 +338,7 @@ class Workload:
         if self.trainable_layers is not None:
             if self.method is not Method.freeze:
                 raise InvalidValueError("--trainable-layers applies to --method freeze")
-            if self.trainable_layers < 0:
-                raise InvalidValueError(
-                    f"trainable-layers must not be negative, got {self.trainable_layers}"
-                )
+            check_count("trainable-layers", self.trainable_layers, MAX_TRAINABLE_LAYERS, minimum=0)
 
     def _check_lora_targets(self) -> None:
         if not self.lora_targets or not LORA_TARGET_CHOICES.issuperset(self.lora_targets):

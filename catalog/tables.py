@@ -10,6 +10,7 @@ through a `…Create` model first.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from typing import Any, Self
 
@@ -47,6 +48,11 @@ SLUG_PATTERN = r"^[a-z0-9][a-z0-9._\-]*$"
 _SLUG = re.compile(SLUG_PATTERN)
 ORIGIN_BUNDLED = "bundled"
 ORIGIN_USER = "user"
+# The longest name or alias a row may have: the `name` columns' and alias keys' max_length.
+MAX_NAME_CHARS = 128
+# SQLite stores integers in at most 8 bytes (signed): a larger one cannot be stored at all
+# (https://www.sqlite.org/datatype3.html).
+SQLITE_MAX_INTEGER = 2**63 - 1
 
 
 def _check_slug(value: str) -> str:
@@ -73,6 +79,11 @@ def _check_aliases(value: list[str]) -> list[str]:
     cleaned: list[str] = []
     for alias in value:
         alias = alias.strip()
+        if len(alias) > MAX_NAME_CHARS:
+            raise ValueError(
+                f"alias {alias[:20]!r}… has {len(alias):,} characters; names are capped at "
+                f"{MAX_NAME_CHARS}"
+            )
         if not alias_key(alias):
             raise ValueError(f"alias {alias!r} has no letters or digits")
         if alias not in cleaned:
@@ -96,14 +107,16 @@ class GPUFields(SQLModel):
     vendor: Vendor = Field(sa_type=String(16), index=True)
     architecture: str = Field(min_length=1, max_length=64)
     market: Market = Field(sa_type=String(16), index=True)
-    memory_bytes: int = Field(gt=0, sa_type=BigInteger)
+    memory_bytes: int = Field(gt=0, le=SQLITE_MAX_INTEGER, sa_type=BigInteger)
     memory_type: str | None = Field(default=None, max_length=32)
-    bandwidth_bytes_per_s: int = Field(gt=0, sa_type=BigInteger)
+    bandwidth_bytes_per_s: int = Field(gt=0, le=SQLITE_MAX_INTEGER, sa_type=BigInteger)
     fp16_tflops: float | None = Field(default=None, gt=0)
     fp8_tflops: float | None = Field(default=None, gt=0)
     int8_tops: float | None = Field(default=None, gt=0)
     interconnect: str | None = Field(default=None, max_length=64)
-    interconnect_bytes_per_s: int | None = Field(default=None, gt=0, sa_type=BigInteger)
+    interconnect_bytes_per_s: int | None = Field(
+        default=None, gt=0, le=SQLITE_MAX_INTEGER, sa_type=BigInteger
+    )
     release_year: int | None = Field(default=None, ge=1990, le=2100)
     list_price_usd: float | None = Field(default=None, gt=0)
     list_price_date: dt.date | None = None
@@ -124,6 +137,22 @@ class GPUFields(SQLModel):
     @classmethod
     def _valid_slug(cls, value: str) -> str:
         return _check_slug(value)
+
+    # inf and NaN pass `gt=0` checks (NaN fails none) but are no rate or price, and JSON
+    # cannot hold them: an export would write invalid JSON.
+    @field_validator(
+        "fp16_tflops",
+        "fp8_tflops",
+        "int8_tops",
+        "list_price_usd",
+        "cloud_price_per_hour_usd",
+        "usable_memory_fraction",
+    )
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value}")
+        return value
 
     @model_validator(mode="after")
     def _dates_follow_prices(self) -> Self:
@@ -202,9 +231,9 @@ class ModelFields(SQLModel):
     slug: str = Field(max_length=96, unique=True, index=True)
     name: str = Field(min_length=1, max_length=128)
     model_type: ModelType = Field(sa_type=String(32))
-    params: int = Field(gt=0, sa_type=BigInteger)
+    params: int = Field(gt=0, le=SQLITE_MAX_INTEGER, sa_type=BigInteger)
     params_published: bool = False
-    active_params: int = Field(gt=0, sa_type=BigInteger)
+    active_params: int = Field(gt=0, le=SQLITE_MAX_INTEGER, sa_type=BigInteger)
     num_hidden_layers: int = Field(gt=0)
     hidden_size: int = Field(gt=0)
     num_attention_heads: int = Field(gt=0)
@@ -260,8 +289,8 @@ class ModelCreate(ModelFields):
     PUBLISHED_PARAMS_TOLERANCE of the computed count)."""
 
     family: str
-    params: int = Field(default=0, ge=0, sa_type=BigInteger)
-    active_params: int = Field(default=0, ge=0, sa_type=BigInteger)
+    params: int = Field(default=0, ge=0, le=SQLITE_MAX_INTEGER, sa_type=BigInteger)
+    active_params: int = Field(default=0, ge=0, le=SQLITE_MAX_INTEGER, sa_type=BigInteger)
     attention: AttentionKind | None = Field(default=None, sa_type=String(8))  # type: ignore[assignment]
     aliases: list[str] = Field(default_factory=list)
 

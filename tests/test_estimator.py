@@ -282,8 +282,10 @@ def test_lora_rank_never_needs_less(
 @settings(max_examples=60, deadline=None)
 @given(arch=st.sampled_from(ARCHS), layers=st.integers(0, 40), more=st.integers(0, 40))
 def test_more_trainable_layers_never_need_less(arch: Architecture, layers: int, more: int) -> None:
-    base = Workload(stage=Stage.finetune, method=Method.freeze, trainable_layers=layers)
-    wider = replace(base, trainable_layers=layers + more)
+    # Never more than the model has: a larger count is refused (test_bounds_and_values).
+    top = arch.num_hidden_layers
+    base = Workload(stage=Stage.finetune, method=Method.freeze, trainable_layers=min(layers, top))
+    wider = replace(base, trainable_layers=min(layers + more, top))
     assert estimate(arch, wider).per_gpu_bytes >= estimate(arch, base).per_gpu_bytes
 
 

@@ -8,7 +8,11 @@ imports a command's module only when that command runs.
 
 from __future__ import annotations
 
+import codecs
+import errno
 import importlib
+import os
+import sys
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from typing import Annotated, Any
 
@@ -33,6 +37,52 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "catalog": ("advisor.cli.catalog_cmd", "app"),
     "db": ("advisor.cli.db_cmd", "app"),
 }
+
+
+# What an output stream that cannot hold a character (an ASCII or Latin-1 locale,
+# PYTHONIOENCODING=ascii) shows instead of each character the tables and notes use; any
+# other character becomes "?". Rich itself draws ASCII boxes on a non-UTF-8 stream.
+ASCII_FALLBACK: dict[str, str] = {
+    "—": "-",
+    "\u2013": "-",  # en dash
+    "·": "|",
+    "█": "#",
+    "…": "...",
+    "\u00d7": "x",  # multiplication sign
+    "≈": "~",
+    "≤": "<=",
+    "≥": ">=",
+    "→": "->",
+    "±": "+/-",
+    "µ": "u",
+    "─": "-",
+    "━": "-",
+    "│": "|",
+    "┃": "|",
+    "✓": "v",
+    "✗": "x",
+}
+# The name of the codecs error handler that applies ASCII_FALLBACK.
+ASCII_FALLBACK_ERRORS = "advisor-ascii"
+
+
+def _ascii_fallback(error: UnicodeError) -> tuple[str, int]:
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    text = error.object[error.start : error.end]
+    return "".join(ASCII_FALLBACK.get(c, "?") for c in text), error.end
+
+
+def use_ascii_fallback() -> None:
+    """Make stdout and stderr write ASCII stand-ins (ASCII_FALLBACK) for the characters their
+    encoding cannot hold, instead of raising UnicodeEncodeError mid-output."""
+    codecs.register_error(ASCII_FALLBACK_ERRORS, _ascii_fallback)
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        if reconfigure is None or codecs.lookup(encoding).name == "utf-8":
+            continue
+        reconfigure(errors=ASCII_FALLBACK_ERRORS)
 
 
 def _load(name: str) -> Any:
@@ -101,6 +151,7 @@ class AdvisorGroup(TyperGroup):
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx: Any) -> Any:
+        use_ascii_fallback()
         try:
             return super().invoke(ctx)
         except AdvisorError as error:
@@ -149,11 +200,49 @@ def root(
     ctx.obj = CliState(db=db)
 
 
+# The exit code when stdout cannot take the output (full disk, /dev/full, closed): a domain
+# failure, like every error that is not the user's typing.
+OUTPUT_FAILED_EXIT = 1
+# The errors a write to stdout ends in when it cannot take the output: disk full, reader
+# gone, descriptor closed, device failed. Any other OSError is not an output failure.
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EPIPE, errno.EBADF, errno.EIO})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI on `argv` (default: the process's arguments); return the exit code."""
+    """Run the CLI on `argv` (default: the process's arguments); return the exit code.
+
+    A stdout that cannot be written (closed, /dev/full, a pipe closed by its reader) ends the
+    run with one line on stderr and OUTPUT_FAILED_EXIT, never a traceback."""
+    if sys.stdout is None:  # started with stdout closed: every write fails, as on a real fd
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")
+        sys.stdout.close()
     try:
-        app(args=list(argv) if argv is not None else None, prog_name="advisor")
+        try:
+            app(args=list(argv) if argv is not None else None, prog_name="advisor")
+        finally:
+            if not sys.stdout.closed:
+                sys.stdout.flush()
     except SystemExit as exit_:
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 1)
+    except (OSError, ValueError) as error:
+        if isinstance(error, ValueError) and not sys.stdout.closed:
+            raise
+        _output_failed(error)
+        return OUTPUT_FAILED_EXIT
     return 0
+
+
+def _output_failed(error: OSError | ValueError) -> None:
+    """Report a stdout that cannot be written, and stop the interpreter's own flush at exit
+    from failing again (it would print 'Exception ignored')."""
+    if isinstance(error, OSError) and error.errno not in OUTPUT_ERRNOS:
+        raise error
+    reason = error.strerror if isinstance(error, OSError) else "it is closed"
+    if sys.stderr is not None:
+        typer.echo(f"error: cannot write the output to stdout: {reason}", err=True)
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")

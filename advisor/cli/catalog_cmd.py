@@ -90,7 +90,7 @@ def list_gpus(
     """List GPUs, largest memory first."""
     from catalog import queries
 
-    minimum = parse_size(min_memory, what="--min-memory") if min_memory else None
+    minimum = parse_size(min_memory, what="--min-memory") if min_memory is not None else None
     with shared.reading(ctx) as session:
         rows = [
             queries.gpu_public(session, gpu=g)
@@ -1014,6 +1014,13 @@ def export(
         data = transfer.export_catalog(session, kinds=kinds)
     text = transfer.to_json(data) if format is ExportFormat.json else transfer.to_csv(data)
     if output is None:
+        if format is ExportFormat.json:
+            text = shared.json_for_stdout(text)
+        elif not shared.stdout_holds(text):
+            raise InvalidValueError(
+                "stdout's encoding cannot hold every character of this CSV export; "
+                "use -o FILE (written as UTF-8) or a UTF-8 locale"
+            )
         typer.echo(text, nl=False)
         return
     transfer.write_file(output, text)

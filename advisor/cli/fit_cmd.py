@@ -253,6 +253,8 @@ def _select_cards(
     vendor: Vendor | None,
     market: Market | None,
 ) -> tuple[list[Card], str]:
+    if gpus and all_cards:
+        raise InvalidValueError("--all considers every card and --gpu names the cards: give one")
     if gpus and (vendor or market):
         raise InvalidValueError(
             "--vendor and --market narrow the default or --all cards; with --gpu, name the cards"

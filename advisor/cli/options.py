@@ -198,9 +198,13 @@ def load_model_and_format(ctx: typer.Context, name: str, *, offline: bool = Fals
     from advisor.errors import NotFoundError
 
     path = Path(name)
-    if name.endswith(".json") or path.is_file():
+    try:
+        is_file, is_dir = path.is_file(), path.is_dir()
+    except OSError:  # a name too long to be a file name (ENAMETOOLONG) is a catalog name
+        is_file = is_dir = False
+    if name.endswith(".json") or is_file:
         return ModelChoice(path.stem, architecture_from_hf_config(load_hf_config(path)))
-    if path.is_dir():
+    if is_dir:
         return _checkpoint(name, offline=offline)
     try:
         with shared.reader(ctx) as catalog:

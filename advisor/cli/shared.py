@@ -3,6 +3,7 @@ and styles `fit` and `which-models` both render with."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -129,10 +130,41 @@ def note(message: str) -> None:
 def print_json(data: Any) -> None:
     """Indented JSON, UTF-8 as is. orjson writes it natively (the standard library's indenting
     encoder is pure Python: seconds for a 2,000-card `fit`); output is byte-identical to
-    `json.dumps(data, indent=2, ensure_ascii=False)`."""
+    `json.dumps(data, indent=2, ensure_ascii=False)`. On a stdout that cannot hold a
+    character of it, that character is written as a JSON escape (`json_for_stdout`)."""
     import orjson
 
-    typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    typer.echo(json_for_stdout(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()))
+
+
+def stdout_holds(text: str) -> bool:
+    """Whether stdout's encoding can write `text` as it is (an ASCII or Latin-1 locale, a
+    pipe opened with PYTHONIOENCODING=ascii … cannot write every character)."""
+    import sys
+
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def json_for_stdout(text: str) -> str:
+    """JSON text with every character beyond ASCII written as a JSON escape when stdout
+    cannot hold it: the same JSON value, so nothing is lost or replaced."""
+    if stdout_holds(text):
+        return text
+    return re.sub(r"[^\x00-\x7f]", _json_escape, text)
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    """One character as JSON writes it escaped: \\uXXXX, a surrogate pair beyond U+FFFF."""
+    code = ord(match.group())
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 def level_words(level: Level) -> str:
