@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from advisor.arch import Architecture, count_params
-from advisor.enums import Vendor
+from advisor.enums import LinkKind, Market, Vendor
 from advisor.errors import InvalidValueError
 from advisor.estimator import (
     CUDA_OVERHEAD,
@@ -30,7 +30,13 @@ from advisor.estimator import (
     estimate,
     valid_tp_counts,
 )
-from advisor.policy import DEFAULT_MAX_GPUS, Level, default_context, with_parallel
+from advisor.policy import (
+    DEFAULT_MAX_GPUS,
+    TOPOLOGY_BY_MARKET,
+    Level,
+    default_context,
+    with_parallel,
+)
 from advisor.workload import Parallel, Stage, Workload
 
 __all__ = [
@@ -41,7 +47,9 @@ __all__ = [
     "Option",
     "Plan",
     "best_level",
+    "buildable_counts",
     "candidate_counts",
+    "check_buildable",
     "check_context",
     "default_context",
     "largest_fitting",
@@ -61,20 +69,60 @@ BATCH_SEARCH_CEILING = 2**16
 class Card:
     """A GPU as the advisor needs it; `usable_fraction` < 1 for unified-memory machines, whose
     operating system keeps part of the memory from the GPU. The vendor sets the runtime, and
-    so the overhead charged on the card (`advisor.estimator.OVERHEAD_BY_VENDOR`)."""
+    so the overhead charged on the card (`advisor.estimator.OVERHEAD_BY_VENDOR`).
+
+    How cards combine: `max_per_node` cards in one machine, joined by `link`; with
+    `multi_node`, whole machines joined over the network. Each left None takes the rule of the
+    card's market (`advisor.policy.TOPOLOGY_BY_MARKET`)."""
 
     slug: str
     name: str
     vendor: Vendor
+    market: Market
     memory_bytes: int
     usable_fraction: float = 1.0
     price_per_hour: float | None = None
+    max_per_node: int | None = None
+    link: LinkKind | None = None
+    multi_node: bool | None = None
 
     def __post_init__(self) -> None:
         if self.memory_bytes <= 0:
             raise InvalidValueError(f"{self.slug}: memory must be positive")
         if not 0 < self.usable_fraction <= 1:
             raise InvalidValueError(f"{self.slug}: usable memory fraction must be in (0, 1]")
+        if self.max_per_node is not None and self.max_per_node < 1:
+            raise InvalidValueError(f"{self.slug}: cards per machine must be at least 1")
+        rule = TOPOLOGY_BY_MARKET[self.market]
+        # Frozen: the market's rule fills what the catalog left empty, once.
+        for name in ("max_per_node", "link", "multi_node"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, getattr(rule, name))
+
+    @property
+    def per_node(self) -> int:
+        """The most of these cards one machine takes."""
+        return self.max_per_node or TOPOLOGY_BY_MARKET[self.market].max_per_node
+
+    @property
+    def joins_nodes(self) -> bool:
+        return bool(self.multi_node)
+
+    def buildable(self, count: int) -> bool:
+        """Whether `count` cards can be built: within one machine, or whole machines joined
+        over the network where the card's machines join."""
+        if count <= self.per_node:
+            return count >= 1
+        return self.joins_nodes and count % self.per_node == 0
+
+    def nodes(self, count: int) -> int:
+        """How many machines `count` cards take (whole machines beyond one)."""
+        return max(1, -(-count // self.per_node))
+
+    def over_pcie(self, count: int) -> bool:
+        """Whether `count` cards in one machine talk over PCIe (tensor parallelism works but
+        every all-reduce crosses the host bus)."""
+        return count > 1 and self.link is LinkKind.pcie
 
     @property
     def capacity_bytes(self) -> int:
@@ -138,6 +186,25 @@ class Option:
         return self.fits and self.headroom_bytes < TIGHT_HEADROOM_FRACTION * self.capacity_bytes
 
     @property
+    def nodes(self) -> int | None:
+        """Machines the cards take (None: nothing fits)."""
+        return None if self.count is None else self.card.nodes(self.count)
+
+    @property
+    def over_pcie(self) -> bool:
+        return self.count is not None and self.card.over_pcie(self.count)
+
+    @property
+    def layout(self) -> str:
+        """The cards as they are built: '2x', or '2 nodes x 8' across machines."""
+        if self.count is None:
+            return ""
+        nodes = self.card.nodes(self.count)
+        if nodes > 1:
+            return f"{nodes} nodes x {self.card.per_node}"
+        return f"{self.count}x"
+
+    @property
     def price_per_hour(self) -> float | None:
         """What the configuration costs an hour: cards x the catalog's hourly price."""
         if self.count is None or self.card.price_per_hour is None:
@@ -156,6 +223,26 @@ def check_context(arch: Architecture, workload: Workload, *, allow_longer: bool)
             f"a context of {workload.seq:,} tokens exceeds the model's maximum of "
             f"{arch.max_position_embeddings:,}; pass --allow-longer-context to size it anyway"
         )
+
+
+def check_buildable(card: Card, count: int) -> None:
+    """Refuse a card count that cannot be built (a second laptop GPU, 12 cards in 8-card
+    machines), naming what can."""
+    if card.buildable(count):
+        return
+    per = card.per_node
+    if per == 1 and not card.joins_nodes:
+        can = f"one device per machine ({card.market.value})"
+    elif card.joins_nodes:
+        can = f"up to {per} per machine, or whole machines of {per}"
+    else:
+        can = f"up to {per} per machine ({card.market.value}), machines not joined"
+    raise InvalidValueError(f"{count} x {card.slug} cannot be built: {can}")
+
+
+def buildable_counts(card: Card, counts: Sequence[int]) -> tuple[int, ...]:
+    """The counts of `counts` that can be built with `card`."""
+    return tuple(n for n in counts if card.buildable(n))
 
 
 def candidate_counts(arch: Architecture, workload: Workload, max_gpus: int) -> tuple[int, ...]:
@@ -346,9 +433,10 @@ def plan(
     allow_longer_context: bool = False,
     overhead: RuntimeOverhead | None = None,
 ) -> Plan:
-    """For every card and level: the fewest cards (up to `max_gpus`) whose capacity holds the
-    need per card, or, with `count`, whether exactly that many do. Each card is charged its
-    vendor's runtime overhead unless `overhead` is given for all."""
+    """For every card and level: the fewest cards (up to `max_gpus`, and only counts that can
+    be built: `Card.buildable`) whose capacity holds the need per card, or, with `count`,
+    whether exactly that many do (cards that cannot be built `count` times are left out).
+    Each card is charged its vendor's runtime overhead unless `overhead` is given for all."""
     if not levels:
         raise InvalidValueError("nothing to compare: give at least one quantization or method")
     for level in levels:
@@ -356,11 +444,18 @@ def plan(
     planner = _Planner(arch, _context_ceiling(arch, allow_longer_context))
     counts = {level.label: _counts(planner, level, count, max_gpus) for level in levels}
     cards = tuple(cards)
+    if count is not None:
+        # Only the cards that can be built `count` times; refused when none can.
+        built = tuple(card for card in cards if card.buildable(count))
+        if not built and cards:
+            check_buildable(cards[0], count)
+        cards = built
     options: list[Option] = []
     for card in cards:
         for level in levels:
             sized = planner.level(level, overhead or card.overhead)
-            tried = counts[level.label]
+            # Counts beyond one machine only where the card's machines join (whole machines).
+            tried = buildable_counts(card, counts[level.label])
             found = sized.fewest(tried, card.capacity_bytes)
             shown = sized.at(found if found is not None else tried[-1])
             options.append(sized.option(card, found, shown))

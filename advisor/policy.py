@@ -1,8 +1,9 @@
 """What `fit`, `which-models` and `estimate` assume unless told, and how a request becomes the
 levels they compare.
 
-Pure and light: it imports only `advisor.workload` and `advisor.errors`, so the CLI can read
-these defaults when it builds its options without loading the estimator. The CLI parses the
+Pure and light: it imports only `advisor.workload`, `advisor.enums` and `advisor.errors`, so
+the CLI can read these defaults when it builds its options without loading the estimator. It
+also holds how each market's cards combine (`TOPOLOGY_BY_MARKET`). The CLI parses the
 options into a `Request`, looks up the weight formats `formats_to_look_up` names, and calls
 `build_levels` (or `workload` for one estimate); the validation of each workload is
 `Workload.__post_init__`'s alone.
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from advisor.enums import LinkKind, Market
 from advisor.errors import InvalidValueError
 from advisor.workload import (
     ATTENTION_TARGETS,
@@ -58,6 +60,64 @@ COMPARED_METHODS = (Method.full, Method.lora, Method.qlora)
 # QLoRA's base format unless one is asked: bitsandbytes NF4 without double quantization
 # (BitsAndBytesConfig's default, bnb_4bit_use_double_quant=False).
 DEFAULT_QLORA_QUANT = "nf4"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Topology:
+    """How cards of one market combine: the most one machine takes, the link between them
+    there, and whether machines can be joined over the network (then only whole machines)."""
+
+    max_per_node: int
+    link: LinkKind
+    multi_node: bool
+    source: str
+
+
+# The rule of each market, used for a card whose catalog row leaves a field empty (bundled rows
+# fill every field: catalog/data/README.md "How cards combine").
+TOPOLOGY_BY_MARKET: Mapping[Market, Topology] = MappingProxyType(
+    {
+        Market.laptop: Topology(
+            max_per_node=1,
+            link=LinkKind.none,
+            multi_node=False,
+            source="a laptop has one discrete GPU (NVIDIA GeForce RTX laptop GPU specifications)",
+        ),
+        Market.unified_memory: Topology(
+            max_per_node=1,
+            link=LinkKind.none,
+            multi_node=False,
+            source="one SoC per machine: Apple M-series Mac and AMD Strix Halo specifications",
+        ),
+        Market.consumer: Topology(
+            max_per_node=4,
+            link=LinkKind.pcie,
+            multi_node=False,
+            source=(
+                "consumer boards have 2-4 x16-size slots; NVLink was dropped after the RTX 3090 "
+                "(NVIDIA GeForce RTX 40 series specifications list no NVLink)"
+            ),
+        ),
+        Market.workstation: Topology(
+            max_per_node=8,
+            link=LinkKind.pcie,
+            multi_node=False,
+            source=(
+                "workstations take 4 cards, rack servers 8 (NVIDIA RTX PRO Server: 8 RTX PRO "
+                "6000; Intel Project Battlematrix: up to 8 Arc Pro B60)"
+            ),
+        ),
+        Market.datacenter: Topology(
+            max_per_node=8,
+            link=LinkKind.nvlink,
+            multi_node=True,
+            source=(
+                "8-GPU HGX/DGX and OAM baseboards, joined over InfiniBand or Ethernet (NVIDIA "
+                "DGX H100 user guide; AMD Instinct MI300X platform)"
+            ),
+        ),
+    }
+)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 BAR_WIDTH = 16
 # Marks a tight cell in plain text too (colour is lost in a pipe).
 TIGHT_MARK = "!"
+# Marks cards that split the model over PCIe (no GPU-to-GPU link): it works, more slowly.
+PCIE_MARK = "~"
 
 
 class SortBy(StrEnum):
@@ -136,8 +138,10 @@ def cell(option: Option, units: Units) -> Text:
     if not option.fits:
         return Text(f"{NO_FIT} short {_number(-option.headroom_bytes, units)}", style=STYLE_NONE)
     mark = TIGHT_MARK if option.tight else ""
+    pcie = PCIE_MARK if option.over_pcie else ""
     first = (
-        f"{option.count}x {option.used_fraction:.0%}{mark} +{_number(option.headroom_bytes, units)}"
+        f"{option.layout}{pcie} {option.used_fraction:.0%}{mark} "
+        f"+{_number(option.headroom_bytes, units)}"
     )
     second = f"{option.max_context or 0:,} · {option.max_batch or 0:,}"
     return Text(f"{first}\n{second}", style=STYLE_TIGHT if option.tight else STYLE_FITS)
@@ -169,6 +173,10 @@ def option_json(option: Option) -> dict[str, Any]:
         "gpus_sized": estimate.gpus,
         "parallel": estimate.workload.strategy.value,
         "runtime": option.card.overhead.runtime.value,
+        "nodes": option.nodes,
+        "per_node": option.card.per_node,
+        "link": option.card.link.value if option.card.link else None,
+        "over_pcie": option.over_pcie,
         "components": estimate.components,
     }
 
@@ -211,8 +219,8 @@ def _select_cards(
             rows = catalog.gpus(vendor=vendor, market=market)
             what = "every card in the catalog"
         else:
-            rows = catalog.current_gpus(vendor=vendor, market=market)
-            what = "current cards (--all for every card)"
+            rows = [r for r in catalog.gpus(vendor=vendor, market=market) if r.default_set]
+            what = "the default card set (--all for every card)"
         if vendor or market:
             what += " of " + " ".join(v.value for v in (vendor, market) if v)
         cards = [options.card_of(row) for row in rows]
@@ -326,7 +334,8 @@ def _legend(result: Plan, fitting: int, cards: int, priced: bool, units: Units) 
         f"{fitting} of {cards} cards fit at some level. {label}: memory per card; {price}"
         "Each cell: cards needed x share of the card's memory needed (tensors + its runtime "
         f"overhead) +headroom per card in {label}, {TIGHT_MARK} tight (under "
-        f"{TIGHT_HEADROOM_FRACTION:.0%} free); below it, {below}"
+        f"{TIGHT_HEADROOM_FRACTION:.0%} free), {PCIE_MARK} split over PCIe (slower); only counts "
+        f"one machine takes, or whole machines where they join; below it, {below}"
     )
 
 
@@ -386,7 +395,11 @@ def fit(
     offload_optimizer: options.OffloadOpt = False,
     gpu: Annotated[
         list[str] | None,
-        typer.Option("--gpu", help="A card to consider (repeatable). Default: current cards."),
+        typer.Option(
+            "--gpu",
+            help="A card to consider (repeatable). Default: the catalog's default card set "
+            "(`catalog update gpu X --default-set`).",
+        ),
     ] = None,
     all_cards: Annotated[
         bool, typer.Option("--all", help="Consider every card in the catalog.")
@@ -412,7 +425,7 @@ def fit(
 ) -> None:
     """Which cards, how many of each and at which quantization a model needs."""
     from advisor.arch import count_params
-    from advisor.fit import plan
+    from advisor.fit import check_buildable, plan
 
     if count is not None and count < 1:
         raise InvalidValueError(f"count must be at least 1, got {count}")
@@ -435,6 +448,9 @@ def fit(
     slug, arch = options.load_model(ctx, model)
     levels = options.levels(ctx, arch, request, FIT_QUANTS)
     cards, what = _select_cards(ctx, gpu, all_cards, vendor, market)
+    if gpu and count is not None:
+        for card in cards:
+            check_buildable(card, count)
     result = plan(
         arch,
         levels,

@@ -144,12 +144,14 @@ def _answers(
     allow_longer_context: bool,
 ) -> tuple[Card, list[tuple[ModelFit, str]]]:
     """The card, and each catalog model's best level on `count` of it with its family."""
-    from advisor.fit import best_level
+    from advisor.fit import best_level, check_buildable
     from advisor.policy import build_levels
 
-    formats = options.level_formats(ctx, request, WHICH_MODELS_LADDER)
     with shared.reader(ctx) as catalog:
         card = options.card_of(catalog.gpu(gpu))
+    check_buildable(card, count)
+    formats = options.level_formats(ctx, request, WHICH_MODELS_LADDER)
+    with shared.reader(ctx) as catalog:
         rows = [(m.slug, m.architecture, m.family) for m in catalog.models(family=family)]
     results = []
     for name, arch, family_slug in rows:
