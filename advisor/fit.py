@@ -213,14 +213,12 @@ class Option:
 
 
 def check_context(arch: Architecture, workload: Workload, *, allow_longer: bool) -> None:
-    """Refuse an inference context beyond what the model was trained for, unless allowed."""
-    if (
-        workload.stage is Stage.inference
-        and workload.seq > arch.max_position_embeddings
-        and not allow_longer
-    ):
+    """Refuse a context (inference) or training sequence beyond what the model was trained
+    for, unless allowed: one rule for every stage."""
+    if workload.seq > arch.max_position_embeddings and not allow_longer:
+        what = "a context" if workload.stage is Stage.inference else "a training sequence"
         raise InvalidValueError(
-            f"a context of {workload.seq:,} tokens exceeds the model's maximum of "
+            f"{what} of {workload.seq:,} tokens exceeds the model's maximum of "
             f"{arch.max_position_embeddings:,}; pass --allow-longer-context to size it anyway"
         )
 
@@ -376,6 +374,7 @@ class Plan:
     max_gpus: int
     breakdowns: tuple[Estimate, ...] = field(default=())
     breakdown_overhead: RuntimeOverhead = CUDA_OVERHEAD
+    note: str = ""  # a strategy chosen for the user ('' when none was)
 
 
 @dataclass
@@ -441,6 +440,14 @@ def plan(
         raise InvalidValueError("nothing to compare: give at least one quantization or method")
     for level in levels:
         check_context(arch, level.workload, allow_longer=allow_longer_context)
+    switched = ""
+    if count is not None:
+        # The rule `best_level` follows too: tensor parallelism where the count divides the
+        # heads, pipeline parallelism otherwise, said in `Plan.note`.
+        parallel, reason = _strategy_for(arch, levels[0].workload, count)
+        if parallel is not levels[0].workload.parallel and not reason:
+            levels = with_parallel(levels, parallel)
+            switched = switch_note(arch, count)
     planner = _Planner(arch, _context_ceiling(arch, allow_longer_context))
     counts = {level.label: _counts(planner, level, count, max_gpus) for level in levels}
     cards = tuple(cards)
@@ -467,6 +474,7 @@ def plan(
         max_gpus=count or max_gpus,
         breakdowns=tuple(planner.level(lv, shown_overhead).at(count or 1) for lv in levels),
         breakdown_overhead=shown_overhead,
+        note=switched,
     )
 
 
@@ -486,6 +494,16 @@ class ModelFit:
     @property
     def fits(self) -> bool:
         return self.best is not None
+
+
+def switch_note(arch: Architecture, count: int) -> str:
+    """What `fit` and `which-models` say when they split over `count` cards with pipeline
+    parallelism because tensor parallelism cannot."""
+    return (
+        f"tensor parallelism cannot split {arch.num_attention_heads} heads "
+        f"({arch.num_key_value_heads} KV) over {count} cards: sized with pipeline parallelism "
+        "(--parallel pp; --parallel tp refuses)"
+    )
 
 
 def _strategy_for(arch: Architecture, first: Workload, count: int) -> tuple[Parallel | None, str]:
@@ -515,11 +533,12 @@ def _unsizable(
 ) -> tuple[Parallel | None, str]:
     """The strategy over `count` cards, and why the model cannot be sized ('' when it can)."""
     parallel, reason = _strategy_for(arch, first, count)
-    if not reason and first.stage is Stage.inference:
+    if not reason:
         try:
             check_context(arch, first, allow_longer=allow_longer_context)
         except InvalidValueError:
-            reason = f"context {first.seq:,} beyond its maximum {arch.max_position_embeddings:,}"
+            what = "context" if first.stage is Stage.inference else "sequence"
+            reason = f"{what} {first.seq:,} beyond its maximum {arch.max_position_embeddings:,}"
     return parallel, reason
 
 

@@ -162,8 +162,11 @@ def default_context(arch: Architecture) -> int:
 
 
 def default_seq(arch: Architecture, stage: Stage) -> int:
-    """The context (inference) or sequence length (training) when none is asked."""
-    return default_context(arch) if stage is Stage.inference else DEFAULT_TRAINING_SEQ
+    """The context (inference) or sequence length (training) when none is asked, never beyond
+    the model's maximum (which only --allow-longer-context passes)."""
+    if stage is Stage.inference:
+        return default_context(arch)
+    return min(DEFAULT_TRAINING_SEQ, arch.max_position_embeddings)
 
 
 def workload(
@@ -206,9 +209,19 @@ def levels_asked(request: Request, default_quants: Sequence[str]) -> tuple[str, 
         precision = request.precision.value
         first = precision if precision in FLOAT_DTYPES else DEFAULT_FLOAT_LEVEL
         return (first, *default_quants)
+    base = default_base(request)
+    return (base,) if base else ()
+
+
+def default_base(request: Request) -> str | None:
+    """The weight format a fine-tune is given when none is asked: QLoRA's base
+    (`DEFAULT_QLORA_QUANT`) wherever QLoRA is asked or compared; None otherwise. `fit`,
+    `which-models` and `estimate` all take it from here."""
+    if request.quants:
+        return request.quants[0]
     if request.stage is Stage.finetune and request.method in (None, Method.qlora):
-        return (DEFAULT_QLORA_QUANT,)
-    return ()
+        return DEFAULT_QLORA_QUANT
+    return None
 
 
 def formats_to_look_up(levels: Sequence[str]) -> tuple[str, ...]:

@@ -165,7 +165,10 @@ def test_context_beyond_the_maximum_is_refused_unless_allowed(session: Session) 
 def test_a_count_the_strategy_cannot_split_is_refused(session: Session) -> None:
     arch = arch_of(session, "llama-2-7b")
     with pytest.raises(InvalidValueError, match="tensor parallelism over 3 GPUs"):
-        plan(arch, [inference()], [card(24)], count=3)
+        plan(arch, [inference(parallel=Parallel.tp)], [card(24)], count=3)
+    switched = plan(arch, [inference()], [card(24)], count=3)
+    assert switched.options[0].estimate.workload.parallel is Parallel.pp
+    assert switched.note.startswith("tensor parallelism cannot split 32 heads (32 KV) over 3")
 
 
 def test_unified_memory_uses_its_usable_share() -> None:

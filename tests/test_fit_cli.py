@@ -317,7 +317,7 @@ def test_sort_by_price(run: Run) -> None:
             "--allow-longer-context to size it anyway",
         ),
         (
-            ["--model", "llama-2-7b", "--gpu", "rtx4090", "--count", "3"],
+            ["--model", "llama-2-7b", "--gpu", "rtx4090", "--count", "3", "--parallel", "tp"],
             2,
             "error: tensor parallelism over 3 GPUs needs the count to divide 32 attention and "
             "32 KV heads; valid counts: 1, 2, 4, 8, 16",
@@ -430,3 +430,59 @@ def test_help_loads_neither_the_orm_nor_the_estimator() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out == "[]\n"
+
+
+def test_a_count_tensor_parallelism_cannot_split_switches_to_pipeline_in_both_commands(
+    run: Run,
+) -> None:
+    """One rule for `fit --count` and `which-models --count`: pipeline parallelism where tensor
+    parallelism cannot split the heads, said on stderr with the option that refuses instead."""
+    note = (
+        "advisor: tensor parallelism cannot split 32 heads (32 KV) over 3 cards: sized with "
+        "pipeline parallelism (--parallel pp; --parallel tp refuses)\n"
+    )
+    fit = run("fit", "--model", "llama-2-7b", "--gpu", "rtx3090", "--count", "3", "--json")
+    assert fit.exit_code == 0, fit.stderr
+    assert fit.stderr == note
+    chosen = {
+        (o["count"], o["gpus_sized"], o["parallel"]) for o in json.loads(fit.stdout)["options"]
+    }
+    assert chosen == {(3, 3, "pp")}
+    which = run("which-models", "--gpu", "rtx3090", "--count", "3", "--family", "llama-2")
+    assert which.exit_code == 0, which.stderr
+    assert which.stderr.startswith("advisor: ") and "pipeline parallelism" in which.stderr
+    assert "(--parallel pp; --parallel tp refuses)" in which.stderr
+    refused = run(
+        "which-models", "--gpu", "rtx3090", "--count", "3", "--family", "llama-2", "--json",
+        "--parallel", "tp",
+    )  # fmt: skip
+    assert refused.exit_code == 0 and refused.stderr == ""
+    assert all(not m["fits"] for m in json.loads(refused.stdout)["models"])
+
+
+def test_a_training_sequence_beyond_the_maximum_is_refused_unless_allowed(run: Run) -> None:
+    """The inference rule holds for training too, in fit and estimate."""
+    message = (
+        "error: a training sequence of 8,192 tokens exceeds the model's maximum of 4,096; "
+        "pass --allow-longer-context to size it anyway\n"
+    )
+    args = ("--model", "llama-2-7b", "--stage", "finetune", "--seq", "8192")
+    fit = run("fit", *args, "--gpu", "h100")
+    assert (fit.exit_code, fit.stdout, fit.stderr) == (2, "", message)
+    est = run("estimate", *args)
+    assert (est.exit_code, est.stdout, est.stderr) == (2, "", message)
+    allowed = run("estimate", *args, "--allow-longer-context", "--json")
+    assert allowed.exit_code == 0, allowed.stderr
+    assert json.loads(allowed.stdout)["workload"]["seq"] == 8192
+
+
+def test_estimate_qlora_takes_the_same_default_base_as_fit(run: Run) -> None:
+    """`estimate --method qlora` without --quant gets nf4, as fit does."""
+    args = ("--model", "llama-2-7b", "--stage", "finetune", "--method", "qlora", "--json")
+    est = run("estimate", *args)
+    assert est.exit_code == 0, est.stderr
+    fit = run("fit", *args, "--gpu", "h100", "--count", "1")
+    assert fit.exit_code == 0, fit.stderr
+    (option,) = json.loads(fit.stdout)["options"]
+    assert json.loads(est.stdout)["workload"]["quant"] == option["quant"] == "nf4"
+    assert json.loads(est.stdout)["per_gpu_bytes"] == option["per_gpu_bytes"]

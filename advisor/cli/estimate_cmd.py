@@ -139,11 +139,12 @@ def _render(model: str, result: Estimate, vendor: Vendor, units: Units, explain:
 
 def resolve(ctx: typer.Context, model: str, request: Request) -> tuple[str, Architecture, Workload]:
     """Look the model (or config.json) and the format up and build the validated Workload."""
-    from advisor.policy import workload
+    from advisor.policy import default_base, workload
 
     slug, arch = options.load_model(ctx, model)
-    formats = options.weight_formats(ctx, request.quants)
-    fmt = formats[request.quants[0]] if request.quants else None
+    base = default_base(request)
+    formats = options.weight_formats(ctx, (base,) if base else ())
+    fmt = formats[base] if base else None
     return slug, arch, workload(arch, request, weight_format=fmt)
 
 
@@ -171,10 +172,18 @@ def estimate(
     explain: Annotated[
         bool, typer.Option("--explain", help="Print each term's formula and inputs.")
     ] = False,
+    allow_longer_context: Annotated[
+        bool,
+        typer.Option(
+            "--allow-longer-context",
+            help="Size a context or training sequence beyond the model's trained maximum.",
+        ),
+    ] = False,
 ) -> None:
     """Peak GPU memory of one workload, term by term."""
     from advisor.estimator import OVERHEAD_BY_VENDOR
     from advisor.estimator import estimate as run_estimate
+    from advisor.fit import check_context
 
     request = Request(
         stage=stage,
@@ -194,6 +203,7 @@ def estimate(
         offload_optimizer=offload_optimizer,
     )
     slug, arch, workload = resolve(ctx, model, request)
+    check_context(arch, workload, allow_longer=allow_longer_context)
     result = run_estimate(arch, workload, overhead=OVERHEAD_BY_VENDOR[vendor])
     if as_json:
         shared.print_json(estimate_json(slug, result))

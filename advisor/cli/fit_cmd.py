@@ -460,6 +460,8 @@ def fit(
         allow_longer_context=allow_longer_context,
     )
     params = count_params(arch).total
+    if result.note:
+        shared.note(result.note)
     if as_json:
         shared.print_json(fit_json(slug, params, result))
     else:

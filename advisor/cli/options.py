@@ -65,7 +65,7 @@ SeqOpt = Annotated[
         "--seq",
         help="Tokens per sequence (inference: the context held in the KV cache). "
         f"Default: min({DEFAULT_INFERENCE_CONTEXT}, model maximum) for inference, "
-        f"{DEFAULT_TRAINING_SEQ} for training.",
+        f"min({DEFAULT_TRAINING_SEQ}, model maximum) for training.",
     ),
 ]
 OptimizerOpt = Annotated[Optimizer, typer.Option("--optimizer", help="Optimizer (training).")]

@@ -29,6 +29,7 @@ from advisor.workload import (
     DEFAULT_PRECISION,
     DEFAULT_TRAINING_SEQ,
     Method,
+    Parallel,
     Stage,
 )
 
@@ -199,7 +200,7 @@ def which_models(
             "--context",
             help="Context (inference) or sequence length (training). "
             f"Default: min({DEFAULT_INFERENCE_CONTEXT}, model maximum), "
-            f"{DEFAULT_TRAINING_SEQ} for training.",
+            f"min({DEFAULT_TRAINING_SEQ}, model maximum) for training.",
         ),
     ] = None,
     batch: options.BatchOpt = None,
@@ -242,6 +243,13 @@ def which_models(
         parallel=parallel,
     )
     card, results = _answers(ctx, request, gpu, count, family, allow_longer_context)
+    switched = sum(1 for f, _ in results if f.parallel is Parallel.pp and parallel is None)
+    if switched:
+        shared.note(
+            f"{switched} model{'s' if switched > 1 else ''} whose heads tensor parallelism "
+            f"cannot split over {count} cards sized with pipeline parallelism "
+            "(--parallel pp; --parallel tp refuses)"
+        )
     if as_json:
         shared.print_json(
             {
