@@ -486,3 +486,14 @@ def test_estimate_qlora_takes_the_same_default_base_as_fit(run: Run) -> None:
     (option,) = json.loads(fit.stdout)["options"]
     assert json.loads(est.stdout)["workload"]["quant"] == option["quant"] == "nf4"
     assert json.loads(est.stdout)["per_gpu_bytes"] == option["per_gpu_bytes"]
+
+
+def test_cards_with_the_same_answer_collapse_to_one_row(run: Run) -> None:
+    """Same memory and constraints, same cells: one row naming both; JSON keeps each card."""
+    args = ("fit", "--model", "llama-65b", "--gpu", "a10g", "--gpu", "l4", "--gpu", "rtx3090")
+    result = run(*args)
+    assert result.exit_code == 0, result.stderr
+    names = [line.split("│")[0].strip() for line in result.stdout.splitlines() if "│" in line]
+    assert "a10g, l4" in names and "rtx3090" in names  # rtx3090: 4 per machine, NVLink
+    data = fit_json(run, *args[1:])
+    assert sorted({o["gpu"] for o in data["options"]}) == ["a10g", "l4", "rtx3090"]

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 BAR_WIDTH = 16
 # Marks a tight cell in plain text too (colour is lost in a pipe).
 TIGHT_MARK = "!"
+# The card column wraps a collapsed row's names at this width.
+CARD_COLUMN_WIDTH = 36
 # Marks cards that split the model over PCIe (no GPU-to-GPU link): it works, more slowly.
 PCIE_MARK = "~"
 
@@ -199,6 +201,27 @@ def rows_by_card(result: Plan, sort: SortBy) -> list[tuple[Option, ...]]:
     return sorted((tuple(v) for v in grouped.values()), key=lambda o: _sort_key(sort, o))
 
 
+def collapsed_rows(
+    rows: Sequence[tuple[Option, ...]], units: Units
+) -> list[tuple[list[str], tuple[Option, ...]]]:
+    """Cards whose rows read the same (same memory and cells: the same count, layout, link
+    mark and headroom at every level) as one row listing their names, in first order; the row
+    shown is its cheapest card's. The JSON keeps one entry per card."""
+    groups: dict[tuple[Any, ...], tuple[list[str], tuple[Option, ...]]] = {}
+    for row in rows:
+        card = row[0].card
+        key = (card.capacity_bytes, *(cell(o, units).plain for o in row))
+        names, kept = groups.setdefault(key, ([], row))
+        names.append(card.slug)
+        if _cheaper(card.price_per_hour, kept[0].card.price_per_hour):
+            groups[key] = (names, row)
+    return list(groups.values())
+
+
+def _cheaper(price: float | None, than: float | None) -> bool:
+    return price is not None and (than is None or price < than)
+
+
 def _select_cards(
     ctx: typer.Context,
     gpus: list[str] | None,
@@ -301,15 +324,15 @@ def _render(
     priced = any(o[0].card.price_per_hour is not None for o in rows)
     table = Table(show_edge=False, pad_edge=False, show_lines=True)
     # Cells never wrap inside (a narrow terminal crops them instead of tripling the rows).
-    table.add_column("card", no_wrap=True)
+    table.add_column("card", max_width=CARD_COLUMN_WIDTH)
     table.add_column(unit_label(units), justify="right")
     if priced:
         table.add_column("$/h", justify="right")
     for level in result.levels:
         table.add_column(level_words(level), no_wrap=True)
-    for row in rows:
+    for names, row in collapsed_rows(rows, units):
         card = row[0].card
-        cells: list[Any] = [card.slug, _number(card.capacity_bytes, units)]
+        cells: list[Any] = [", ".join(names), _number(card.capacity_bytes, units)]
         if priced:
             cells.append(f"{card.price_per_hour:.2f}" if card.price_per_hour else "")
         cells += [cell(o, units) for o in row]
@@ -324,7 +347,11 @@ def _legend(result: Plan, fitting: int, cards: int, priced: bool, units: Units) 
     from advisor.fit import TIGHT_HEADROOM_FRACTION
 
     label = unit_label(units)
-    price = "$/h: the catalog's hourly price of one card. " if priced else ""
+    price = (
+        "$/h: the catalog's hourly price of one card (a row of several: the cheapest). "
+        if priced
+        else ""
+    )
     below = (
         "the longest context at batch 1 · the most sequences at the context."
         if result.levels[0].workload.stage is Stage.inference
