@@ -23,6 +23,19 @@ class Market(StrEnum):
     unified_memory = "unified-memory"
 
 
+class LinkKind(StrEnum):
+    """How cards in one machine reach each other: none (one device per machine), the PCIe bus
+    (through the host), or a vendor's GPU-to-GPU link (NVLink/NVSwitch, AMD Infinity Fabric,
+    Intel Xe Link, or Gaudi's on-chip RoCE Ethernet)."""
+
+    none = "none"
+    pcie = "pcie"
+    nvlink = "nvlink"
+    infinity_fabric = "infinity-fabric"
+    xe_link = "xe-link"
+    ethernet = "ethernet"
+
+
 class FamilyKind(StrEnum):
     dense = "dense"
     moe = "moe"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from advisor.arch import Architecture, count_params
 from advisor.engines import budget_bytes
-from advisor.enums import Engine, Vendor
+from advisor.enums import Engine, LinkKind, Market, Vendor
 from advisor.errors import InvalidValueError
 from advisor.estimator import (
     CUDA_OVERHEAD,
@@ -34,7 +34,13 @@ from advisor.estimator import (
     vllm_kv_pool,
 )
 from advisor.offload import Offload, Verdict, split
-from advisor.policy import DEFAULT_MAX_GPUS, Level, default_context, with_parallel
+from advisor.policy import (
+    DEFAULT_MAX_GPUS,
+    TOPOLOGY_BY_MARKET,
+    Level,
+    default_context,
+    with_parallel,
+)
 from advisor.workload import MAX_SEARCH_GPUS, Parallel, Stage, Workload, check_count
 
 __all__ = [
@@ -45,7 +51,9 @@ __all__ = [
     "Option",
     "Plan",
     "best_level",
+    "buildable_counts",
     "candidate_counts",
+    "check_buildable",
     "check_context",
     "default_context",
     "largest_fitting",
@@ -65,20 +73,60 @@ BATCH_SEARCH_CEILING = 2**16
 class Card:
     """A GPU as the advisor needs it; `usable_fraction` < 1 for unified-memory machines, whose
     operating system keeps part of the memory from the GPU. The vendor sets the runtime, and
-    so the overhead charged on the card (`advisor.estimator.OVERHEAD_BY_VENDOR`)."""
+    so the overhead charged on the card (`advisor.estimator.OVERHEAD_BY_VENDOR`).
+
+    How cards combine: `max_per_node` cards in one machine, joined by `link`; with
+    `multi_node`, whole machines joined over the network. Each left None takes the rule of the
+    card's market (`advisor.policy.TOPOLOGY_BY_MARKET`)."""
 
     slug: str
     name: str
     vendor: Vendor
+    market: Market
     memory_bytes: int
     usable_fraction: float = 1.0
     price_per_hour: float | None = None
+    max_per_node: int | None = None
+    link: LinkKind | None = None
+    multi_node: bool | None = None
 
     def __post_init__(self) -> None:
         if self.memory_bytes <= 0:
             raise InvalidValueError(f"{self.slug}: memory must be positive")
         if not 0 < self.usable_fraction <= 1:
             raise InvalidValueError(f"{self.slug}: usable memory fraction must be in (0, 1]")
+        if self.max_per_node is not None and self.max_per_node < 1:
+            raise InvalidValueError(f"{self.slug}: cards per machine must be at least 1")
+        rule = TOPOLOGY_BY_MARKET[self.market]
+        # Frozen: the market's rule fills what the catalog left empty, once.
+        for name in ("max_per_node", "link", "multi_node"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, getattr(rule, name))
+
+    @property
+    def per_node(self) -> int:
+        """The most of these cards one machine takes."""
+        return self.max_per_node or TOPOLOGY_BY_MARKET[self.market].max_per_node
+
+    @property
+    def joins_nodes(self) -> bool:
+        return bool(self.multi_node)
+
+    def buildable(self, count: int) -> bool:
+        """Whether `count` cards can be built: within one machine, or whole machines joined
+        over the network where the card's machines join."""
+        if count <= self.per_node:
+            return count >= 1
+        return self.joins_nodes and count % self.per_node == 0
+
+    def nodes(self, count: int) -> int:
+        """How many machines `count` cards take (whole machines beyond one)."""
+        return max(1, -(-count // self.per_node))
+
+    def over_pcie(self, count: int) -> bool:
+        """Whether `count` cards in one machine talk over PCIe (tensor parallelism works but
+        every all-reduce crosses the host bus)."""
+        return count > 1 and self.link is LinkKind.pcie
 
     @property
     def capacity_bytes(self) -> int:
@@ -160,6 +208,25 @@ class Option:
         return self.fits and self.headroom_bytes < TIGHT_HEADROOM_FRACTION * self.capacity_bytes
 
     @property
+    def nodes(self) -> int | None:
+        """Machines the cards take (None: nothing fits)."""
+        return None if self.count is None else self.card.nodes(self.count)
+
+    @property
+    def over_pcie(self) -> bool:
+        return self.count is not None and self.card.over_pcie(self.count)
+
+    @property
+    def layout(self) -> str:
+        """The cards as they are built: '2x', or '2 nodes x 8' across machines."""
+        if self.count is None:
+            return ""
+        nodes = self.card.nodes(self.count)
+        if nodes > 1:
+            return f"{nodes} nodes x {self.card.per_node}"
+        return f"{self.count}x"
+
+    @property
     def price_per_hour(self) -> float | None:
         """What the configuration costs an hour: cards x the catalog's hourly price."""
         if self.count is None or self.card.price_per_hour is None:
@@ -168,16 +235,34 @@ class Option:
 
 
 def check_context(arch: Architecture, workload: Workload, *, allow_longer: bool) -> None:
-    """Refuse an inference context beyond what the model was trained for, unless allowed."""
-    if (
-        workload.stage is Stage.inference
-        and workload.seq > arch.max_position_embeddings
-        and not allow_longer
-    ):
+    """Refuse a context (inference) or training sequence beyond what the model was trained
+    for, unless allowed: one rule for every stage."""
+    if workload.seq > arch.max_position_embeddings and not allow_longer:
+        what = "a context" if workload.stage is Stage.inference else "a training sequence"
         raise InvalidValueError(
-            f"a context of {workload.seq:,} tokens exceeds the model's maximum of "
+            f"{what} of {workload.seq:,} tokens exceeds the model's maximum of "
             f"{arch.max_position_embeddings:,}; pass --allow-longer-context to size it anyway"
         )
+
+
+def check_buildable(card: Card, count: int) -> None:
+    """Refuse a card count that cannot be built (a second laptop GPU, 12 cards in 8-card
+    machines), naming what can."""
+    if card.buildable(count):
+        return
+    per = card.per_node
+    if per == 1 and not card.joins_nodes:
+        can = f"one device per machine ({card.market.value})"
+    elif card.joins_nodes:
+        can = f"up to {per} per machine, or whole machines of {per}"
+    else:
+        can = f"up to {per} per machine ({card.market.value}), machines not joined"
+    raise InvalidValueError(f"{count} x {card.slug} cannot be built: {can}")
+
+
+def buildable_counts(card: Card, counts: Sequence[int]) -> tuple[int, ...]:
+    """The counts of `counts` that can be built with `card`."""
+    return tuple(n for n in counts if card.buildable(n))
 
 
 def candidate_counts(arch: Architecture, workload: Workload, max_gpus: int) -> tuple[int, ...]:
@@ -327,6 +412,7 @@ class Plan:
     max_gpus: int
     breakdowns: tuple[Estimate, ...] = field(default=())
     breakdown_overhead: RuntimeOverhead = CUDA_OVERHEAD
+    note: str = ""  # a strategy chosen for the user ('' when none was)
 
 
 @dataclass
@@ -384,9 +470,10 @@ def plan(
     allow_longer_context: bool = False,
     overhead: RuntimeOverhead | None = None,
 ) -> Plan:
-    """For every card and level: the fewest cards (up to `max_gpus`) whose capacity holds the
-    need per card, or, with `count`, whether exactly that many do. Each card is charged its
-    vendor's runtime overhead unless `overhead` is given for all."""
+    """For every card and level: the fewest cards (up to `max_gpus`, and only counts that can
+    be built: `Card.buildable`) whose capacity holds the need per card, or, with `count`,
+    whether exactly that many do (cards that cannot be built `count` times are left out).
+    Each card is charged its vendor's runtime overhead unless `overhead` is given for all."""
     check_count("max-gpus", max_gpus, MAX_SEARCH_GPUS)
     if count is not None:
         check_count("count", count, MAX_SEARCH_GPUS)
@@ -394,14 +481,29 @@ def plan(
         raise InvalidValueError("nothing to compare: give at least one quantization or method")
     for level in levels:
         check_context(arch, level.workload, allow_longer=allow_longer_context)
+    switched = ""
+    if count is not None:
+        # The rule `best_level` follows too: tensor parallelism where the count divides the
+        # heads, pipeline parallelism otherwise, said in `Plan.note`.
+        parallel, reason = _strategy_for(arch, levels[0].workload, count)
+        if parallel is not levels[0].workload.parallel and not reason:
+            levels = with_parallel(levels, parallel)
+            switched = switch_note(arch, count)
     planner = _Planner(arch, _context_ceiling(arch, allow_longer_context))
     counts = {level.label: _counts(planner, level, count, max_gpus) for level in levels}
     cards = tuple(cards)
+    if count is not None:
+        # Only the cards that can be built `count` times; refused when none can.
+        built = tuple(card for card in cards if card.buildable(count))
+        if not built and cards:
+            check_buildable(cards[0], count)
+        cards = built
     options: list[Option] = []
     for card in cards:
         for level in levels:
             sized = planner.level(level, overhead or card.overhead)
-            tried = counts[level.label]
+            # Counts beyond one machine only where the card's machines join (whole machines).
+            tried = buildable_counts(card, counts[level.label])
             found = sized.fewest(tried, sized.budget(card))
             shown = sized.at(found if found is not None else tried[-1])
             options.append(sized.option(card, found, shown))
@@ -413,6 +515,7 @@ def plan(
         max_gpus=count or max_gpus,
         breakdowns=tuple(planner.level(lv, shown_overhead).at(count or 1) for lv in levels),
         breakdown_overhead=shown_overhead,
+        note=switched,
     )
 
 
@@ -448,6 +551,16 @@ class ModelFit:
         return Verdict.partial if self.offload is not None else Verdict.no
 
 
+def switch_note(arch: Architecture, count: int) -> str:
+    """What `fit` and `which-models` say when they split over `count` cards with pipeline
+    parallelism because tensor parallelism cannot."""
+    return (
+        f"tensor parallelism cannot split {arch.num_attention_heads} heads "
+        f"({arch.num_key_value_heads} KV) over {count} cards: sized with pipeline parallelism "
+        "(--parallel pp; --parallel tp refuses)"
+    )
+
+
 def _strategy_for(arch: Architecture, first: Workload, count: int) -> tuple[Parallel | None, str]:
     """The inference strategy over `count` cards, or why there is none ('' when fine).
 
@@ -475,11 +588,12 @@ def _unsizable(
 ) -> tuple[Parallel | None, str]:
     """The strategy over `count` cards, and why the model cannot be sized ('' when it can)."""
     parallel, reason = _strategy_for(arch, first, count)
-    if not reason and first.stage is Stage.inference:
+    if not reason:
         try:
             check_context(arch, first, allow_longer=allow_longer_context)
         except InvalidValueError:
-            reason = f"context {first.seq:,} beyond its maximum {arch.max_position_embeddings:,}"
+            what = "context" if first.stage is Stage.inference else "sequence"
+            reason = f"{what} {first.seq:,} beyond its maximum {arch.max_position_embeddings:,}"
     return parallel, reason
 
 

@@ -1,11 +1,12 @@
 """What `fit`, `which-models` and `estimate` assume unless told, and how a request becomes the
 levels they compare.
 
-Pure and light: it imports only `advisor.workload`, `advisor.engines` and `advisor.errors`,
-so the CLI can read these defaults when it builds its options without loading the estimator.
-The CLI parses the options into a `Request`, looks up the weight formats `formats_to_look_up`
-names, and calls `build_levels` (or `workload` for one estimate); the validation of each
-workload is `Workload.__post_init__`'s, and of its engine `advisor.engines.check`'s.
+Pure and light: it imports only `advisor.workload`, `advisor.engines`, `advisor.enums` and
+`advisor.errors`, so the CLI can read these defaults when it builds its options without loading
+the estimator. It also holds how each market's cards combine (`TOPOLOGY_BY_MARKET`). The CLI
+parses the options into a `Request`, looks up the weight formats `formats_to_look_up` names,
+and calls `build_levels` (or `workload` for one estimate); the validation of each workload is
+`Workload.__post_init__`'s, and of its engine `advisor.engines.check`'s.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from advisor import engines
-from advisor.enums import Engine
+from advisor.enums import Engine, LinkKind, Market
 from advisor.errors import InvalidValueError
 from advisor.workload import (
     ATTENTION_TARGETS,
@@ -68,6 +69,64 @@ DEFAULT_QLORA_QUANT = "nf4"
 
 
 @dataclass(frozen=True, kw_only=True)
+class Topology:
+    """How cards of one market combine: the most one machine takes, the link between them
+    there, and whether machines can be joined over the network (then only whole machines)."""
+
+    max_per_node: int
+    link: LinkKind
+    multi_node: bool
+    source: str
+
+
+# The rule of each market, used for a card whose catalog row leaves a field empty (bundled rows
+# fill every field: catalog/data/README.md "How cards combine").
+TOPOLOGY_BY_MARKET: Mapping[Market, Topology] = MappingProxyType(
+    {
+        Market.laptop: Topology(
+            max_per_node=1,
+            link=LinkKind.none,
+            multi_node=False,
+            source="a laptop has one discrete GPU (NVIDIA GeForce RTX laptop GPU specifications)",
+        ),
+        Market.unified_memory: Topology(
+            max_per_node=1,
+            link=LinkKind.none,
+            multi_node=False,
+            source="one SoC per machine: Apple M-series Mac and AMD Strix Halo specifications",
+        ),
+        Market.consumer: Topology(
+            max_per_node=4,
+            link=LinkKind.pcie,
+            multi_node=False,
+            source=(
+                "consumer boards have 2-4 x16-size slots; NVLink was dropped after the RTX 3090 "
+                "(NVIDIA GeForce RTX 40 series specifications list no NVLink)"
+            ),
+        ),
+        Market.workstation: Topology(
+            max_per_node=8,
+            link=LinkKind.pcie,
+            multi_node=False,
+            source=(
+                "workstations take 4 cards, rack servers 8 (NVIDIA RTX PRO Server: 8 RTX PRO "
+                "6000; Intel Project Battlematrix: up to 8 Arc Pro B60)"
+            ),
+        ),
+        Market.datacenter: Topology(
+            max_per_node=8,
+            link=LinkKind.nvlink,
+            multi_node=True,
+            source=(
+                "8-GPU HGX/DGX and OAM baseboards, joined over InfiniBand or Ethernet (NVIDIA "
+                "DGX H100 user guide; AMD Instinct MI300X platform)"
+            ),
+        ),
+    }
+)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Request:
     """The workload options as the user gave them, before the defaults that depend on the
     model (the context) are filled. `method` None: compare `COMPARED_METHODS` (fine-tuning),
@@ -113,8 +172,11 @@ def default_context(arch: Architecture) -> int:
 
 
 def default_seq(arch: Architecture, stage: Stage) -> int:
-    """The context (inference) or sequence length (training) when none is asked."""
-    return default_context(arch) if stage is Stage.inference else DEFAULT_TRAINING_SEQ
+    """The context (inference) or sequence length (training) when none is asked, never beyond
+    the model's maximum (which only --allow-longer-context passes)."""
+    if stage is Stage.inference:
+        return default_context(arch)
+    return min(DEFAULT_TRAINING_SEQ, arch.max_position_embeddings)
 
 
 def workload(
@@ -185,9 +247,19 @@ def levels_asked(request: Request, default_quants: Sequence[str]) -> tuple[str, 
         precision = request.precision.value
         first = precision if precision in FLOAT_DTYPES else DEFAULT_FLOAT_LEVEL
         return (first, *default_quants)
+    base = default_base(request)
+    return (base,) if base else ()
+
+
+def default_base(request: Request) -> str | None:
+    """The weight format a fine-tune is given when none is asked: QLoRA's base
+    (`DEFAULT_QLORA_QUANT`) wherever QLoRA is asked or compared; None otherwise. `fit`,
+    `which-models` and `estimate` all take it from here."""
+    if request.quants:
+        return request.quants[0]
     if request.stage is Stage.finetune and request.method in (None, Method.qlora):
-        return (DEFAULT_QLORA_QUANT,)
-    return ()
+        return DEFAULT_QLORA_QUANT
+    return None
 
 
 def formats_to_look_up(levels: Sequence[str]) -> tuple[str, ...]:

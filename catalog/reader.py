@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Self
 
 from advisor.arch import Architecture
-from advisor.enums import Market, QuantAppliesTo, QuantKind, QuantScope, Vendor
+from advisor.enums import LinkKind, Market, QuantAppliesTo, QuantKind, QuantScope, Vendor
 from advisor.errors import AmbiguousNameError, DatabaseError, NotFoundError
 from advisor.workload import WeightFormat
 from catalog import rules
@@ -75,12 +75,22 @@ class GPURecord(NamedTuple):
     usable_memory_fraction: float | None
     source: str
     notes: str | None
+    max_per_node: int | None
+    link: LinkKind | None
+    multi_node: bool | None
+    default_set: bool
+    default_set_reason: str | None
 
     @classmethod
     def from_columns(cls, columns: Mapping[str, Any]) -> Self:
         values = {name: columns[name] for name in cls._fields}
         values["vendor"] = Vendor(values["vendor"])
         values["market"] = Market(values["market"])
+        values["link"] = None if values["link"] is None else LinkKind(values["link"])
+        # SQLite keeps booleans as 0/1 (SQLAlchemy gives bools back).
+        values["default_set"] = bool(values["default_set"])
+        if values["multi_node"] is not None:
+            values["multi_node"] = bool(values["multi_node"])
         for name in ("list_price_date", "cloud_price_date"):
             values[name] = _date(values[name])
         return cls(**values)

@@ -22,6 +22,7 @@ from advisor.arch import Architecture, count_params
 from advisor.enums import (
     AttentionKind,
     FamilyKind,
+    LinkKind,
     Market,
     ModelType,
     QuantAppliesTo,
@@ -44,6 +45,9 @@ SQLModel.metadata.naming_convention = {
     "pk": "pk_%(table_name)s",
 }
 
+# The most cards of one kind a catalog row may say one machine takes: NVIDIA's GB200 NVL72
+# joins 72 GPUs in one NVLink domain, the largest single-domain system sold.
+MAX_PER_NODE_BOUND = 72
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9._\-]*$"
 _SLUG = re.compile(SLUG_PATTERN)
 ORIGIN_BUNDLED = "bundled"
@@ -125,10 +129,19 @@ class GPUFields(SQLModel):
     usable_memory_fraction: float | None = Field(default=None, gt=0, le=1)
     source: str = Field(min_length=1, sa_type=Text)
     notes: str | None = Field(default=None, sa_type=Text)
+    # How cards combine (None: the rule of the card's market, advisor.policy.TOPOLOGY_BY_MARKET):
+    # how many one machine takes, the link between them there, whether several machines can
+    # join over the network.
+    max_per_node: int | None = Field(default=None, ge=1, le=MAX_PER_NODE_BOUND)
+    link: LinkKind | None = Field(default=None, sa_type=String(16))
+    multi_node: bool | None = None
+    # In the cards `fit` considers by default (what people own or rent today), and why.
+    default_set: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
+    default_set_reason: str | None = Field(default=None, sa_type=Text)
 
     # A blank optional text is no value: stored as null, so that a CSV file (where an empty
     # cell is null) round-trips it unchanged.
-    @field_validator("notes", "memory_type", "interconnect")
+    @field_validator("notes", "memory_type", "interconnect", "default_set_reason")
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
         return value if value and value.strip() else None
@@ -160,6 +173,8 @@ class GPUFields(SQLModel):
             raise ValueError("list_price_date given without list_price_usd")
         if self.cloud_price_date is not None and self.cloud_price_per_hour_usd is None:
             raise ValueError("cloud_price_date given without cloud_price_per_hour_usd")
+        if self.default_set and not self.default_set_reason:
+            raise ValueError("default_set needs a default_set_reason (why, with a source)")
         return self
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from advisor.arch import Architecture, architecture_from_hf_config, load_hf_config
 from advisor.engines import ENGINES, budget_bytes, check, default_engine, parse_engine
-from advisor.enums import Engine, ModelType, QuantKind, Vendor
+from advisor.enums import Engine, Market, ModelType, QuantKind, Vendor
 from advisor.errors import InvalidValueError
 from advisor.estimator import (
     CUDA_OVERHEAD,
@@ -248,7 +248,13 @@ def test_vllm_llama2_7b_a100_blocks_match_log() -> None:
 
 # --- fits, partial, no ----------------------------------------------------------------------
 
-RTX_4090 = Card(slug="rtx4090", name="RTX 4090", vendor=Vendor.nvidia, memory_bytes=24 * GIB)
+RTX_4090 = Card(
+    slug="rtx4090",
+    name="RTX 4090",
+    vendor=Vendor.nvidia,
+    market=Market.consumer,
+    memory_bytes=24 * GIB,
+)
 
 
 def _level(arch: Architecture, serving: Serving, fmt: WeightFormat | None, seq: int) -> Level:
@@ -304,7 +310,9 @@ def test_no_offload_where_it_fits_or_the_engine_cannot() -> None:
     for serving in (Serving(), VLLM):
         option = plan(arch, [_level(arch, serving, None, 8192)], [RTX_4090], max_gpus=1)
         assert option.options[0].verdict is Verdict.no
-    tiny = Card(slug="tiny", name="tiny", vendor=Vendor.nvidia, memory_bytes=2 * GIB)
+    tiny = Card(
+        slug="tiny", name="tiny", vendor=Vendor.nvidia, market=Market.consumer, memory_bytes=2 * GIB
+    )
     w = _level(arch, LLAMA_CPP, Q4_K_M, 8192).workload
     assert split(arch, w, CUDA_OVERHEAD, tiny.capacity_bytes) is None
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from sqlmodel import Session
 
 from advisor.arch import Architecture
-from advisor.enums import Vendor
+from advisor.enums import Market, Vendor
 from advisor.errors import InvalidValueError
 from advisor.estimator import (
     ALLOCATOR_RESERVE_FRACTION,
@@ -40,8 +40,14 @@ def arch_of(session: Session, name: str) -> Architecture:
     return queries.get_model(session, name=name).architecture()
 
 
-def card(memory_gib: int, slug: str = "card", vendor: Vendor = Vendor.nvidia) -> Card:
-    return Card(slug=slug, name=slug, vendor=vendor, memory_bytes=memory_gib * GIB)
+def card(
+    memory_gib: int,
+    slug: str = "card",
+    vendor: Vendor = Vendor.nvidia,
+    market: Market = Market.datacenter,
+) -> Card:
+    """A card of `market` (datacenter: 8 per machine over NVLink, machines join)."""
+    return Card(slug=slug, name=slug, vendor=vendor, market=market, memory_bytes=memory_gib * GIB)
 
 
 def inference(seq: int = 2048, **kw: object) -> Level:
@@ -159,12 +165,20 @@ def test_context_beyond_the_maximum_is_refused_unless_allowed(session: Session) 
 def test_a_count_the_strategy_cannot_split_is_refused(session: Session) -> None:
     arch = arch_of(session, "llama-2-7b")
     with pytest.raises(InvalidValueError, match="tensor parallelism over 3 GPUs"):
-        plan(arch, [inference()], [card(24)], count=3)
+        plan(arch, [inference(parallel=Parallel.tp)], [card(24)], count=3)
+    switched = plan(arch, [inference()], [card(24)], count=3)
+    assert switched.options[0].estimate.workload.parallel is Parallel.pp
+    assert switched.note.startswith("tensor parallelism cannot split 32 heads (32 KV) over 3")
 
 
 def test_unified_memory_uses_its_usable_share() -> None:
     mac = Card(
-        slug="mac", name="mac", vendor=Vendor.apple, memory_bytes=64 * GIB, usable_fraction=0.75
+        slug="mac",
+        name="mac",
+        vendor=Vendor.apple,
+        market=Market.unified_memory,
+        memory_bytes=64 * GIB,
+        usable_fraction=0.75,
     )
     assert mac.capacity_bytes == 48 * GIB
 
@@ -201,10 +215,14 @@ def test_a_card_that_fits_exactly_has_no_headroom(session: Session) -> None:
     """Capacity equal to the need fits with 0 headroom and 100 % use; one byte less does not."""
     arch = arch_of(session, "llama-3.2-1b")
     need = estimate(arch, inference().workload).per_gpu_bytes
-    exact = Card(slug="x", name="x", vendor=Vendor.nvidia, memory_bytes=need)
+    exact = Card(
+        slug="x", name="x", vendor=Vendor.nvidia, market=Market.datacenter, memory_bytes=need
+    )
     (option,) = plan(arch, [inference()], [exact], max_gpus=1).options
     assert option.fits and option.headroom_bytes == 0 and option.used_fraction == 1.0
-    short = Card(slug="y", name="y", vendor=Vendor.nvidia, memory_bytes=need - 1)
+    short = Card(
+        slug="y", name="y", vendor=Vendor.nvidia, market=Market.datacenter, memory_bytes=need - 1
+    )
     (missed,) = plan(arch, [inference()], [short], max_gpus=1).options
     assert not missed.fits and missed.headroom_bytes == -1
 

@@ -35,6 +35,10 @@ OPTION_KEYS = [
     "gpus_sized",
     "parallel",
     "runtime",
+    "nodes",
+    "per_node",
+    "link",
+    "over_pcie",
     "components",
 ]
 MODEL_KEYS = [
@@ -135,11 +139,10 @@ def test_fine_tuning_compares_the_methods(run: Run) -> None:
     assert data["workload"]["methods"] == ["full", "lora", "qlora"]
     assert data["workload"]["batch"] == 1 and data["workload"]["seq"] == 2048
     options = by_gpu_and_quant(data)
-    # Full and LoRA need ZeRO-3 over 5 and 2 cards; QLoRA's 4-bit base fits on one.
-    assert (options["rtx4090", "full"]["count"], options["rtx4090", "full"]["parallel"]) == (
-        5,
-        "zero3",
-    )
+    # Full needs ZeRO-3 over 5 cards, more than one consumer machine takes (4), so none is
+    # offered; LoRA needs 2; QLoRA's 4-bit base fits on one.
+    full = options["rtx4090", "full"]
+    assert (full["count"], full["gpus_sized"], full["parallel"]) == (None, 4, "zero3")
     assert options["rtx4090", "lora"]["count"] == 2
     qlora = options["rtx4090", "nf4"]
     assert qlora["method"] == "qlora" and qlora["count"] == 1 and qlora["parallel"] == "ddp"
@@ -162,11 +165,20 @@ def test_training_beyond_one_card_shards_with_zero3(run: Run) -> None:
     assert alone["options"][0]["count"] is None  # DDP keeps a whole copy on every card
 
 
-def test_default_cards_are_the_current_ones(run: Run) -> None:
+def test_default_cards_are_the_catalogs_default_set(run: Run) -> None:
+    """The default cards are the rows flagged `default_set`: what people own or rent today,
+    old and new, laptops included; a user's flag changes the set."""
     data = fit_json(run, "--model", "llama-2-7b", "--quant", "bf16")
     gpus = {o["gpu"] for o in data["options"]}
-    assert {"rtx4090", "rtx5090", "h100-sxm5-80gb", "b200"} <= gpus
-    assert not {"rtx3090", "a100-sxm4-80gb", "v100-sxm2-16gb"} & gpus
+    owned_or_rented = {"a100-sxm4-80gb", "rtx3090", "rtx-a6000", "a10g", "t4", "l4"}
+    assert owned_or_rented | {"rtx4090", "rtx5090", "h100-sxm5-80gb", "b200"} <= gpus
+    assert "rtx4050-laptop" in gpus
+    assert not {"v100-sxm2-16gb", "rtx2060", "m1-16gb"} & gpus
+    changed = run("catalog", "update", "gpu", "v100-sxm2-16gb", "--default-set",
+                  "--default-set-reason", "my lab's cluster")  # fmt: skip
+    assert changed.exit_code == 0, changed.stderr
+    again = fit_json(run, "--model", "llama-2-7b", "--quant", "bf16")
+    assert {o["gpu"] for o in again["options"]} == gpus | {"v100-sxm2-16gb"}
     everything = fit_json(run, "--model", "llama-2-7b", "--quant", "bf16", "--all")
     assert {"rtx3090", "a100-sxm4-80gb"} <= {o["gpu"] for o in everything["options"]}
     nvidia = fit_json(run, "--model", "llama-2-7b", "--quant", "bf16", "--vendor", "apple")
@@ -194,7 +206,9 @@ def test_fit_table(run: Run) -> None:
     # test_detail_matches_the_estimators_terms).
     # q4_k_m runs on llama.cpp by default (its GGUF engine), bf16 on transformers.
     assert "2x 88% +10.0" in rows[0] and "1x 52% +38.1" in rows[0]
-    assert "8x 78% +5.3" in rows[1] and "2x 90%! +2.3" in rows[1]
+    # 70B at bf16 would take 8 RTX 4090s; one consumer machine takes 4, so none is offered,
+    # and the 2 cards of q4_k_m split over PCIe (~).
+    assert "— short 11.8" in rows[1] and "2x~ 90%! +2.3" in rows[1]
 
 
 def test_cells_are_need_against_capacity(run: Run) -> None:
@@ -314,7 +328,7 @@ def test_sort_by_price(run: Run) -> None:
             "--allow-longer-context to size it anyway",
         ),
         (
-            ["--model", "llama-2-7b", "--gpu", "rtx4090", "--count", "3"],
+            ["--model", "llama-2-7b", "--gpu", "rtx4090", "--count", "3", "--parallel", "tp"],
             2,
             "error: tensor parallelism over 3 GPUs needs the count to divide 32 attention and "
             "32 KV heads; valid counts: 1, 2, 4, 8, 16",
@@ -430,3 +444,70 @@ def test_help_loads_neither_the_orm_nor_the_estimator() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out == "[]\n"
+
+
+def test_a_count_tensor_parallelism_cannot_split_switches_to_pipeline_in_both_commands(
+    run: Run,
+) -> None:
+    """One rule for `fit --count` and `which-models --count`: pipeline parallelism where tensor
+    parallelism cannot split the heads, said on stderr with the option that refuses instead."""
+    note = (
+        "advisor: tensor parallelism cannot split 32 heads (32 KV) over 3 cards: sized with "
+        "pipeline parallelism (--parallel pp; --parallel tp refuses)\n"
+    )
+    fit = run("fit", "--model", "llama-2-7b", "--gpu", "rtx3090", "--count", "3", "--json")
+    assert fit.exit_code == 0, fit.stderr
+    assert fit.stderr == note
+    chosen = {
+        (o["count"], o["gpus_sized"], o["parallel"]) for o in json.loads(fit.stdout)["options"]
+    }
+    assert chosen == {(3, 3, "pp")}
+    which = run("which-models", "--gpu", "rtx3090", "--count", "3", "--family", "llama-2")
+    assert which.exit_code == 0, which.stderr
+    assert which.stderr.startswith("advisor: ") and "pipeline parallelism" in which.stderr
+    assert "(--parallel pp; --parallel tp refuses)" in which.stderr
+    refused = run(
+        "which-models", "--gpu", "rtx3090", "--count", "3", "--family", "llama-2", "--json",
+        "--parallel", "tp",
+    )  # fmt: skip
+    assert refused.exit_code == 0 and refused.stderr == ""
+    assert all(not m["fits"] for m in json.loads(refused.stdout)["models"])
+
+
+def test_a_training_sequence_beyond_the_maximum_is_refused_unless_allowed(run: Run) -> None:
+    """The inference rule holds for training too, in fit and estimate."""
+    message = (
+        "error: a training sequence of 8,192 tokens exceeds the model's maximum of 4,096; "
+        "pass --allow-longer-context to size it anyway\n"
+    )
+    args = ("--model", "llama-2-7b", "--stage", "finetune", "--seq", "8192")
+    fit = run("fit", *args, "--gpu", "h100")
+    assert (fit.exit_code, fit.stdout, fit.stderr) == (2, "", message)
+    est = run("estimate", *args)
+    assert (est.exit_code, est.stdout, est.stderr) == (2, "", message)
+    allowed = run("estimate", *args, "--allow-longer-context", "--json")
+    assert allowed.exit_code == 0, allowed.stderr
+    assert json.loads(allowed.stdout)["workload"]["seq"] == 8192
+
+
+def test_estimate_qlora_takes_the_same_default_base_as_fit(run: Run) -> None:
+    """`estimate --method qlora` without --quant gets nf4, as fit does."""
+    args = ("--model", "llama-2-7b", "--stage", "finetune", "--method", "qlora", "--json")
+    est = run("estimate", *args)
+    assert est.exit_code == 0, est.stderr
+    fit = run("fit", *args, "--gpu", "h100", "--count", "1")
+    assert fit.exit_code == 0, fit.stderr
+    (option,) = json.loads(fit.stdout)["options"]
+    assert json.loads(est.stdout)["workload"]["quant"] == option["quant"] == "nf4"
+    assert json.loads(est.stdout)["per_gpu_bytes"] == option["per_gpu_bytes"]
+
+
+def test_cards_with_the_same_answer_collapse_to_one_row(run: Run) -> None:
+    """Same memory and constraints, same cells: one row naming both; JSON keeps each card."""
+    args = ("fit", "--model", "llama-65b", "--gpu", "a10g", "--gpu", "l4", "--gpu", "rtx3090")
+    result = run(*args)
+    assert result.exit_code == 0, result.stderr
+    names = [line.split("│")[0].strip() for line in result.stdout.splitlines() if "│" in line]
+    assert "a10g, l4" in names and "rtx3090" in names  # rtx3090: 4 per machine, NVLink
+    data = fit_json(run, *args[1:])
+    assert sorted({o["gpu"] for o in data["options"]}) == ["a10g", "l4", "rtx3090"]

@@ -45,6 +45,11 @@ EXPECTED_SCHEMA = {
         "source",
         "notes",
         "id",
+        "max_per_node",
+        "link",
+        "multi_node",
+        "default_set",
+        "default_set_reason",
     ],
     "gpu_alias": ["id", "key", "name", "gpu_id"],
     "model": [
@@ -265,3 +270,26 @@ def test_wal_and_busy_timeout(tmp_path: Path, seeded_template: Template) -> None
         keys = connection.exec_driver_sql("PRAGMA foreign_keys").scalar()
     catalog.close()
     assert (mode, timeout, keys) == ("wal", 5000, 1)
+
+
+def test_0003_keeps_user_rows_from_0002(tmp_path: Path) -> None:
+    """Upgrading a 0002 catalog to 0003 keeps a user's GPU and its aliases, and gives it the
+    market's rule (null combine fields) and no place in the default set."""
+    path = tmp_path / "second.db"
+    _database_at_first_revision(path)
+    engine = make_engine(f"sqlite:///{path}", foreign_keys=False)
+    migrate.upgrade(engine, "0002")
+    migrate.upgrade(engine, "0003")
+    with engine.connect() as connection:
+        gpu = connection.execute(
+            text(
+                "SELECT slug, memory_bytes, origin, max_per_node, link, multi_node, default_set, "
+                "default_set_reason FROM gpu"
+            )
+        ).all()
+        aliases = connection.execute(text("SELECT key, gpu_id FROM gpu_alias ORDER BY key")).all()
+    engine.dispose()
+    assert [tuple(row) for row in gpu] == [
+        ("my-card", 25769803776, "user", None, None, None, 0, None)
+    ]
+    assert [tuple(row) for row in aliases] == [("mc", 1), ("mycard", 1)]

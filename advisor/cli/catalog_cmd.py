@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from advisor.cli import shared
-from advisor.enums import Market, ModelType, Vendor
+from advisor.enums import LinkKind, Market, ModelType, Vendor
 from advisor.errors import InvalidValueError
 from advisor.units import GB, Units, format_bandwidth, parse_size, to_unit, unit_label
 
@@ -311,6 +311,13 @@ def _gpu_pairs(gpu: GPUPublic, units: Units) -> list[tuple[str, str]]:
         ),
         ("usable memory share", text(gpu.usable_memory_fraction)),
         ("aliases", ", ".join(gpu.aliases) or "—"),
+        ("per machine", text(gpu.max_per_node) if gpu.max_per_node else "market's rule"),
+        ("link", gpu.link.value if gpu.link else "market's rule"),
+        (
+            "multi-node",
+            "market's rule" if gpu.multi_node is None else "yes" if gpu.multi_node else "no",
+        ),
+        ("default set", (gpu.default_set_reason or "yes") if gpu.default_set else "no"),
         ("source", gpu.source),
         ("notes", text(gpu.notes)),
     ]
@@ -458,6 +465,30 @@ GPU_OPTIONS = (
     ),
     FieldOption("source", "--source", str, "Where the numbers come from."),
     FieldOption("notes", "--notes", str, "Caveats."),
+    FieldOption(
+        "max_per_node",
+        "--max-per-node",
+        int,
+        "Most of these cards one machine takes (default: the market's rule).",
+    ),
+    FieldOption(
+        "link", "--link", LinkKind, "Link between cards in one machine (default: market's rule)."
+    ),
+    FieldOption(
+        "multi_node",
+        "--multi-node",
+        bool,
+        "Whether machines of these cards can be joined over the network (default: market's rule).",
+    ),
+    FieldOption(
+        "default_set", "--default-set", bool, "Among the cards `fit` considers by default."
+    ),
+    FieldOption(
+        "default_set_reason",
+        "--default-set-reason",
+        str,
+        "Why it is in the default set, with a source (cloud offer, survey share).",
+    ),
 )
 
 MODEL_OPTIONS = (
@@ -638,6 +669,11 @@ def add_gpu(
     ] = None,
     source: Annotated[str | None, _option(GPU_OPTIONS, "source")] = None,
     notes: Annotated[str | None, _option(GPU_OPTIONS, "notes")] = None,
+    max_per_node: Annotated[int | None, _option(GPU_OPTIONS, "max_per_node")] = None,
+    link: Annotated[LinkKind | None, _option(GPU_OPTIONS, "link")] = None,
+    multi_node: Annotated[bool | None, _option(GPU_OPTIONS, "multi_node")] = None,
+    default_set: Annotated[bool | None, _option(GPU_OPTIONS, "default_set")] = None,
+    default_set_reason: Annotated[str | None, _option(GPU_OPTIONS, "default_set_reason")] = None,
     alias: AliasOption = None,
 ) -> None:
     """Add a GPU: one option per field."""
@@ -686,6 +722,11 @@ def update_gpu(
     ] = None,
     source: Annotated[str | None, _option(GPU_OPTIONS, "source")] = None,
     notes: Annotated[str | None, _option(GPU_OPTIONS, "notes")] = None,
+    max_per_node: Annotated[int | None, _option(GPU_OPTIONS, "max_per_node")] = None,
+    link: Annotated[LinkKind | None, _option(GPU_OPTIONS, "link")] = None,
+    multi_node: Annotated[bool | None, _option(GPU_OPTIONS, "multi_node")] = None,
+    default_set: Annotated[bool | None, _option(GPU_OPTIONS, "default_set")] = None,
+    default_set_reason: Annotated[str | None, _option(GPU_OPTIONS, "default_set_reason")] = None,
     add_alias: AddAliasOption = None,
     remove_alias: RemoveAliasOption = None,
     clear: ClearOption = None,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from advisor.cli import shared
+from advisor.enums import Market, Vendor
 from advisor.errors import DetectionError
 
 if TYPE_CHECKING:
@@ -79,9 +80,15 @@ def local_fit_cards(ctx: typer.Context) -> tuple[list[Card], int | None, str]:
             slug=c.slug,
             name=c.name,
             vendor=c.accelerator.vendor,
+            # This machine: its own cards, as many as it has, and no other machine.
+            market=Market.unified_memory
+            if c.accelerator.vendor is Vendor.apple
+            else Market.consumer,
             memory_bytes=c.accelerator.memory_bytes,
             usable_fraction=c.usable_fraction,
             price_per_hour=None,
+            max_per_node=c.count,
+            multi_node=False,
         )
         for c in found
     ]

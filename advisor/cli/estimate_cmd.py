@@ -200,12 +200,14 @@ def resolve(
     ctx: typer.Context, model: str, request: Request, *, offline: bool = False
 ) -> tuple[str, Architecture, Workload]:
     """Look the model (catalog, config.json, checkpoint folder or Hub id) and the format up and
-    build the validated Workload; a pre-quantized checkpoint brings its own format."""
-    from advisor.policy import workload
+    build the validated Workload; a pre-quantized checkpoint brings its own format, and a
+    fine-tune gets the default QLoRA base (`policy.default_base`) as `fit` does."""
+    from advisor.policy import default_base, workload
 
     choice = options.load_model_and_format(ctx, model, offline=offline)
-    formats = options.weight_formats(ctx, request.quants)
-    fmt = formats[request.quants[0]] if request.quants else None
+    base = default_base(request)
+    formats = options.weight_formats(ctx, (base,) if base else ())
+    fmt = formats[base] if base else None
     if fmt is None and request.stage is Stage.inference:
         fmt = choice.weight_format
         if request.kv_dtype is None and choice.kv_dtype is not None:
@@ -244,10 +246,18 @@ def estimate(
     explain: Annotated[
         bool, typer.Option("--explain", help="Print each term's formula and inputs.")
     ] = False,
+    allow_longer_context: Annotated[
+        bool,
+        typer.Option(
+            "--allow-longer-context",
+            help="Size a context or training sequence beyond the model's trained maximum.",
+        ),
+    ] = False,
 ) -> None:
     """Peak GPU memory of one workload, term by term."""
     from advisor.estimator import OVERHEAD_BY_VENDOR
     from advisor.estimator import estimate as run_estimate
+    from advisor.fit import check_context
 
     request = Request(
         stage=stage,
@@ -270,6 +280,7 @@ def estimate(
         serving=options.serving(ubatch, flash_attn, gpu_memory_utilization),
     )
     slug, arch, workload = resolve(ctx, model, request, offline=offline)
+    check_context(arch, workload, allow_longer=allow_longer_context)
     result = run_estimate(arch, workload, overhead=OVERHEAD_BY_VENDOR[vendor])
     if as_json:
         shared.print_json(estimate_json(slug, result))

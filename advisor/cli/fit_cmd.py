@@ -55,6 +55,10 @@ if TYPE_CHECKING:
 BAR_WIDTH = 16
 # Marks a tight cell in plain text too (colour is lost in a pipe).
 TIGHT_MARK = "!"
+# The card column wraps a collapsed row's names at this width.
+CARD_COLUMN_WIDTH = 36
+# Marks cards that split the model over PCIe (no GPU-to-GPU link): it works, more slowly.
+PCIE_MARK = "~"
 
 
 class SortBy(StrEnum):
@@ -156,8 +160,10 @@ def cell(option: Option, units: Units) -> Text:
     if not option.fits:
         return Text(f"{NO_FIT} short {_number(-option.headroom_bytes, units)}", style=STYLE_NONE)
     mark = TIGHT_MARK if option.tight else ""
+    pcie = PCIE_MARK if option.over_pcie else ""
     first = (
-        f"{option.count}x {option.used_fraction:.0%}{mark} +{_number(option.headroom_bytes, units)}"
+        f"{option.layout}{pcie} {option.used_fraction:.0%}{mark} "
+        f"+{_number(option.headroom_bytes, units)}"
     )
     second = f"{option.max_context or 0:,} · {option.max_batch or 0:,}"
     return Text(f"{first}\n{second}", style=STYLE_TIGHT if option.tight else STYLE_FITS)
@@ -224,6 +230,10 @@ def option_json(option: Option) -> dict[str, Any]:
         "gpus_sized": estimate.gpus,
         "parallel": estimate.workload.strategy.value,
         "runtime": option.card.overhead.runtime.value,
+        "nodes": option.nodes,
+        "per_node": option.card.per_node,
+        "link": option.card.link.value if option.card.link else None,
+        "over_pcie": option.over_pcie,
         "components": estimate.components,
     }
 
@@ -244,6 +254,27 @@ def rows_by_card(result: Plan, sort: SortBy) -> list[tuple[Option, ...]]:
     for option in result.options:
         grouped.setdefault(option.card.slug, []).append(option)
     return sorted((tuple(v) for v in grouped.values()), key=lambda o: _sort_key(sort, o))
+
+
+def collapsed_rows(
+    rows: Sequence[tuple[Option, ...]], units: Units
+) -> list[tuple[list[str], tuple[Option, ...]]]:
+    """Cards whose rows read the same (same memory and cells: the same count, layout, link
+    mark and headroom at every level) as one row listing their names, in first order; the row
+    shown is its cheapest card's. The JSON keeps one entry per card."""
+    groups: dict[tuple[Any, ...], tuple[list[str], tuple[Option, ...]]] = {}
+    for row in rows:
+        card = row[0].card
+        key = (card.capacity_bytes, *(cell(o, units).plain for o in row))
+        names, kept = groups.setdefault(key, ([], row))
+        names.append(card.slug)
+        if _cheaper(card.price_per_hour, kept[0].card.price_per_hour):
+            groups[key] = (names, row)
+    return list(groups.values())
+
+
+def _cheaper(price: float | None, than: float | None) -> bool:
+    return price is not None and (than is None or price < than)
 
 
 def _select_cards(
@@ -268,8 +299,8 @@ def _select_cards(
             rows = catalog.gpus(vendor=vendor, market=market)
             what = "every card in the catalog"
         else:
-            rows = catalog.current_gpus(vendor=vendor, market=market)
-            what = "current cards (--all for every card)"
+            rows = [r for r in catalog.gpus(vendor=vendor, market=market) if r.default_set]
+            what = "the default card set (--all for every card)"
         if vendor or market:
             what += " of " + " ".join(v.value for v in (vendor, market) if v)
         cards = [options.card_of(row) for row in rows]
@@ -355,15 +386,15 @@ def _render(
     priced = any(o[0].card.price_per_hour is not None for o in rows)
     table = Table(show_edge=False, pad_edge=False, show_lines=True)
     # Cells never wrap inside (a narrow terminal crops them instead of tripling the rows).
-    table.add_column("card", no_wrap=True)
+    table.add_column("card", max_width=CARD_COLUMN_WIDTH)
     table.add_column(unit_label(units), justify="right")
     if priced:
         table.add_column("$/h", justify="right")
     for level in result.levels:
         table.add_column(level_words(level), no_wrap=True)
-    for row in rows:
+    for names, row in collapsed_rows(rows, units):
         card = row[0].card
-        cells: list[Any] = [card.slug, _number(card.capacity_bytes, units)]
+        cells: list[Any] = [", ".join(names), _number(card.capacity_bytes, units)]
         if priced:
             cells.append(f"{card.price_per_hour:.2f}" if card.price_per_hour else "")
         cells += [cell(o, units) for o in row]
@@ -378,7 +409,11 @@ def _legend(result: Plan, fitting: int, cards: int, priced: bool, units: Units) 
     from advisor.fit import TIGHT_HEADROOM_FRACTION
 
     label = unit_label(units)
-    price = "$/h: the catalog's hourly price of one card. " if priced else ""
+    price = (
+        "$/h: the catalog's hourly price of one card (a row of several: the cheapest). "
+        if priced
+        else ""
+    )
     below = (
         "the longest context at batch 1 · the most sequences at the context."
         if result.levels[0].workload.stage is Stage.inference
@@ -388,7 +423,8 @@ def _legend(result: Plan, fitting: int, cards: int, priced: bool, units: Units) 
         f"{fitting} of {cards} cards fit at some level. {label}: memory per card; {price}"
         "Each cell: cards needed x share of the card's memory needed (tensors + its runtime "
         f"overhead) +headroom per card in {label}, {TIGHT_MARK} tight (under "
-        f"{TIGHT_HEADROOM_FRACTION:.0%} free); below it, {below}"
+        f"{TIGHT_HEADROOM_FRACTION:.0%} free), {PCIE_MARK} split over PCIe (slower); only counts "
+        f"one machine takes, or whole machines where they join; below it, {below}"
     )
 
 
@@ -461,7 +497,7 @@ def fit(
         typer.Option(
             "--gpu",
             help="A card to consider (repeatable); `local`: this machine's cards, as many as it "
-            "has. Default: current cards.",
+            "has. Default: the catalog's default card set (`catalog update gpu X --default-set`).",
         ),
     ] = None,
     all_cards: Annotated[
@@ -488,7 +524,7 @@ def fit(
 ) -> None:
     """Which cards, how many of each and at which quantization a model needs."""
     from advisor.arch import count_params
-    from advisor.fit import plan
+    from advisor.fit import check_buildable, plan
 
     if count is not None and count < 1:
         raise InvalidValueError(f"count must be at least 1, got {count}")
@@ -529,6 +565,9 @@ def fit(
         count = count or local_count
     else:
         cards, what = _select_cards(ctx, gpu, all_cards, vendor, market)
+    if gpu and gpu != [options.LOCAL_GPU] and count is not None:
+        for card in cards:
+            check_buildable(card, count)
     result = plan(
         arch,
         levels,
@@ -538,6 +577,8 @@ def fit(
         allow_longer_context=allow_longer_context,
     )
     params = count_params(arch).total
+    if result.note:
+        shared.note(result.note)
     if as_json:
         shared.print_json(fit_json(slug, params, result))
     else:

@@ -87,7 +87,7 @@ SeqOpt = Annotated[
         "--seq",
         help="Tokens per sequence (inference: the context held in the KV cache). "
         f"Default: min({DEFAULT_INFERENCE_CONTEXT}, model maximum) for inference, "
-        f"{DEFAULT_TRAINING_SEQ} for training.",
+        f"min({DEFAULT_TRAINING_SEQ}, model maximum) for training.",
     ),
 ]
 OptimizerOpt = Annotated[Optimizer, typer.Option("--optimizer", help="Optimizer (training).")]
@@ -252,9 +252,13 @@ def card_of(row: GPURecord) -> Card:
         slug=row.slug,
         name=row.name,
         vendor=Vendor(row.vendor),
+        market=row.market,
         memory_bytes=row.memory_bytes,
         usable_fraction=row.usable_memory_fraction or 1.0,
         price_per_hour=row.cloud_price_per_hour_usd,
+        max_per_node=row.max_per_node,
+        link=row.link,
+        multi_node=row.multi_node,
     )
 
 

@@ -34,6 +34,7 @@ from advisor.workload import (
     DEFAULT_TRAINING_SEQ,
     DEFAULT_UBATCH,
     Method,
+    Parallel,
     Stage,
 )
 
@@ -166,12 +167,14 @@ def _answers(
     allow_longer_context: bool,
 ) -> tuple[Card, list[tuple[ModelFit, str]]]:
     """The card, and each catalog model's best level on `count` of it with its family."""
-    from advisor.fit import best_level
+    from advisor.fit import best_level, check_buildable
     from advisor.policy import build_levels
 
-    formats = options.level_formats(ctx, request, WHICH_MODELS_LADDER)
     with shared.reader(ctx) as catalog:
         card = options.card_of(catalog.gpu(gpu)) if isinstance(gpu, str) else gpu
+    check_buildable(card, count)
+    formats = options.level_formats(ctx, request, WHICH_MODELS_LADDER)
+    with shared.reader(ctx) as catalog:
         rows = [(m.slug, m.architecture, m.family) for m in catalog.models(family=family)]
     results = []
     for name, arch, family_slug in rows:
@@ -229,7 +232,7 @@ def which_models(
             "--context",
             help="Context (inference) or sequence length (training). "
             f"Default: min({DEFAULT_INFERENCE_CONTEXT}, model maximum), "
-            f"{DEFAULT_TRAINING_SEQ} for training.",
+            f"min({DEFAULT_TRAINING_SEQ}, model maximum) for training.",
         ),
     ] = None,
     batch: options.BatchOpt = None,
@@ -290,6 +293,13 @@ def which_models(
         count = count or (local_count if len(cards) == 1 else 1)
     count = count or 1
     card, results = _answers(ctx, request, target, count, family, allow_longer_context)
+    switched = sum(1 for f, _ in results if f.parallel is Parallel.pp and parallel is None)
+    if switched:
+        shared.note(
+            f"{switched} model{'s' if switched > 1 else ''} whose heads tensor parallelism "
+            f"cannot split over {count} cards sized with pipeline parallelism "
+            "(--parallel pp; --parallel tp refuses)"
+        )
     if as_json:
         if detected is not None:
             shared.note(f"using {detected}")
