@@ -247,7 +247,8 @@ def check_context(arch: Architecture, workload: Workload, *, allow_longer: bool)
 
 def check_buildable(card: Card, count: int) -> None:
     """Refuse a card count that cannot be built (a second laptop GPU, 12 cards in 8-card
-    machines), naming what can."""
+    machines), naming what can; a count past the search's bound is refused first."""
+    check_count("count", count, MAX_SEARCH_GPUS)
     if card.buildable(count):
         return
     per = card.per_node

@@ -131,18 +131,22 @@ def breakdown_table(levels: Sequence[Level], estimates: Sequence[Estimate], unit
 
     shown = [c for c in COMPONENTS if any(e.components[c] for e in estimates)]
     table = Table(show_edge=False, pad_edge=False, title_justify="left")
-    table.add_column("level")
-    table.add_column("engine")
+    # Names and figures never shrink (a narrow terminal crops the bar, never a header).
+    engines = [level.workload.serving.engine.value for level in levels]
+    table.add_column("level", min_width=max(len(level_words(lv)) for lv in levels), no_wrap=True)
+    table.add_column("engine", min_width=max(len("engine"), *map(len, engines)), no_wrap=True)
     for name in shown:
-        table.add_column(name.replace("runtime_overhead", "overhead"), justify="right")
-    table.add_column(f"per card ({unit_label(units)})", justify="right")
-    table.add_column("")
+        header = name.replace("runtime_overhead", "overhead")
+        table.add_column(header, justify="right", min_width=len(header), no_wrap=True)
+    per_card = f"per card ({unit_label(units)})"
+    table.add_column(per_card, justify="right", min_width=len(per_card), no_wrap=True)
+    table.add_column("", no_wrap=True, overflow="crop")
     largest = max(e.per_gpu_bytes for e in estimates)
     for level, e in zip(levels, estimates, strict=True):
         values = e.components
         table.add_row(
             level_words(level),
-            level.workload.serving.engine.value,
+            engines[levels.index(level)],
             *(_number(values[c], units, digits=2) for c in shown),
             _number(e.per_gpu_bytes, units, digits=2),
             "█" * max(1, round(e.per_gpu_bytes / largest * BAR_WIDTH)),

@@ -124,11 +124,13 @@ def _render(
     partial = [r for r in results if r[0].offload is not None]
     shown = results if show_all else fitting + partial
     table = Table(show_edge=False, pad_edge=False)
-    table.add_column("family")
-    table.add_column("model")
-    table.add_column("params", justify="right")
+    # Names never shrink to an ellipsis: the other columns wrap first.
+    longest = max((len(found.name) for found, _ in shown), default=len("model"))
+    table.add_column("family", no_wrap=True)
+    table.add_column("model", no_wrap=True, min_width=max(len("model"), longest))
+    table.add_column("params", justify="right", no_wrap=True)
     table.add_column("methods that fit" if stage is not Stage.inference else "best quant")
-    table.add_column("engine")
+    table.add_column("engine", no_wrap=True, min_width=len("transformers"))
     table.add_column(f"per card ({unit_label(units)})", justify="right")
     table.add_column("headroom", justify="right")
     table.add_column(
