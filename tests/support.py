@@ -16,8 +16,9 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from advisor.workload import Method, Optimizer, Precision, Stage, Workload
 from catalog.session import Catalog, OpenReport, make_engine, open_catalog
 
 # Rich renders tables to this many columns under the test runner, whatever the terminal.
@@ -94,3 +95,24 @@ class Template:
             connection.close()  # back to the pool: StaticPool keeps the one connection open
             source.close()
         return Catalog(url="sqlite://", engine=engine, report=self.report)
+
+
+def workload_from_flags(flags: list[str]) -> Workload:
+    """The `advisor estimate` flags of a calibration case (`advisor_estimate_flags`, without
+    `--model`) as a Workload."""
+    converters: dict[str, Any] = {
+        "stage": Stage,
+        "method": Method,
+        "precision": Precision,
+        "optimizer": Optimizer,
+        "batch": int,
+        "seq": int,
+        "lora_rank": int,
+        "lora_targets": lambda v: tuple(v.split(",")),
+    }
+    kwargs: dict[str, Any] = {}
+    items = iter(flags)
+    for flag in items:
+        key = flag.removeprefix("--").replace("-", "_")
+        kwargs[key] = True if key == "grad_checkpointing" else converters[key](next(items))
+    return Workload(**kwargs)

@@ -17,13 +17,13 @@ from advisor.estimator import COMPONENTS, RuntimeOverhead, estimate, rule_of_thu
 from advisor.workload import (
     KVDtype,
     Method,
-    Optimizer,
     Parallel,
     Precision,
     Stage,
     WeightFormat,
     Workload,
 )
+from support import workload_from_flags
 
 DATA = Path(__file__).parent / "data"
 CALIBRATION = DATA / "calibration" / "traced.jsonl"
@@ -35,30 +35,6 @@ NO_OVERHEAD = RuntimeOverhead(context_bytes=0, allocator_reserve_fraction=0)
 
 def _config(name: str) -> Architecture:
     return architecture_from_hf_config(json.loads((DATA / "configs" / name).read_text()))
-
-
-def _workload(flags: list[str]) -> Workload:
-    """The `advisor estimate` flags of a calibration case as a Workload."""
-    kwargs: dict[str, Any] = {}
-    items = iter(flags)
-    for flag in items:
-        key = flag.removeprefix("--").replace("-", "_")
-        if key == "grad_checkpointing":
-            kwargs[key] = True
-            continue
-        value = next(items)
-        converters: dict[str, Any] = {
-            "stage": Stage,
-            "method": Method,
-            "precision": Precision,
-            "optimizer": Optimizer,
-            "batch": int,
-            "seq": int,
-            "lora_rank": int,
-            "lora_targets": lambda v: tuple(v.split(",")),
-        }
-        kwargs[key] = converters[key](value)
-    return Workload(**kwargs)
 
 
 def _cases() -> list[dict[str, Any]]:
@@ -76,7 +52,9 @@ def test_vendored_calibration_matches_shared() -> None:
 def test_calibration_case_within_bound(case: dict[str, Any]) -> None:
     """The tensor peak (total minus runtime overhead) is within 3 % of the traced peak."""
     arch = _config(Path(case["config"]).name)
-    result = estimate(arch, _workload(case["advisor_estimate_flags"]), overhead=NO_OVERHEAD)
+    result = estimate(
+        arch, workload_from_flags(case["advisor_estimate_flags"]), overhead=NO_OVERHEAD
+    )
     assert result.params == case["params"]
     error = result.tensor_bytes / case["peak_bytes"] - 1
     assert abs(error) <= CALIBRATION_BOUND, f"{case['id']}: {error:+.2%}"

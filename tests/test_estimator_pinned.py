@@ -34,6 +34,7 @@ from advisor.workload import (
     WeightFormat,
     Workload,
 )
+from support import workload_from_flags
 
 ROOT = Path(__file__).parents[1]
 DATA = ROOT / "tests" / "data"
@@ -122,26 +123,6 @@ def _catalog_architectures() -> Iterator[tuple[str, Architecture]]:
             )
 
 
-def _flag_workload(flags: list[str]) -> Workload:
-    """The `advisor estimate` flags of a calibration case as a Workload."""
-    converters: dict[str, Any] = {
-        "stage": Stage,
-        "method": Method,
-        "precision": Precision,
-        "optimizer": Optimizer,
-        "batch": int,
-        "seq": int,
-        "lora_rank": int,
-        "lora_targets": lambda v: tuple(v.split(",")),
-    }
-    kwargs: dict[str, Any] = {}
-    items = iter(flags)
-    for flag in items:
-        key = flag.removeprefix("--").replace("-", "_")
-        kwargs[key] = True if key == "grad_checkpointing" else converters[key](next(items))
-    return Workload(**kwargs)
-
-
 def _cases() -> Iterator[tuple[str, Architecture, Workload]]:
     """(case id, architecture, workload) of every pinned estimate."""
     for line in (DATA / "calibration" / "traced.jsonl").read_text().splitlines():
@@ -151,7 +132,7 @@ def _cases() -> Iterator[tuple[str, Architecture, Workload]]:
             yield (
                 f"calibration:{case['id']}",
                 architecture_from_hf_config(config),
-                _flag_workload(case["advisor_estimate_flags"]),
+                workload_from_flags(case["advisor_estimate_flags"]),
             )
     for line in (DATA / "heldout" / "traced.jsonl").read_text().splitlines():
         if line:
