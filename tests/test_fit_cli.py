@@ -237,7 +237,7 @@ def test_cells_are_need_against_capacity(run: Run) -> None:
 def test_one_configuration_in_detail(run: Run) -> None:
     result = run("fit", "--model", "llama-2-7b", "--gpu", "rtx4090", "--count", "1")
     assert result.exit_code == 0, result.stderr
-    assert "on 1 x NVIDIA GeForce RTX 4090 (24.00 GiB each):" in result.stdout
+    assert "on NVIDIA GeForce RTX 4090 (24.00 GiB each), up to 1 card:" in result.stdout
     row = next(
         line for line in result.stdout.splitlines() if line.startswith("bf16 ") and "yes" in line
     )
@@ -245,6 +245,7 @@ def test_one_configuration_in_detail(run: Run) -> None:
     # derives the same need independently.
     assert row.split("│")[1:] == [
         " transformers ",
+        "    1x ",
         " 16.99 GiB ",
         "  7.01 GiB ",
         " 71% ",
@@ -273,9 +274,10 @@ def test_detail_matches_the_estimators_terms(run: Run) -> None:
     detail = next(line for line in lines if line.startswith("bf16 ") and "yes" in line)
     assert breakdown.split("│")[-2].strip() == gib
     assert detail.split("│")[1].strip() == "transformers"
-    assert detail.split("│")[2].strip() == f"{gib} GiB"
-    assert detail.split("│")[3].strip() == f"{(24 * 2**30 - need) / 2**30:.2f} GiB"
-    assert detail.split("│")[4].strip() == f"{need / (24 * 2**30):.0%}"
+    assert detail.split("│")[2].strip() == "1x"
+    assert detail.split("│")[3].strip() == f"{gib} GiB"
+    assert detail.split("│")[4].strip() == f"{(24 * 2**30 - need) / 2**30:.2f} GiB"
+    assert detail.split("│")[5].strip() == f"{need / (24 * 2**30):.0%}"
 
 
 def test_an_apple_card_pays_no_cuda_context(run: Run) -> None:

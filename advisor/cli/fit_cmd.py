@@ -320,9 +320,11 @@ def _render_single(result: Plan, units: Units) -> None:
 
     console = shared.out()
     table = Table(show_edge=False, pad_edge=False)
-    names = ("level", "engine", "per card", "headroom", "use", "fits", "longest context", "batch")
+    names = ["level", "engine", "cards", "per card", "headroom", "use", "fits"]
+    names += ["longest context", "batch"]
     for name in names:
-        table.add_column(name, justify="left" if name in ("level", "engine", "fits") else "right")
+        left = name in ("level", "engine", "fits")
+        table.add_column(name, justify="left" if left else "right", no_wrap=True)
     for option in result.options:
         style = STYLE_NONE if not option.fits else STYLE_TIGHT if option.tight else STYLE_FITS
         verdict = "tight" if option.tight else "yes" if option.fits else "no"
@@ -331,6 +333,7 @@ def _render_single(result: Plan, units: Units) -> None:
         table.add_row(
             level_words(option.level),
             option.level.workload.serving.engine.value,
+            option.layout or NO_FIT,
             format_size(option.per_gpu_bytes, units, digits=2),
             format_size(option.headroom_bytes, units, digits=2),
             f"{option.used_fraction:.0%}",
@@ -339,9 +342,12 @@ def _render_single(result: Plan, units: Units) -> None:
             f"{option.max_batch:,}" if option.max_batch else NO_FIT,
         )
     card = result.options[0].card
+    # Each level on the fewest cards that hold it (exactly the count asked with --count), up
+    # to max_gpus; the `cards` column says how many.
     console.print(
-        f"on {result.max_gpus} x {card.name} ({format_size(card.capacity_bytes, units, digits=2)} "
-        f"each{', usable share of unified memory' if card.usable_fraction < 1 else ''}):"
+        f"on {card.name} ({format_size(card.capacity_bytes, units, digits=2)} each"
+        f"{', usable share of unified memory' if card.usable_fraction < 1 else ''}), "
+        f"up to {result.max_gpus} card{'s' if result.max_gpus != 1 else ''}:"
     )
     console.print(table)
     if result.levels[0].workload.training:
