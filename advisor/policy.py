@@ -29,8 +29,10 @@ from advisor.workload import (
     DEFAULT_OPTIMIZER,
     DEFAULT_PRECISION,
     DEFAULT_TRAINING_SEQ,
+    Attention,
     Checkpointing,
     KVDtype,
+    LoraDtype,
     Loss,
     Method,
     Optimizer,
@@ -38,6 +40,7 @@ from advisor.workload import (
     Precision,
     Serving,
     Stage,
+    TrainingOffload,
     WeightFormat,
     Workload,
 )
@@ -148,6 +151,13 @@ class Request:
     gpus: int = 1
     parallel: Parallel | None = None
     offload_optimizer: bool = False
+    optimizer_in_backward: bool = False
+    offload: TrainingOffload = TrainingOffload.none
+    lora_dtype: LoraDtype | None = None
+    attention: Attention | None = None
+    tensor_parallel: int = 1
+    pipeline_parallel: int = 1
+    context_parallel: int = 1
     # None: each level's default engine by its format (`advisor.engines.default_engine`).
     engine: Engine | None = None
     serving: Serving = field(default_factory=Serving)  # the engines' settings
@@ -217,6 +227,13 @@ def workload(
         gpus=request.gpus,
         parallel=request.parallel,
         offload_optimizer=request.offload_optimizer,
+        optimizer_in_backward=request.optimizer_in_backward,
+        offload=request.offload,
+        lora_dtype=request.lora_dtype,
+        attention=request.attention,
+        tensor_parallel=request.tensor_parallel,
+        pipeline_parallel=request.pipeline_parallel,
+        context_parallel=request.context_parallel,
         serving=serving,
     )
 

@@ -27,6 +27,7 @@ class Method(StrEnum):
     full = "full"
     lora = "lora"
     qlora = "qlora"
+    dora = "dora"  # LoRA with a learned magnitude vector (PEFT's `use_dora=True`)
     freeze = "freeze"
 
 
@@ -58,6 +59,8 @@ class KVDtype(StrEnum):
 class Optimizer(StrEnum):
     adamw = "adamw"
     adamw_8bit = "adamw-8bit"
+    paged_adamw_8bit = "paged-adamw-8bit"  # bitsandbytes PagedAdamW8bit (unified-memory states)
+    paged_adamw_32bit = "paged-adamw-32bit"  # bitsandbytes PagedAdamW32bit
     sgd = "sgd"
     sgd_momentum = "sgd-momentum"
     adafactor = "adafactor"
@@ -93,6 +96,34 @@ class Loss(StrEnum):
     unfused = "unfused"
     chunked = "chunked"
     fused = "fused"
+
+
+class TrainingOffload(StrEnum):
+    """What training keeps in host memory: nothing, the optimizer states (DeepSpeed
+    ZeRO-Offload, FSDP's CPU offload of states), or the states and the parameters (ZeRO-Infinity,
+    FSDP `CPUOffload(offload_params=True)`)."""
+
+    none = "none"
+    optimizer = "optimizer"
+    optimizer_params = "optimizer+params"
+
+
+class LoraDtype(StrEnum):
+    """The dtype of the adapter weights, their gradients and optimizer states: PEFT creates
+    them in fp32; QLoRA's recipe and most trainers cast them to bf16."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+class Attention(StrEnum):
+    """The attention implementation asked for training: PyTorch SDPA (transformers' default),
+    FlashAttention-2 (`attn_implementation="flash_attention_2"`), or eager (the T x T scores
+    materialized)."""
+
+    sdpa = "sdpa"
+    flash = "flash"
+    eager = "eager"
 
 
 class Parallel(StrEnum):
@@ -161,6 +192,54 @@ MAX_LORA_RANK = 2**24
 # Layers trained by --method freeze: never more than a model has (checked by the estimator
 # against the model) and never more than arch.MAX_LAYERS.
 MAX_TRAINABLE_LAYERS = 4_096
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParallelSpec:
+    """What `--parallel` asks: a strategy (tp/pp for inference; ddp or a ZeRO stage for
+    training) and the training degrees of tensor, pipeline and context parallelism."""
+
+    strategy: Parallel | None = None
+    tensor: int = 1
+    pipeline: int = 1
+    context: int = 1
+
+
+_DEGREES = {"tp": "tensor", "pp": "pipeline", "cp": "context"}
+
+
+def parse_parallel(text: str | None) -> ParallelSpec:
+    """`--parallel` as typed: a comma list of one strategy name and `tp:N`, `pp:N`, `cp:N`
+    degrees (e.g. `zero3,tp:8,pp:8`); InvalidValueError for anything else."""
+    if text is None or not text.strip():
+        return ParallelSpec()
+    strategy: Parallel | None = None
+    degrees: dict[str, int] = {}
+    for item in (part.strip() for part in text.split(",")):
+        name, sep, count = item.partition(":")
+        if sep:
+            if name not in _DEGREES or name in degrees or not count.isdigit():
+                raise InvalidValueError(
+                    f"--parallel: {item!r} is not a degree (tp:N, pp:N or cp:N, each once)"
+                )
+            degrees[name] = check_count(f"--parallel {name}", int(count), MAX_GPUS)
+            continue
+        try:
+            chosen = Parallel(item)
+        except ValueError:
+            known = ", ".join(p.value for p in Parallel)
+            raise InvalidValueError(
+                f"--parallel: unknown strategy {item!r} (one of {known}, or tp:N, pp:N, cp:N)"
+            ) from None
+        if strategy is not None:
+            raise InvalidValueError(
+                f"--parallel names two strategies ({strategy.value}, {chosen.value}): give one"
+            )
+        strategy = chosen
+    return ParallelSpec(
+        strategy=strategy,
+        **{_DEGREES[name]: value for name, value in degrees.items()},
+    )
 
 
 def check_count(name: str, value: int, maximum: int, *, minimum: int = 1) -> int:
@@ -285,8 +364,16 @@ class Workload:
     trainable_layers: int | None = None
     gpus: int = 1
     parallel: Parallel | None = None
-    offload_optimizer: bool = False
+    offload_optimizer: bool = False  # the older spelling of offload=TrainingOffload.optimizer
     attention_mask: bool | None = None
+    optimizer_in_backward: bool = False  # torchtune: each gradient applied and freed in backward
+    offload: TrainingOffload = TrainingOffload.none
+    lora_dtype: LoraDtype | None = None  # None: the method's usual dtype
+    attention: Attention | None = None  # None: the model's kernel under SDPA (advisor.traits)
+    # Training degrees beside `parallel` (the data-parallel/sharding strategy); 1: not split.
+    tensor_parallel: int = 1
+    pipeline_parallel: int = 1
+    context_parallel: int = 1
     serving: Serving = TRANSFORMERS
     # `grad_checkpointing=True`: the older spelling of `checkpointing=Checkpointing.full`.
     grad_checkpointing: InitVar[bool] = False
@@ -299,6 +386,10 @@ class Workload:
                     f"--checkpointing {self.checkpointing.value}"
                 )
             object.__setattr__(self, "checkpointing", Checkpointing.full)
+        if self.offload_optimizer and self.offload is TrainingOffload.none:
+            object.__setattr__(self, "offload", TrainingOffload.optimizer)
+        elif self.offload is TrainingOffload.optimizer:
+            object.__setattr__(self, "offload_optimizer", True)
         # Sweeps build thousands of workloads (`dataclasses.replace`): the common case is
         # checked with plain comparisons, the messages are built only for a failure.
         if not (
@@ -319,6 +410,34 @@ class Workload:
                 "transformers"
             )
         self._check_savers(training)
+        self._check_unmodelled()
+
+    def _check_unmodelled(self) -> None:
+        """Options the CLI accepts whose terms are being written (this session's training
+        work): refused by name until the estimator models them."""
+        asked = [
+            name
+            for name, value in (
+                ("--method dora", self.method is Method.dora),
+                (
+                    f"--optimizer {self.optimizer.value}",
+                    self.optimizer in (Optimizer.paged_adamw_8bit, Optimizer.paged_adamw_32bit),
+                ),
+                ("--optimizer-in-backward", self.optimizer_in_backward),
+                ("--offload optimizer+params", self.offload is TrainingOffload.optimizer_params),
+                ("--lora-dtype", self.lora_dtype is not None),
+                ("--attention", self.attention is not None),
+                (
+                    "tp/pp/cp degrees in training",
+                    self.training
+                    and (self.tensor_parallel, self.pipeline_parallel, self.context_parallel)
+                    != (1, 1, 1),
+                ),
+            )
+            if value
+        ]
+        if asked:
+            raise InvalidValueError(f"{asked[0]} is not modelled yet")
 
     def _check_method(self, training: bool) -> None:
         if not training and self.method is not Method.full:

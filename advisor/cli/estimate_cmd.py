@@ -27,6 +27,7 @@ from advisor.workload import (
     KVDtype,
     Method,
     Stage,
+    TrainingOffload,
 )
 
 if TYPE_CHECKING:
@@ -236,6 +237,10 @@ def estimate(
     gpus: options.GpusOpt = 1,
     parallel: options.ParallelOpt = None,
     offload_optimizer: options.OffloadOpt = False,
+    offload: options.OffloadWhatOpt = TrainingOffload.none,
+    optimizer_in_backward: options.OptimizerInBackwardOpt = False,
+    lora_dtype: options.LoraDtypeOpt = None,
+    attention: options.AttentionOpt = None,
     engine: options.EngineOpt = None,
     ubatch: options.UbatchOpt = DEFAULT_UBATCH,
     flash_attn: options.FlashAttnOpt = True,
@@ -274,8 +279,12 @@ def estimate(
         lora_targets=options.lora_targets(lora_targets),
         trainable_layers=trainable_layers,
         gpus=gpus,
-        parallel=parallel,
+        **options.parallel_fields(parallel),
         offload_optimizer=offload_optimizer,
+        offload=offload,
+        optimizer_in_backward=optimizer_in_backward,
+        lora_dtype=lora_dtype,
+        attention=attention,
         engine=options.engine(engine),
         serving=options.serving(ubatch, flash_attn, gpu_memory_utilization),
     )

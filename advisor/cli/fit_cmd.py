@@ -40,6 +40,7 @@ from advisor.workload import (
     Method,
     Parallel,
     Stage,
+    TrainingOffload,
 )
 
 if TYPE_CHECKING:
@@ -498,6 +499,10 @@ def fit(
     trainable_layers: options.TrainableLayersOpt = None,
     parallel: options.ParallelOpt = None,
     offload_optimizer: options.OffloadOpt = False,
+    offload: options.OffloadWhatOpt = TrainingOffload.none,
+    optimizer_in_backward: options.OptimizerInBackwardOpt = False,
+    lora_dtype: options.LoraDtypeOpt = None,
+    attention: options.AttentionOpt = None,
     engine: options.EngineOpt = None,
     ubatch: options.UbatchOpt = DEFAULT_UBATCH,
     flash_attn: options.FlashAttnOpt = True,
@@ -552,8 +557,12 @@ def fit(
         lora_rank=lora_rank,
         lora_targets=options.lora_targets(lora_targets),
         trainable_layers=trainable_layers,
-        parallel=parallel,
+        **options.parallel_fields(parallel),
         offload_optimizer=offload_optimizer,
+        offload=offload,
+        optimizer_in_backward=optimizer_in_backward,
+        lora_dtype=lora_dtype,
+        attention=attention,
         engine=options.engine(engine),
         serving=options.serving(ubatch, flash_attn, gpu_memory_utilization),
     )

@@ -10,7 +10,7 @@ them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import typer
 
@@ -25,15 +25,18 @@ from advisor.workload import (
     DEFAULT_TRAINING_SEQ,
     DEFAULT_UBATCH,
     LORA_TARGET_SETS,
+    Attention,
     Checkpointing,
     KVDtype,
+    LoraDtype,
     Loss,
     Method,
     Optimizer,
-    Parallel,
     Precision,
     Serving,
     Stage,
+    TrainingOffload,
+    parse_parallel,
 )
 
 if TYPE_CHECKING:
@@ -133,15 +136,42 @@ TrainableLayersOpt = Annotated[
     typer.Option("--trainable-layers", help="--method freeze: how many top layers train."),
 ]
 ParallelOpt = Annotated[
-    Parallel | None,
+    str | None,
     typer.Option(
         "--parallel",
-        help="tp or pp (inference); ddp, zero1-3 (training). "
-        "Default: tp, or zero3 for training on several GPUs.",
+        help="tp or pp (inference); ddp or zero1-3 (training), with training degrees "
+        "tp:N, pp:N, cp:N (e.g. zero3,tp:8). Default: tp, or zero3 for training on several GPUs.",
     ),
 ]
 OffloadOpt = Annotated[
-    bool, typer.Option("--offload-optimizer", help="Keep optimizer states in CPU memory.")
+    bool, typer.Option("--offload-optimizer", help="Same as --offload optimizer.")
+]
+OffloadWhatOpt = Annotated[
+    TrainingOffload,
+    typer.Option(
+        "--offload",
+        help="Training state kept in host RAM: none, optimizer (ZeRO-TrainingOffload), "
+        "optimizer+params (ZeRO-Infinity, FSDP CPU offload).",
+    ),
+]
+OptimizerInBackwardOpt = Annotated[
+    bool,
+    typer.Option(
+        "--optimizer-in-backward",
+        help="Apply and free each gradient during the backward pass (torchtune).",
+    ),
+]
+LoraDtypeOpt = Annotated[
+    LoraDtype | None,
+    typer.Option("--lora-dtype", help="Adapter weights' dtype: fp32 (PEFT's default) or bf16."),
+]
+AttentionOpt = Annotated[
+    Attention | None,
+    typer.Option(
+        "--attention",
+        help="Attention implementation (training): sdpa, flash or eager. "
+        "Default: the model's kernel under transformers' sdpa setting.",
+    ),
 ]
 EngineOpt = Annotated[
     str | None,
@@ -285,6 +315,17 @@ def levels(
 
     formats = level_formats(ctx, request, default_quants)
     return build_levels(arch, request, formats, default_quants=default_quants)
+
+
+def parallel_fields(text: str | None) -> dict[str, Any]:
+    """`--parallel` as the Request's fields: the strategy and the training degrees."""
+    spec = parse_parallel(text)
+    return {
+        "parallel": spec.strategy,
+        "tensor_parallel": spec.tensor,
+        "pipeline_parallel": spec.pipeline,
+        "context_parallel": spec.context,
+    }
 
 
 def engine(text: str | None) -> Engine | None:

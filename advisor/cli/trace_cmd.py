@@ -24,6 +24,7 @@ from advisor.workload import (
     DEFAULT_PRECISION,
     Method,
     Stage,
+    TrainingOffload,
 )
 
 if TYPE_CHECKING:
@@ -132,6 +133,10 @@ def trace(
     gpus: options.GpusOpt = 1,
     parallel: options.ParallelOpt = None,
     offload_optimizer: options.OffloadOpt = False,
+    offload: options.OffloadWhatOpt = TrainingOffload.none,
+    optimizer_in_backward: options.OptimizerInBackwardOpt = False,
+    lora_dtype: options.LoraDtypeOpt = None,
+    attention: options.AttentionOpt = None,
     units: options.UnitsOpt = Units.gib,
     as_json: options.JsonOpt = False,
 ) -> None:
@@ -156,8 +161,12 @@ def trace(
         lora_targets=options.lora_targets(lora_targets),
         trainable_layers=trainable_layers,
         gpus=gpus,
-        parallel=parallel,
+        **options.parallel_fields(parallel),
         offload_optimizer=offload_optimizer,
+        offload=offload,
+        optimizer_in_backward=optimizer_in_backward,
+        lora_dtype=lora_dtype,
+        attention=attention,
     )
     slug, arch, workload = resolve(ctx, model, request)
     traced: Any = arch

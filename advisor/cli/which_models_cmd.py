@@ -36,6 +36,7 @@ from advisor.workload import (
     Method,
     Parallel,
     Stage,
+    TrainingOffload,
 )
 
 if TYPE_CHECKING:
@@ -246,6 +247,10 @@ def which_models(
     lora_rank: options.LoraRankOpt = DEFAULT_LORA_RANK,
     lora_targets: options.LoraTargetsOpt = DEFAULT_LORA_TARGETS,
     parallel: options.ParallelOpt = None,
+    offload: options.OffloadWhatOpt = TrainingOffload.none,
+    optimizer_in_backward: options.OptimizerInBackwardOpt = False,
+    lora_dtype: options.LoraDtypeOpt = None,
+    attention: options.AttentionOpt = None,
     engine: options.EngineOpt = None,
     ubatch: options.UbatchOpt = DEFAULT_UBATCH,
     flash_attn: options.FlashAttnOpt = True,
@@ -281,7 +286,11 @@ def which_models(
         loss=loss,
         lora_rank=lora_rank,
         lora_targets=options.lora_targets(lora_targets),
-        parallel=parallel,
+        **options.parallel_fields(parallel),
+        offload=offload,
+        optimizer_in_backward=optimizer_in_backward,
+        lora_dtype=lora_dtype,
+        attention=attention,
         engine=options.engine(engine),
         serving=options.serving(ubatch, flash_attn, gpu_memory_utilization),
     )
