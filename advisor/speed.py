@@ -34,8 +34,17 @@ from types import MappingProxyType
 
 from advisor.arch import Architecture
 from advisor.enums import Engine, Market, QuantKind, Vendor
+from advisor.errors import InvalidValueError
 from advisor.estimator import GGML_F32_BYTES, OVERHEAD_BY_VENDOR, Runtime, Traffic, traffic
-from advisor.workload import Checkpointing, Method, Parallel, Precision, Stage, Workload
+from advisor.workload import (
+    Checkpointing,
+    Method,
+    Parallel,
+    Precision,
+    Stage,
+    Workload,
+    check_count,
+)
 
 __all__ = [
     "BACKEND_SPEED",
@@ -46,6 +55,7 @@ __all__ = [
     "Recipe",
     "Speed",
     "speed",
+    "training_tokens",
 ]
 
 TERA = 1e12
@@ -98,6 +108,36 @@ LLAMA_CPP_N_BATCH = 2048
 # Without flash attention llama.cpp's graph (src/llama-graph.cpp build_attn_mha) writes the
 # fp32 scores KQ, reads and writes them in soft_max, and reads them in the KQV product.
 LLAMA_CPP_SCORE_PASSES = 4
+
+
+# --- bounds ------------------------------------------------------------------------------------
+# Tokens of one training run: the largest published pretraining runs use about 1.5 * 10^13
+# (Llama 3: 15T tokens); 10^15 is over sixty times that.
+MAX_TRAINING_TOKENS = 10**15
+# Passes over a dataset: fine-tuning recipes use 1 to 10; 10^4 bounds the product's loop-free
+# arithmetic far above any recipe.
+MAX_EPOCHS = 10_000
+
+
+def training_tokens(
+    tokens: int | None, dataset_tokens: int | None, epochs: int | None
+) -> int | None:
+    """The tokens a run trains on: `tokens`, or `dataset_tokens` x `epochs` (1 epoch unless
+    told); None when neither is given. Checked against the bounds before any use."""
+    if tokens is not None and dataset_tokens is not None:
+        raise InvalidValueError(
+            "--tokens is the whole run; --dataset-tokens with --epochs "
+            "describes it another way: give one"
+        )
+    if epochs is not None and dataset_tokens is None:
+        raise InvalidValueError("--epochs counts passes over --dataset-tokens: give both")
+    if tokens is not None:
+        return check_count("tokens", tokens, MAX_TRAINING_TOKENS)
+    if dataset_tokens is None:
+        return None
+    check_count("dataset-tokens", dataset_tokens, MAX_TRAINING_TOKENS)
+    passes = check_count("epochs", 1 if epochs is None else epochs, MAX_EPOCHS)
+    return check_count("dataset-tokens x epochs", dataset_tokens * passes, MAX_TRAINING_TOKENS)
 
 
 class Bound(StrEnum):
