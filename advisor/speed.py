@@ -105,6 +105,10 @@ KV_REPEAT_PASSES = 2
 # cards, the micro-batches of one batch flow through the cards as a pipeline that drains at
 # the end of each batch (src/llama-context.cpp pipeline parallelism, n_batch > n_ubatch).
 LLAMA_CPP_N_BATCH = 2048
+# Engines whose cards each hold whole layers, run one after the other, whatever strategy is
+# asked: llama.cpp's default `--split-mode layer` (its memory is sized the same way,
+# advisor.estimator._llama_cpp_terms).
+LAYER_SPLIT_ENGINES = frozenset({Engine.llama_cpp})
 # Without flash attention llama.cpp's graph (src/llama-graph.cpp build_attn_mha) writes the
 # fp32 scores KQ, reads and writes them in soft_max, and reads them in the KQV product.
 LLAMA_CPP_SCORE_PASSES = 4
@@ -405,7 +409,7 @@ def _tp_comm(t: Traffic, w: Workload, compute: Compute, tokens: int) -> _Comm | 
     """Tensor parallelism's all-reduces of `tokens` hidden states per layer (None: the card
     has no link figure)."""
     n = w.gpus
-    if n == 1 or w.strategy is not Parallel.tp:
+    if n == 1 or _layer_split(w):
         return _Comm(0.0, None)
     link = compute.interconnect_bytes_per_s
     if link is None:
@@ -415,14 +419,19 @@ def _tp_comm(t: Traffic, w: Workload, compute: Compute, tokens: int) -> _Comm | 
     return _Comm(t.layers * per_layer, link)
 
 
+def _layer_split(w: Workload) -> bool:
+    """Whether several cards hold whole layers each and run them one after the other."""
+    return w.gpus > 1 and (w.strategy is Parallel.pp or w.serving.engine in LAYER_SPLIT_ENGINES)
+
+
 def _shards(w: Workload) -> int:
     """Cards that split one step's work: tensor parallelism divides it, a pipeline of layers
     runs them one after the other."""
-    return w.gpus if w.strategy is Parallel.tp else 1
+    return 1 if _layer_split(w) else w.gpus
 
 
 def _hops(w: Workload) -> int:
-    return w.gpus - 1 if w.gpus > 1 and w.strategy is Parallel.pp else 0
+    return w.gpus - 1 if _layer_split(w) else 0
 
 
 def _reached(bandwidth: float, engine: EngineSpeed) -> float:
@@ -516,7 +525,7 @@ def _prefill_seconds(
         scores = t.heads * GGML_F32_BYTES * LLAMA_CPP_SCORE_PASSES * attended
         memory += scores / shards / _reached(bandwidth, engine)
     per_pass = max(compute_s, memory) / passes + t.layers * engine.layer_overhead_s + comm.seconds
-    stages = w.gpus if w.strategy is Parallel.pp else 1
+    stages = w.gpus if _layer_split(w) else 1
     if stages == 1 or not engine.pipelines_prompt:
         return passes * (per_pass + _hops(w) * PIPELINE_HOP_S)
     # Layers split over `stages` cards: each card runs its share of a micro-batch, and the
@@ -616,7 +625,7 @@ def _inference_speed(t: Traffic, w: Workload, compute: Compute, concurrency: int
         missing.append("memory bandwidth")
     if tflops is None:
         missing.append(tflops_name)
-    if w.gpus > 1 and w.strategy is Parallel.tp and compute.interconnect_bytes_per_s is None:
+    if w.gpus > 1 and not _layer_split(w) and compute.interconnect_bytes_per_s is None:
         missing.append("interconnect bandwidth")
     step = _decode_step(t, w, compute, engine, tflops)
     prefill = _prefill_seconds(t, w, compute, engine, tflops, w.seq)
@@ -643,9 +652,9 @@ def _inference_speed(t: Traffic, w: Workload, compute: Compute, concurrency: int
     if tflops is not None:
         inputs["tensor_tflops"] = tflops
         inputs["tensor_tflops_kind"] = tflops_name
-    if w.gpus > 1 and w.strategy is Parallel.tp and compute.interconnect_bytes_per_s is not None:
+    if w.gpus > 1 and not _layer_split(w) and compute.interconnect_bytes_per_s is not None:
         inputs["interconnect_bytes_per_s"] = compute.interconnect_bytes_per_s
-    if w.gpus > 1 and w.strategy is Parallel.pp:
+    if _layer_split(w):
         inputs["pipeline_hop_s"] = PIPELINE_HOP_S
     if price is not None:
         inputs["price_per_hour_usd"] = price

@@ -146,7 +146,7 @@ def estimate_json(
     }
 
 
-def _rate(value: float) -> str:
+def rate_words(value: float) -> str:
     """Tokens per second as the tables print them: three significant figures at most."""
     if value >= 100:
         return f"{value:,.0f}"
@@ -172,7 +172,7 @@ def speed_lines(found: Speed, w: Workload, compute: Compute) -> list[str]:
     lines = []
     if w.training:
         if found.train_tokens_per_s is not None:
-            line = f"training: {_rate(found.train_tokens_per_s)} tokens/s on {cards}"
+            line = f"training: {rate_words(found.train_tokens_per_s)} tokens/s on {cards}"
             if found.train_time_s is not None:
                 line += f"; the run takes {duration_words(found.train_time_s)}"
             if found.cost_usd is not None:
@@ -186,13 +186,13 @@ def speed_lines(found: Speed, w: Workload, compute: Compute) -> list[str]:
         if found.decode_tokens_per_s is not None and found.decode_tokens_per_s_total is not None:
             bound = found.bound.value if found.bound else ""
             lines.append(
-                f"decode: {_rate(found.decode_tokens_per_s)} tokens/s per sequence, "
-                f"{_rate(found.decode_tokens_per_s_total)} in total at batch {w.batch} "
+                f"decode: {rate_words(found.decode_tokens_per_s)} tokens/s per sequence, "
+                f"{rate_words(found.decode_tokens_per_s_total)} in total at batch {w.batch} "
                 f"(context {w.seq:,}; {bound}-bound) on {cards}"
             )
         if found.prefill_tokens_per_s is not None and found.time_to_first_token_s is not None:
             lines.append(
-                f"prefill: {_rate(found.prefill_tokens_per_s)} tokens/s; time to first token "
+                f"prefill: {rate_words(found.prefill_tokens_per_s)} tokens/s; time to first token "
                 f"{duration_words(found.time_to_first_token_s)} for a {w.seq:,}-token prompt"
             )
         from advisor.speed import BACKEND_SPEED
