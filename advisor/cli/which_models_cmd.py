@@ -175,7 +175,8 @@ def _render(
     if not show_all and len(fitting) < len(results):
         line += "; --all lists the rest and by how much they miss"
     what = "decode of one sequence" if stage is Stage.inference else "training"
-    console.print(line + f". tokens/s: {what}, from the card's figures (docs/estimates.md).")
+    console.print(f"tokens/s: {what}, from the card's figures (docs/estimates.md).")
+    console.print(line + ".")
 
 
 def _answers(
