@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 
 import pytest
+
 from speed_cases import Case, cases
 
 # Median relative error per kind (the issue's goals; e2e_generate, prefill and decode in one
@@ -21,30 +22,29 @@ MEDIAN_GOAL = {"decode": 0.15, "prefill": 0.25, "e2e_generate": 0.15, "train_tok
 WORST_FACTOR = 2.0
 # Cases off by more than 2x, why, and the factor each stays within.
 OUTLIERS: dict[str, tuple[float, str]] = {
-    **{
-        case: (
+    **dict.fromkeys(
+        ("0215", "0216", "0331", "0332"),
+        (
             16.0,
             "F16 prefill 8-13x slower than Q4_K_M on the same A100 SXM host (and "
             "than the A100 PCIe's F16): the source's F16 runs took a slow path",
-        )
-        for case in ("0215", "0216", "0331", "0332")
-    },
-    **{
-        case: (6.0, "L40S F16 prefill below its own Q4_K_M figure: same anomaly as the A100 SXM")
-        for case in ("0179", "0180", "0299", "0300")
-    },
-    **{
-        case: (4.0, "4 x RTX 5000 Ada F16 prefill below one card's F16 figure")
-        for case in ("0239", "0240")
-    },
-    **{
-        case: (
+        ),
+    ),
+    **dict.fromkeys(
+        ("0179", "0180", "0299", "0300"),
+        (6.0, "L40S F16 prefill below its own Q4_K_M figure: same anomaly as the A100 SXM"),
+    ),
+    **dict.fromkeys(
+        ("0239", "0240"), (4.0, "4 x RTX 5000 Ada F16 prefill below one card's F16 figure")
+    ),
+    **dict.fromkeys(
+        ("0244", "0272", "0288", "0304", "0352"),
+        (
             3.5,
             "70B Q4_K_M pp4096 on 4 cards: llama.cpp did not pipeline these runs (no "
             "faster than pp512), while its 8B and F16 runs on the same hosts did",
-        )
-        for case in ("0244", "0272", "0288", "0304", "0352")
-    },
+        ),
+    ),
 }
 TRAINING_OUTLIERS: dict[str, tuple[float, str]] = {
     "torchtitan-0031": (2.5, "float8 rowwise scaling with TP 8 on an 8B model: not modelled"),
