@@ -15,8 +15,9 @@ import pytest
 
 from speed_cases import Case, cases
 
-# Median relative error per kind (the goals; e2e_generate, prefill and decode in one
-# figure, is held to the decode goal's neighbour).
+# Median relative error per kind: the goals for decode (15 %) and prefill (25 %);
+# e2e_generate (prefill and decode in one figure) is held to the decode goal; training to
+# 20 %, above the 15 % goal, which it does not meet yet (docs/estimates.md).
 MEDIAN_GOAL = {"decode": 0.15, "prefill": 0.25, "e2e_generate": 0.15, "train_tokens_per_s": 0.20}
 # No expressed case may be off by more than this factor, but the ones listed here.
 WORST_FACTOR = 2.0
