@@ -85,6 +85,8 @@ PIPELINE_HOP_S = 0.2e-3
 # F16 GEMMs with FP16 compute (ggml-cuda: cublasGemmEx with CUBLAS_COMPUTE_16F).
 GEFORCE_FP16_ACCUMULATE_SPEEDUP = 2.0
 GEFORCE_MARKETS = frozenset({Market.consumer, Market.laptop})
+# Weight formats of at most this many bits per weight, of the float kind, are FP8 checkpoints.
+FP8_BITS = 8
 # bitsandbytes dequantizes an NF4 weight to 16 bits before each matmul: it reads the packed
 # 4.5-bit weight and writes a 16-bit copy that the matmul reads back (bitsandbytes
 # functional.dequantize_4bit; QLoRA, Dettmers et al. 2023, section 3).
@@ -305,16 +307,17 @@ MFU_BY_RECIPE: Mapping[Recipe, MFU] = MappingProxyType(
         Recipe.bf16: MFU(
             mfu=0.34,
             source=(
-                "torchtitan Llama-3.1-8B/70B BF16 FSDP on H100 (5,762-6,667 tokens/s/GPU at "
-                "8k, 33-39 % MFU as torchtitan counts it; pytorch/torchtitan docs/performance."
-                "md) and nanoGPT GPT-2 124M on A100 (karpathy/nanoGPT README, bench.py)"
+                "torchtitan Llama-3.1-8B/70B BF16 FSDP on 8-256 H100 (5,762-6,667 tokens/s/GPU "
+                "for 8B at 8k, 597-652 for 70B; pytorch/torchtitan docs/performance.md), "
+                "fitted over them with the FLOPs counted here (tests/test_speed_calibration.py)"
             ),
         ),
         Recipe.fp8: MFU(
             mfu=0.22,
             source=(
-                "torchtitan Llama-3.1-8B/70B float8 linears on H100 (8,532 tokens/s/GPU at 8k, "
-                "pytorch/torchtitan docs/performance.md), against the FP8 dense peak"
+                "torchtitan Llama-3.1-8B/70B float8 linears on H100 (8,380-8,532 tokens/s/GPU "
+                "for 8B at 8k, 810-942 for 70B; pytorch/torchtitan docs/performance.md), "
+                "against the FP8 dense peak"
             ),
         ),
     }
@@ -378,10 +381,14 @@ def _tensor_tflops(compute: Compute, w: Workload) -> tuple[float | None, str]:
     fp8_weights = (
         fmt is not None
         and fmt.kind is QuantKind.float
-        and fmt.bits_per_weight <= 8
+        and fmt.bits_per_weight <= FP8_BITS
         and w.serving.engine is Engine.vllm
     )
-    if w.precision is Precision.fp8 or (w.stage is Stage.inference and fp8_weights):
+    if w.precision is Precision.fp8:
+        return compute.fp8_tflops, "FP8 dense TFLOPS"
+    if w.stage is Stage.inference and fp8_weights and compute.fp8_tflops is not None:
+        # FP8 weights run FP8 matmuls where the card has FP8 tensor cores; elsewhere vLLM
+        # runs them weight-only (Marlin W8A16: 16-bit matmuls on dequantized weights).
         return compute.fp8_tflops, "FP8 dense TFLOPS"
     if w.precision is Precision.fp32:
         return None, "FP32 tensor TFLOPS"

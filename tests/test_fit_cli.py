@@ -255,7 +255,7 @@ def test_one_configuration_in_detail(run: Run) -> None:
         "           4,096 ",
         "     3 ",
         # Decode tokens/s of one sequence · of the 3 that fit (advisor.speed).
-        " 18.7 · 40.7 t/s",
+        " 18.7 · 40.7",
     ]
 
 

@@ -164,14 +164,15 @@ def breakdown_table(levels: Sequence[Level], estimates: Sequence[Estimate], unit
 
 def speed_words(found: OptionSpeed | None) -> str:
     """A cell's speed line: decode tokens/s at batch 1 · at the concurrency that fits
-    (inference), or training tokens/s · the run's time; '' without figures."""
+    (inference), or training tokens/s · the run's time; '' without figures. The legend
+    (SPEED_LEGEND) names the unit."""
     from advisor.cli.estimate_cmd import duration_words, rate_words
 
     if found is None:
         return ""
     single = found.single
     if single.train_tokens_per_s is not None:
-        line = f"{rate_words(single.train_tokens_per_s)} t/s"
+        line = rate_words(single.train_tokens_per_s)
         if single.train_time_s is not None:
             line += f" · {duration_words(single.train_time_s)}"
         return line
@@ -181,7 +182,7 @@ def speed_words(found: OptionSpeed | None) -> str:
     full = found.full
     if full is not None and full.decode_tokens_per_s_total is not None:
         line += f" · {rate_words(full.decode_tokens_per_s_total)}"
-    return line + " t/s"
+    return line
 
 
 def cell(option: Option, units: Units, found: OptionSpeed | None = None) -> Text:
@@ -512,7 +513,7 @@ def _legend(result: Plan, fitting: int, cards: int, priced: bool, units: Units) 
 
 SPEED_LEGEND = {
     False: "Last line: decode tokens/s of one sequence · of every sequence at the most that "
-    "fit (t/s), from the card's bandwidth and tensor throughput (docs/estimates.md).",
+    "fit, from the card's bandwidth and tensor throughput (docs/estimates.md).",
     True: "Last line: training tokens/s on those cards · the time for --tokens "
     "(docs/estimates.md).",
 }
