@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from speed_cases import PREDICTED, Case, cases  # noqa: E402
+from speed_cases import PREDICTED, Case, cases
 
 
 def _row(c: Case) -> str:
