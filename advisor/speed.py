@@ -67,11 +67,12 @@ ACTIVATION_BYTES = 2
 # the MLP: Megatron-LM's row-parallel layers, Shoeybi et al. 2019, section 3).
 ALLREDUCES_PER_LAYER = 2
 # A ring all-reduce sends and receives 2 (n - 1) / n of the buffer per card (Patarasuk and
-# Yuan 2009; NCCL's documented algorithm bandwidth factor).
+# Yuan 2009; nccl-tests doc/PERFORMANCE.md: bus bandwidth = algorithm bandwidth x 2(n-1)/n).
 RING_FACTOR_NUMERATOR = 2
-# Fixed cost of one all-reduce (launch and synchronisation), independent of its size: NCCL's
-# small-message latency is about 10 us within one machine (NVIDIA nccl-tests all_reduce_perf
-# results for 8-byte messages, NVLink and PCIe alike to within a few us).
+# Fixed cost of one all-reduce (launch and synchronisation), independent of its size: an
+# order of magnitude, not a calibration (NCCL's small-message all-reduce within one machine
+# takes some microseconds to tens of them; nccl-tests all_reduce_perf prints it per size). No
+# record of the calibration set isolates it: vLLM's 2- and 4-card runs are within 10 % with it.
 ALLREDUCE_LATENCY_S = 10e-6
 # llama.cpp's layer split hands the hidden state from one card to the next once per step; its
 # cost per hand-over is calibrated on llama-bench's tg512 figures of Llama-3-8B on 1 to 6
