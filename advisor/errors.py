@@ -98,3 +98,15 @@ class AmbiguousNameError(InvalidValueError):
             + ", ".join(repr(c) for c in self.candidates)
             + "; name one"
         )
+
+
+class MissingFigureError(AdvisorError):
+    """A card lacks the catalog figure a speed formula needs (bandwidth, tensor throughput)."""
+
+    exit_code = 1
+
+
+class NoPlanError(AdvisorError):
+    """No card, count and level meets the throughput target within the budget."""
+
+    exit_code = 1

@@ -1669,3 +1669,70 @@ def estimate(
         valid_gpu_counts=valid,
         host_bytes=peak.host,
     )
+
+
+# --- what a token reads and multiplies (advisor.speed) -----------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Traffic:
+    """The sizes the speed model reads off a model and a workload, whole model (not per card).
+
+    `weight_bytes`: every weight in the workload's format (the estimator's weight term on one
+    card); `lookup_params`: the input embedding, read one row per token (0 when tied: the
+    output head reads the whole matrix); `routed_params`: every routed expert's weights (0 for
+    a dense model), of which a token reads `experts_per_token / experts`; `matmul_params`: the
+    weights one token multiplies (the active layers and the output head; the embedding lookup
+    is no multiplication); `kv_bytes_per_token`: K and V of one token over every layer in the
+    workload's KV dtype (llama.cpp: its F16 default); `attention_width`: query heads x head
+    dimension, the width of QK^T and AV per layer."""
+
+    params: int
+    weight_bytes: int
+    lookup_params: int
+    routed_params: int
+    experts: int
+    experts_per_token: int
+    matmul_params: int
+    head_params: int
+    layers: int
+    hidden: int
+    attention_width: int
+    heads: int
+    kv_bytes_per_token: float
+    query_groups: int  # query heads per KV head (1 for MLA: its latent is never repeated)
+    sliding_window: int | None
+    sliding_layers: int
+
+
+def traffic(arch: Architecture, workload: Workload) -> Traffic:
+    """What `workload` reads and multiplies per token on a model of `arch`."""
+    s = _shape(arch)
+    b = _PRECISION_BYTES[workload.precision]
+    counts = s.counts
+    inactive = counts.total - counts.active
+    experts = arch.num_experts or 0
+    per_token = arch.num_experts_per_tok or 0
+    routed = inactive * experts // (experts - per_token) if inactive and experts > per_token else 0
+    kv_dtype = workload.kv_dtype
+    if kv_dtype is None and workload.serving.engine is Engine.llama_cpp:
+        kv_dtype = KVDtype.fp16
+    kv_elem = KV_BYTES_PER_ELEMENT[kv_dtype] if kv_dtype is not None else float(b.compute)
+    return Traffic(
+        params=s.params,
+        weight_bytes=_weight_bytes(s, workload, b.weight),
+        lookup_params=0 if s.tied else s.vocab * s.hidden,
+        routed_params=routed,
+        experts=experts,
+        experts_per_token=per_token,
+        matmul_params=counts.active - counts.embedding - counts.output_head + s.vocab * s.hidden,
+        head_params=s.vocab * s.hidden,
+        layers=s.layers,
+        hidden=s.hidden,
+        attention_width=s.q_dim,
+        heads=s.heads,
+        kv_bytes_per_token=s.kv_cache_per_token_layer * s.layers * kv_elem,
+        query_groups=1 if arch.kv_lora_rank is not None else s.heads // max(s.kv_heads, 1),
+        sliding_window=s.sliding_window,
+        sliding_layers=s.sliding_layers,
+    )

@@ -41,6 +41,7 @@ from advisor.policy import (
     default_context,
     with_parallel,
 )
+from advisor.speed import Compute
 from advisor.workload import MAX_SEARCH_GPUS, Parallel, Stage, Workload, check_count
 
 __all__ = [
@@ -89,6 +90,8 @@ class Card:
     max_per_node: int | None = None
     link: LinkKind | None = None
     multi_node: bool | None = None
+    # The figures speed needs (bandwidth, tensor throughput, link); None: not known.
+    compute: Compute | None = None
 
     def __post_init__(self) -> None:
         if self.memory_bytes <= 0:

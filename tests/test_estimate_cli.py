@@ -33,7 +33,11 @@ def test_json_is_stable(run: Run) -> None:
         "components",
         "rule_of_thumb_bytes",
         "peak_moment",
+        "gpu",
+        "speed",
     ]
+    assert data["gpu"] is None
+    assert all(value is None for key, value in data["speed"].items() if key != "inputs")
     assert data["model"] == "llama-2-7b"
     assert data["params"] == 6738415616
     assert data["workload"]["seq"] == 4096  # min(4096, the model's 4096)

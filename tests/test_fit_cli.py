@@ -40,6 +40,7 @@ OPTION_KEYS = [
     "link",
     "over_pcie",
     "components",
+    "speed",
 ]
 MODEL_KEYS = [
     "model",
@@ -59,6 +60,7 @@ MODEL_KEYS = [
     "fitting_levels",
     "parallel",
     "reason",
+    "tokens_per_s",
 ]
 
 
@@ -251,7 +253,9 @@ def test_one_configuration_in_detail(run: Run) -> None:
         " 71% ",
         " yes  ",
         "           4,096 ",
-        "     3",
+        "     3 ",
+        # Decode tokens/s of one sequence · of the 3 that fit (advisor.speed).
+        " 18.7 · 40.7",
     ]
 
 
@@ -505,11 +509,24 @@ def test_estimate_qlora_takes_the_same_default_base_as_fit(run: Run) -> None:
 
 
 def test_cards_with_the_same_answer_collapse_to_one_row(run: Run) -> None:
-    """Same memory and constraints, same cells: one row naming both; JSON keeps each card."""
-    args = ("fit", "--model", "llama-65b", "--gpu", "a10g", "--gpu", "l4", "--gpu", "rtx3090")
+    """Same memory and constraints, same cells (speed included: both 400 GB/s): one row naming
+    both; JSON keeps each card."""
+    args = (
+        "fit", "--model", "llama-65b", "--gpu", "m1-max-64gb", "--gpu", "m2-max-64gb",
+        "--gpu", "rtx3090",
+    )  # fmt: skip
     result = run(*args)
     assert result.exit_code == 0, result.stderr
     names = [line.split("│")[0].strip() for line in result.stdout.splitlines() if "│" in line]
-    assert "a10g, l4" in names and "rtx3090" in names  # rtx3090: 4 per machine, NVLink
+    assert "m1-max-64gb, m2-max-64gb" in names and "rtx3090" in names
     data = fit_json(run, *args[1:])
-    assert sorted({o["gpu"] for o in data["options"]}) == ["a10g", "l4", "rtx3090"]
+    assert sorted({o["gpu"] for o in data["options"]}) == ["m1-max-64gb", "m2-max-64gb", "rtx3090"]
+
+
+def test_cards_of_the_same_memory_but_different_speed_keep_their_rows(run: Run) -> None:
+    """a10g and l4 need the same memory, but the l4 reads at half the a10g's bandwidth: two
+    rows, each with its own speed."""
+    result = run("fit", "--model", "llama-65b", "--gpu", "a10g", "--gpu", "l4")
+    assert result.exit_code == 0, result.stderr
+    names = [line.split("│")[0].strip() for line in result.stdout.splitlines() if "│" in line]
+    assert "a10g" in names and "l4" in names

@@ -13,6 +13,7 @@ import typer
 
 from advisor.cli import options, shared
 from advisor.enums import Engine, Vendor
+from advisor.errors import InvalidValueError
 from advisor.policy import Request, checkpointing_asked
 from advisor.units import Units, format_size
 from advisor.workload import (
@@ -33,6 +34,7 @@ from advisor.workload import (
 if TYPE_CHECKING:
     from advisor.arch import Architecture
     from advisor.estimator import Estimate, RuntimeOverhead
+    from advisor.speed import Compute, Speed
     from advisor.workload import Workload
 
 BAR_WIDTH = 40
@@ -91,7 +93,42 @@ def engine_words(w: Workload) -> str:
     return serving.engine.value
 
 
-def estimate_json(model: str, result: Estimate) -> dict[str, Any]:
+# The keys of the `speed` object, in order: every one is present, null when it does not apply.
+SPEED_KEYS = (
+    "decode_tokens_per_s",
+    "decode_tokens_per_s_total",
+    "prefill_tokens_per_s",
+    "time_to_first_token_s",
+    "train_tokens_per_s",
+    "train_time_s",
+    "cost_usd",
+    "cost_per_million_tokens_usd",
+)
+# Digits kept in the JSON's speed figures (tokens/s, seconds, dollars): well below what the
+# model's accuracy resolves, enough to keep every printed figure exact.
+SPEED_JSON_DIGITS = 4
+# Rates from this many tokens/s up print as whole numbers.
+WHOLE_RATE = 100
+
+
+def speed_json(found: Speed | None) -> dict[str, Any]:
+    """The stable `speed` object: every figure, null when it does not apply (or no card)."""
+    figures: dict[str, Any] = dict.fromkeys(SPEED_KEYS)
+    if found is None:
+        return {**figures, "bound": None, "inputs": {}}
+    for key in SPEED_KEYS:
+        value = getattr(found, key)
+        figures[key] = None if value is None else round(value, SPEED_JSON_DIGITS)
+    return {
+        **figures,
+        "bound": found.bound.value if found.bound else None,
+        "inputs": dict(found.inputs),
+    }
+
+
+def estimate_json(
+    model: str, result: Estimate, found: Speed | None = None, gpu: str | None = None
+) -> dict[str, Any]:
     return {
         "model": model,
         "params": result.params,
@@ -105,7 +142,77 @@ def estimate_json(model: str, result: Estimate) -> dict[str, Any]:
         "components": result.components,
         "rule_of_thumb_bytes": result.rule_of_thumb_bytes,
         "peak_moment": result.peak_moment,
+        "gpu": gpu,
+        "speed": speed_json(found),
     }
+
+
+def rate_words(value: float) -> str:
+    """Tokens per second as the tables print them: three significant figures at most."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def duration_words(seconds: float) -> str:
+    """'42 s', '3.5 min', '12.3 h', '4.2 days'."""
+    minute, hour, day = 60, 3600, 86400
+    if seconds < minute:
+        return f"{seconds:.3g} s"
+    if seconds < hour:
+        return f"{seconds / minute:.3g} min"
+    if seconds < 2 * day:
+        return f"{seconds / hour:.3g} h"
+    return f"{seconds / day:,.1f} days"
+
+
+def speed_lines(found: Speed, w: Workload, compute: Compute) -> list[str]:
+    """The speed section: decode, prefill and cost for inference; throughput, time and cost
+    for training; what limits each, and the constants used."""
+    cards = f"{w.gpus} x {compute.name}"
+    lines = []
+    if w.training:
+        if found.train_tokens_per_s is not None:
+            line = f"training: {rate_words(found.train_tokens_per_s)} tokens/s on {cards}"
+            if found.train_time_s is not None:
+                line += f"; the run takes {duration_words(found.train_time_s)}"
+            if found.cost_usd is not None:
+                line += f", ${found.cost_usd:,.2f}"
+            lines.append(line)
+            lines.append(
+                f"    MFU {found.inputs['mfu']} ({found.inputs['recipe']}) x "
+                f"{found.inputs['tensor_tflops']} {found.inputs['tensor_tflops_kind']} per card"
+            )
+    else:
+        if found.decode_tokens_per_s is not None and found.decode_tokens_per_s_total is not None:
+            bound = found.bound.value if found.bound else ""
+            lines.append(
+                f"decode: {rate_words(found.decode_tokens_per_s)} tokens/s per sequence, "
+                f"{rate_words(found.decode_tokens_per_s_total)} in total at batch {w.batch} "
+                f"(context {w.seq:,}; {bound}-bound) on {cards}"
+            )
+        if found.prefill_tokens_per_s is not None and found.time_to_first_token_s is not None:
+            lines.append(
+                f"prefill: {rate_words(found.prefill_tokens_per_s)} tokens/s; time to first token "
+                f"{duration_words(found.time_to_first_token_s)} for a {w.seq:,}-token prompt"
+            )
+        from advisor.speed import BACKEND_SPEED
+
+        used = BACKEND_SPEED[(w.serving.engine, compute.runtime)]
+        measured = "" if used.measured else " (unmeasured: CUDA's figures)"
+        lines.append(
+            f"    {w.serving.engine.value} on {compute.runtime.value}{measured}: "
+            f"{used.bandwidth_efficiency:.0%} of bandwidth, "
+            f"{used.layer_overhead_s * 1e3:.2f} ms per layer per step, "
+            f"{used.utilization:.0%} of tensor throughput in prefill"
+        )
+    if found.cost_per_million_tokens_usd is not None:
+        what = "trained" if w.training else "output"
+        lines.append(
+            f"cost: ${found.cost_per_million_tokens_usd:,.4g} per million {what} tokens at "
+            f"${found.inputs['price_per_hour_usd']:,.2f}/h"
+        )
+    return lines
 
 
 def workload_header(model: str, params: int, w: Workload) -> str:
@@ -246,6 +353,10 @@ def estimate(
     flash_attn: options.FlashAttnOpt = True,
     gpu_memory_utilization: options.GpuMemoryUtilizationOpt = DEFAULT_GPU_MEMORY_UTILIZATION,
     vendor: options.RuntimeVendorOpt = Vendor.nvidia,
+    gpu: options.SpeedGpuOpt = None,
+    tokens: options.TokensOpt = None,
+    dataset_tokens: options.DatasetTokensOpt = None,
+    epochs: options.EpochsOpt = None,
     units: options.UnitsOpt = Units.gib,
     as_json: options.JsonOpt = False,
     explain: Annotated[
@@ -259,10 +370,15 @@ def estimate(
         ),
     ] = False,
 ) -> None:
-    """Peak GPU memory of one workload, term by term."""
+    """Peak GPU memory of one workload, term by term; with --gpu, its speed and cost."""
     from advisor.estimator import OVERHEAD_BY_VENDOR
     from advisor.estimator import estimate as run_estimate
     from advisor.fit import check_context
+    from advisor.speed import training_tokens
+
+    run_tokens = training_tokens(tokens, dataset_tokens, epochs)
+    if run_tokens is not None and stage is Stage.inference:
+        raise InvalidValueError("--tokens, --dataset-tokens and --epochs size a training run")
 
     request = Request(
         stage=stage,
@@ -290,8 +406,44 @@ def estimate(
     )
     slug, arch, workload = resolve(ctx, model, request, offline=offline)
     check_context(arch, workload, allow_longer=allow_longer_context)
+    compute, gpu_slug = None, None
+    if gpu is not None:
+        with shared.reader(ctx) as catalog:
+            row = catalog.gpu(gpu)
+        compute, gpu_slug = options.compute_of(row), row.slug
+        # The card sets the runtime overhead, as in `fit`.
+        vendor = compute.vendor
     result = run_estimate(arch, workload, overhead=OVERHEAD_BY_VENDOR[vendor])
+    found = None if compute is None else _speed(arch, workload, compute, run_tokens, gpu_slug)
     if as_json:
-        shared.print_json(estimate_json(slug, result))
+        shared.print_json(estimate_json(slug, result, found, gpu_slug))
     else:
         _render(slug, result, vendor, units, explain)
+        if found is not None and compute is not None:
+            console = shared.out()
+            console.print(f"speed on {gpu_slug}:")
+            for line in speed_lines(found, workload, compute):
+                console.print(line)
+
+
+def _speed(
+    arch: Architecture, w: Workload, compute: Compute, tokens: int | None, slug: str | None
+) -> Speed:
+    """The workload's speed on the card; a card without the figure the headline needs is an
+    error naming it, one without a secondary figure a note."""
+    from advisor.errors import MissingFigureError
+    from advisor.speed import speed
+
+    found = speed(arch, w, compute, tokens=tokens)
+    if found.headline is None:
+        what = "training speed" if w.training else "decode speed"
+        raise MissingFigureError(
+            f"{slug}: the catalog has no {' or '.join(found.missing)} for {compute.name}, "
+            f"which {what} needs (`advisor catalog update gpu {slug}` can add it)"
+        )
+    if found.missing:
+        shared.note(
+            f"{slug} has no {' or '.join(found.missing)} in the catalog: the figures that "
+            "need it are left out"
+        )
+    return found

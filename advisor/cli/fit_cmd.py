@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from advisor.estimator import Estimate
     from advisor.fit import Card, Option, Plan
     from advisor.offload import Offload
+    from advisor.plans import Choice, OptionSpeed
     from advisor.policy import Level
     from advisor.workload import Workload
 
@@ -63,11 +64,18 @@ PCIE_MARK = "~"
 
 
 class SortBy(StrEnum):
-    """Row order: fewest cards first, cheapest hour first, or largest card first."""
+    """Row order: fewest cards first, cheapest hour first, largest card first, fastest first
+    (decode at the concurrency that fits, or training), or cheapest per million tokens first."""
 
     by_count = "count"
     by_price = "price"
     by_memory = "memory"
+    by_speed = "speed"
+    by_cost = "cost"
+
+
+# An option's speed, keyed by the option's identity (options are not rebuilt while rendering).
+Speeds = dict[int, "OptionSpeed"]
 
 
 def architecture_line(slug: str, arch: Architecture, params: int) -> str:
@@ -155,9 +163,32 @@ def breakdown_table(levels: Sequence[Level], estimates: Sequence[Estimate], unit
     return table
 
 
-def cell(option: Option, units: Units) -> Text:
+def speed_words(found: OptionSpeed | None) -> str:
+    """A cell's speed line: decode tokens/s at batch 1 · at the concurrency that fits
+    (inference), or training tokens/s · the run's time; '' without figures. The legend
+    (SPEED_LEGEND) names the unit."""
+    from advisor.cli.estimate_cmd import duration_words, rate_words
+
+    if found is None:
+        return ""
+    single = found.single
+    if single.train_tokens_per_s is not None:
+        line = rate_words(single.train_tokens_per_s)
+        if single.train_time_s is not None:
+            line += f" · {duration_words(single.train_time_s)}"
+        return line
+    if single.decode_tokens_per_s is None:
+        return ""
+    line = f"{rate_words(single.decode_tokens_per_s)}"
+    full = found.full
+    if full is not None and full.decode_tokens_per_s_total is not None:
+        line += f" · {rate_words(full.decode_tokens_per_s_total)}"
+    return line
+
+
+def cell(option: Option, units: Units, found: OptionSpeed | None = None) -> Text:
     """'2x 84% +12.3' (cards, share of the card's memory needed, headroom) and, below, the
-    longest context and the batch that fit."""
+    longest context and the batch that fit, and the speed when known (`speed_words`)."""
     from rich.text import Text
 
     if option.offload is not None:
@@ -171,7 +202,9 @@ def cell(option: Option, units: Units) -> Text:
         f"+{_number(option.headroom_bytes, units)}"
     )
     second = f"{option.max_context or 0:,} · {option.max_batch or 0:,}"
-    return Text(f"{first}\n{second}", style=STYLE_TIGHT if option.tight else STYLE_FITS)
+    third = speed_words(found)
+    text = f"{first}\n{second}" + (f"\n{third}" if third else "")
+    return Text(text, style=STYLE_TIGHT if option.tight else STYLE_FITS)
 
 
 def partial_words(offload: Offload, units: Units) -> str:
@@ -210,9 +243,23 @@ def _number(value: int, units: Units, digits: int = 1) -> str:
     return format_size(value, units, digits=digits).split()[0]
 
 
-def option_json(option: Option) -> dict[str, Any]:
+def option_speed_json(found: OptionSpeed | None) -> dict[str, Any] | None:
+    """An option's speed: at batch 1 (inference) or its batch (training), and at the
+    concurrency that fits (inference); null when nothing fits or the card has no figures."""
+    from advisor.cli.estimate_cmd import speed_json
+
+    if found is None or found.single.missing == ("card figures",):
+        return None
+    return {
+        "single": speed_json(found.single),
+        "concurrency": found.concurrency,
+        "at_concurrency": None if found.full is None else speed_json(found.full),
+    }
+
+
+def option_json(option: Option, found: OptionSpeed | None = None) -> dict[str, Any]:
     """One option as `fit --json` prints it: the need per card (`per_gpu_bytes` = tensors +
-    overhead) against the card's capacity."""
+    overhead) against the card's capacity, and its speed."""
     estimate = option.estimate
     return {
         "gpu": option.card.slug,
@@ -240,11 +287,19 @@ def option_json(option: Option) -> dict[str, Any]:
         "link": option.card.link.value if option.card.link else None,
         "over_pcie": option.over_pcie,
         "components": estimate.components,
+        "speed": option_speed_json(found),
     }
 
 
-def _sort_key(sort: SortBy, options_: Sequence[Option]) -> tuple[Any, ...]:
+def _sort_key(sort: SortBy, options_: Sequence[Option], speeds: Speeds) -> tuple[Any, ...]:
     card = options_[0].card
+    if sort in (SortBy.by_speed, SortBy.by_cost):
+        found = [speeds[id(o)] for o in options_ if id(o) in speeds]
+        if sort is SortBy.by_speed:
+            rates = [f.throughput for f in found if f.throughput is not None]
+            return (-max(rates) if rates else float("inf"), card.slug)
+        costs = [f.cost_per_million for f in found if f.cost_per_million is not None]
+        return (min(costs) if costs else float("inf"), card.slug)
     if sort is SortBy.by_memory:
         return (-card.capacity_bytes, card.slug)
     if sort is SortBy.by_price:
@@ -254,15 +309,18 @@ def _sort_key(sort: SortBy, options_: Sequence[Option]) -> tuple[Any, ...]:
     return (*counts, card.capacity_bytes, card.slug)
 
 
-def rows_by_card(result: Plan, sort: SortBy) -> list[tuple[Option, ...]]:
+def rows_by_card(
+    result: Plan, sort: SortBy, speeds: Speeds | None = None
+) -> list[tuple[Option, ...]]:
     grouped: dict[str, list[Option]] = {}
     for option in result.options:
         grouped.setdefault(option.card.slug, []).append(option)
-    return sorted((tuple(v) for v in grouped.values()), key=lambda o: _sort_key(sort, o))
+    found = speeds or {}
+    return sorted((tuple(v) for v in grouped.values()), key=lambda o: _sort_key(sort, o, found))
 
 
 def collapsed_rows(
-    rows: Sequence[tuple[Option, ...]], units: Units
+    rows: Sequence[tuple[Option, ...]], units: Units, speeds: Speeds | None = None
 ) -> list[tuple[list[str], tuple[Option, ...]]]:
     """Cards whose rows read the same (same memory and cells: the same count, layout, link
     mark and headroom at every level) as one row listing their names, in first order; the row
@@ -270,7 +328,8 @@ def collapsed_rows(
     groups: dict[tuple[Any, ...], tuple[list[str], tuple[Option, ...]]] = {}
     for row in rows:
         card = row[0].card
-        key = (card.capacity_bytes, *(cell(o, units).plain for o in row))
+        found = speeds or {}
+        key = (card.capacity_bytes, *(cell(o, units, found.get(id(o))).plain for o in row))
         names, kept = groups.setdefault(key, ([], row))
         names.append(card.slug)
         if _cheaper(card.price_per_hour, kept[0].card.price_per_hour):
@@ -314,7 +373,7 @@ def _select_cards(
     return cards, what
 
 
-def _render_single(result: Plan, units: Units) -> None:
+def _render_single(result: Plan, units: Units, speeds: Speeds) -> None:
     """`--gpu X --count N`: each level's need per card against the card, and what else fits."""
     from rich.table import Table
     from rich.text import Text
@@ -323,6 +382,9 @@ def _render_single(result: Plan, units: Units) -> None:
     table = Table(show_edge=False, pad_edge=False)
     names = ["level", "engine", "cards", "per card", "headroom", "use", "fits"]
     names += ["longest context", "batch"]
+    shown_speed = any(speed_words(speeds.get(id(o))) for o in result.options)
+    if shown_speed:
+        names.append("tokens/s")
     for name in names:
         left = name in ("level", "engine", "fits")
         table.add_column(name, justify="left" if left else "right", no_wrap=True)
@@ -331,7 +393,7 @@ def _render_single(result: Plan, units: Units) -> None:
         verdict = "tight" if option.tight else "yes" if option.fits else "no"
         if option.offload is not None:
             verdict, style = partial_words(option.offload, units), STYLE_TIGHT
-        table.add_row(
+        row = [
             level_words(option.level),
             option.level.workload.serving.engine.value,
             option.layout or NO_FIT,
@@ -341,7 +403,10 @@ def _render_single(result: Plan, units: Units) -> None:
             Text(verdict, style=style),
             f"{option.max_context:,}" if option.max_context else NO_FIT,
             f"{option.max_batch:,}" if option.max_batch else NO_FIT,
-        )
+        ]
+        if shown_speed:
+            row.append(speed_words(speeds.get(id(option))) or NO_FIT)
+        table.add_row(*row)
     card = result.options[0].card
     # Each level on the fewest cards that hold it (exactly the count asked with --count), up
     # to max_gpus; the `cards` column says how many.
@@ -385,15 +450,21 @@ def _print_header(slug: str, params: int, result: Plan, cards_what: str, units: 
 
 
 def _render(
-    slug: str, params: int, result: Plan, cards_what: str, units: Units, sort: SortBy
+    slug: str,
+    params: int,
+    result: Plan,
+    cards_what: str,
+    units: Units,
+    sort: SortBy,
+    speeds: Speeds,
 ) -> None:
     from rich.table import Table
 
     _print_header(slug, params, result, cards_what, units)
     if len(result.options) == len(result.levels):
-        _render_single(result, units)
+        _render_single(result, units, speeds)
         return
-    rows = rows_by_card(result, sort)
+    rows = rows_by_card(result, sort, speeds)
     priced = any(o[0].card.price_per_hour is not None for o in rows)
     table = Table(show_edge=False, pad_edge=False, show_lines=True)
     # Cells never wrap inside (a narrow terminal crops them instead of tripling the rows).
@@ -403,17 +474,19 @@ def _render(
         table.add_column("$/h", justify="right")
     for level in result.levels:
         table.add_column(level_words(level), no_wrap=True)
-    for names, row in collapsed_rows(rows, units):
+    for names, row in collapsed_rows(rows, units, speeds):
         card = row[0].card
         cells: list[Any] = [", ".join(names), _number(card.capacity_bytes, units)]
         if priced:
             cells.append(f"{card.price_per_hour:.2f}" if card.price_per_hour else "")
-        cells += [cell(o, units) for o in row]
+        cells += [cell(o, units, speeds.get(id(o))) for o in row]
         table.add_row(*cells)
     console = shared.out()
     console.print(table)
     fitting = sum(1 for row in rows if any(o.fits for o in row))
     console.print(_legend(result, fitting, len(rows), priced, units))
+    if any(speed_words(f) for f in speeds.values()):
+        console.print(SPEED_LEGEND[result.levels[0].workload.training])
 
 
 def _legend(result: Plan, fitting: int, cards: int, priced: bool, units: Units) -> str:
@@ -439,7 +512,56 @@ def _legend(result: Plan, fitting: int, cards: int, priced: bool, units: Units) 
     )
 
 
-def fit_json(slug: str, params: int, result: Plan) -> dict[str, Any]:
+SPEED_LEGEND = {
+    False: "Last line: decode tokens/s of one sequence · of every sequence at the most that "
+    "fit, from the card's bandwidth and tensor throughput (docs/estimates.md).",
+    True: "Last line: training tokens/s on those cards · the time for --tokens "
+    "(docs/estimates.md).",
+}
+
+
+def choice_json(choice: Choice) -> dict[str, Any]:
+    """The cheapest plan meeting --target-tps within --budget-per-hour."""
+    from advisor.cli.estimate_cmd import speed_json
+
+    best = choice.best
+    return {
+        "gpu": best.card.slug,
+        "count": best.count,
+        "quant": best.level.quant,
+        "method": best.level.method.value if best.level.method else None,
+        "concurrency": best.concurrency,
+        "tokens_per_s": round(best.throughput, 4),
+        "price_per_hour": round(best.price_per_hour or 0.0, 4),
+        "speed": speed_json(best.speed),
+        "plans_meeting": len(choice.met),
+        "plans_considered": choice.considered,
+    }
+
+
+def choice_lines(choice: Choice, target: float | None, budget: float | None) -> list[str]:
+    from advisor.cli.estimate_cmd import rate_words
+    from advisor.plans import describe
+
+    asked = []
+    if target is not None:
+        asked.append(f"at least {rate_words(target)} tokens/s")
+    if budget is not None:
+        asked.append(f"at most ${budget:,.2f}/h")
+    best = choice.best
+    what = "sequences at once" if best.concurrency is not None else ""
+    lines = [
+        f"cheapest plan for {' and '.join(asked)} ({choice.considered} plans sized, "
+        f"{len(choice.met)} meet it):",
+        f"  {describe(best)}"
+        + (f", {best.concurrency:,} {what}" if best.concurrency is not None else ""),
+    ]
+    for runner in choice.met[1:3]:
+        lines.append(f"  then {describe(runner)}")
+    return lines
+
+
+def fit_json(slug: str, params: int, result: Plan, speeds: Speeds | None = None) -> dict[str, Any]:
     from advisor.cli.estimate_cmd import workload_json
 
     first = result.levels[0].workload
@@ -459,8 +581,55 @@ def fit_json(slug: str, params: int, result: Plan) -> dict[str, Any]:
         "params": params,
         "stage": first.stage.value,
         "workload": workload,
-        "options": [option_json(o) for o in result.options],
+        "options": [option_json(o, (speeds or {}).get(id(o))) for o in result.options],
     }
+
+
+def speed_options(
+    stage: Stage,
+    tokens: int | None,
+    dataset_tokens: int | None,
+    epochs: int | None,
+    target_tps: float | None,
+    budget_per_hour: float | None,
+) -> int | None:
+    """The tokens of the training run the options describe, the target and budget checked."""
+    from advisor.plans import check_target
+    from advisor.speed import training_tokens
+
+    run_tokens = training_tokens(tokens, dataset_tokens, epochs)
+    if run_tokens is not None and stage is Stage.inference:
+        raise InvalidValueError("--tokens, --dataset-tokens and --epochs size a training run")
+    check_target(target_tps, budget_per_hour)
+    return run_tokens
+
+
+def _speeds_and_choice(
+    arch: Architecture,
+    result: Plan,
+    cards: Sequence[Card],
+    tokens: int | None,
+    target_tps: float | None,
+    budget_per_hour: float | None,
+    allow_longer_context: bool,
+) -> tuple[Speeds, Choice | None]:
+    """Each option's speed, and the cheapest plan when a target or budget is asked."""
+    from advisor.plans import cheapest, option_speed
+
+    speeds: Speeds = {id(o): option_speed(arch, o, tokens=tokens) for o in result.options}
+    if target_tps is None and budget_per_hour is None:
+        return speeds, None
+    choice = cheapest(
+        arch,
+        result.levels,
+        cards,
+        target_tps=target_tps,
+        budget_per_hour=budget_per_hour,
+        max_gpus=result.max_gpus,
+        tokens=tokens,
+        allow_longer_context=allow_longer_context,
+    )
+    return speeds, choice
 
 
 def fit(
@@ -534,15 +703,35 @@ def fit(
         ),
     ] = False,
     sort: Annotated[SortBy, typer.Option("--sort", help="Order of the cards.")] = SortBy.by_count,
+    tokens: options.TokensOpt = None,
+    dataset_tokens: options.DatasetTokensOpt = None,
+    epochs: options.EpochsOpt = None,
+    target_tps: Annotated[
+        float | None,
+        typer.Option(
+            "--target-tps",
+            help="Pick the cheapest plan (card, count, level) whose tokens/s reaches this: "
+            "decode of every sequence at the most that fit, or training.",
+        ),
+    ] = None,
+    budget_per_hour: Annotated[
+        float | None,
+        typer.Option(
+            "--budget-per-hour",
+            help="Most dollars an hour the plan may cost (alone: the fastest plan within it).",
+        ),
+    ] = None,
     units: options.UnitsOpt = Units.gib,
     as_json: options.JsonOpt = False,
 ) -> None:
-    """Which cards, how many of each and at which quantization a model needs."""
+    """Which cards, how many of each and at which quantization a model needs, how fast each
+    runs, and the cheapest plan that meets a throughput target."""
     from advisor.arch import count_params
     from advisor.fit import check_buildable, plan
 
     if count is not None and count < 1:
         raise InvalidValueError(f"count must be at least 1, got {count}")
+    run_tokens = speed_options(stage, tokens, dataset_tokens, epochs, target_tps, budget_per_hour)
     request = Request(
         stage=stage,
         method=method,
@@ -598,7 +787,17 @@ def fit(
     params = count_params(arch).total
     if result.note:
         shared.note(result.note)
+    speeds, choice = _speeds_and_choice(
+        arch, result, cards, run_tokens, target_tps, budget_per_hour, allow_longer_context
+    )
     if as_json:
-        shared.print_json(fit_json(slug, params, result))
+        data = fit_json(slug, params, result, speeds)
+        if choice is not None:
+            data["cheapest"] = choice_json(choice)
+        shared.print_json(data)
     else:
-        _render(slug, params, result, what, units, sort)
+        _render(slug, params, result, what, units, sort, speeds)
+        if choice is not None:
+            console = shared.out()
+            for line in choice_lines(choice, target_tps, budget_per_hour):
+                console.print(line)

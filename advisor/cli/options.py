@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from advisor.arch import Architecture
     from advisor.fit import Card
     from advisor.policy import Level, Request
+    from advisor.speed import Compute
     from advisor.workload import WeightFormat
     from catalog.reader import GPURecord
 
@@ -203,6 +204,25 @@ GpuMemoryUtilizationOpt = Annotated[
         help="vllm: the share of each card the engine takes (the KV cache gets what is left).",
     ),
 ]
+SpeedGpuOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--gpu",
+        help="A catalog card whose bandwidth, tensor throughput, link and price give the speed "
+        "section (memory checks against cards are `fit`'s).",
+    ),
+]
+TokensOpt = Annotated[
+    int | None,
+    typer.Option("--tokens", help="Training: tokens the run trains on, for its time and cost."),
+]
+DatasetTokensOpt = Annotated[
+    int | None,
+    typer.Option("--dataset-tokens", help="Training: tokens of one pass over the dataset."),
+]
+EpochsOpt = Annotated[
+    int | None, typer.Option("--epochs", help="Training: passes over --dataset-tokens.")
+]
 UnitsOpt = Annotated[Units, typer.Option("--units", help="gib (binary) or gb (decimal).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
@@ -274,11 +294,29 @@ def lora_targets(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def compute_of(row: GPURecord) -> Compute:
+    """A catalog GPU's figures as the speed model reads them."""
+    from advisor.speed import Compute
+
+    return Compute(
+        name=row.name,
+        vendor=Vendor(row.vendor),
+        market=row.market,
+        bandwidth_bytes_per_s=row.bandwidth_bytes_per_s,
+        fp16_tflops=row.fp16_tflops,
+        fp8_tflops=row.fp8_tflops,
+        int8_tops=row.int8_tops,
+        interconnect_bytes_per_s=row.interconnect_bytes_per_s,
+        price_per_hour=row.cloud_price_per_hour_usd,
+    )
+
+
 def card_of(row: GPURecord) -> Card:
     """A catalog GPU as the advisor's search needs it."""
     from advisor.fit import Card
 
     return Card(
+        compute=compute_of(row),
         slug=row.slug,
         name=row.name,
         vendor=Vendor(row.vendor),

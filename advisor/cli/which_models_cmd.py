@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from advisor.cli import options, shared
+from advisor.cli.estimate_cmd import rate_words
 from advisor.cli.fit_cmd import offload_json, partial_words
 from advisor.cli.shared import NO_FIT, STYLE_FITS, STYLE_NONE, STYLE_TIGHT, level_words
 from advisor.errors import InvalidValueError
@@ -43,8 +44,20 @@ if TYPE_CHECKING:
     from advisor.fit import Card, ModelFit
 
 
+def tokens_per_s(found: ModelFit) -> float | None:
+    """The model's speed at its best fitting level on the cards: decode tokens/s of one
+    sequence (inference) or training tokens/s; None when nothing fits or the card lacks the
+    figures (advisor.plans.option_speed)."""
+    from advisor.plans import option_speed
+
+    if found.best is None:
+        return None
+    return option_speed(found.arch, found.best).single.headline
+
+
 def model_json(found: ModelFit, family: str) -> dict[str, Any]:
     option = found.best or found.closest
+    rate = tokens_per_s(found)
     return {
         "model": found.name,
         "params": found.params,
@@ -65,6 +78,7 @@ def model_json(found: ModelFit, family: str) -> dict[str, Any]:
         "fitting_levels": list(found.fitting_levels),
         "parallel": found.parallel.value if found.parallel else None,
         "reason": found.reason,
+        "tokens_per_s": None if rate is None else round(rate, 4),
     }
 
 
@@ -137,10 +151,12 @@ def _render(
     table.add_column(
         "longest context" if stage is Stage.inference else "longest seq", justify="right"
     )
+    table.add_column("tokens/s", justify="right", no_wrap=True)
     previous = None
     for found, family in shown:
         level, memory, headroom, context = _describe(found, units)
         option = found.best or found.closest
+        rate = tokens_per_s(found)
         table.add_row(
             family if family != previous else "",
             found.name,
@@ -150,6 +166,7 @@ def _render(
             memory.split()[0] if memory else "",
             headroom,
             context,
+            "" if rate is None else rate_words(rate),
         )
         previous = family
     console.print(table)
@@ -158,6 +175,8 @@ def _render(
         line += f", {len(partial)} more only with layers in system RAM (partial)"
     if not show_all and len(fitting) < len(results):
         line += "; --all lists the rest and by how much they miss"
+    what = "decode of one sequence" if stage is Stage.inference else "training"
+    console.print(f"tokens/s: {what}, from the card's figures (docs/estimates.md).")
     console.print(line + ".")
 
 

@@ -1,0 +1,722 @@
+"""How fast and at what cost: decode and prefill tokens per second, training throughput, the
+time and cost of a run.
+
+Pure: no CLI, rendering or database imports. Typed inputs in (an `Architecture`, a `Workload`,
+a card's `Compute` figures), a frozen `Speed` out with every figure it used named in `inputs`.
+A figure the card lacks (bandwidth, a tensor throughput, the link between cards) leaves the
+figures that need it None and is named in `Speed.missing`: no stand-in value is ever used.
+
+The mechanisms (docs/estimates.md "Speed and cost" documents each with its source):
+
+- Decode is one step per generated token for every sequence in the batch. A step reads the
+  weights the step touches (a routed expert only when some sequence routes to it; the input
+  embedding is a lookup of one row) and each sequence's KV cache at its context, at the card's
+  bandwidth times what the engine reaches; it multiplies 2 x the active weights + the attention
+  over the context per sequence at the card's dense tensor throughput times a utilisation. The
+  slower of the two bounds the step (the roofline), plus the engine's fixed time per layer
+  (kernel launches, Python, sampling) and, with tensor parallelism, two all-reduces of the
+  hidden state per layer over the card's link.
+- Prefill multiplies the whole prompt: 2 x active weights per token + the causal attention
+  (2 x layers x width x prompt^2), read the weights once per micro-batch of the engine.
+- Training runs 3 passes' worth of matmuls per token (forward, backward for activations,
+  backward for weights), one more forward with full checkpointing; frozen weights (LoRA, QLoRA,
+  freeze) skip the weight gradient, and frozen layers below every trained one skip backward.
+  QLoRA dequantizes each 4-bit weight to 16 bits in every forward and backward pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from types import MappingProxyType
+
+from advisor.arch import Architecture
+from advisor.enums import Engine, Market, QuantKind, Vendor
+from advisor.errors import InvalidValueError
+from advisor.estimator import GGML_F32_BYTES, OVERHEAD_BY_VENDOR, Runtime, Traffic, traffic
+from advisor.workload import (
+    Checkpointing,
+    Method,
+    Parallel,
+    Precision,
+    Stage,
+    Workload,
+    check_count,
+)
+
+__all__ = [
+    "BACKEND_SPEED",
+    "MFU_BY_RECIPE",
+    "Bound",
+    "Compute",
+    "EngineSpeed",
+    "Recipe",
+    "Speed",
+    "speed",
+    "training_tokens",
+]
+
+TERA = 1e12
+SECONDS_PER_HOUR = 3600
+MILLION = 1_000_000
+# 16-bit activations cross the link between cards under tensor parallelism.
+ACTIVATION_BYTES = 2
+# Tensor parallelism all-reduces the hidden state twice per layer (after attention and after
+# the MLP: Megatron-LM's row-parallel layers, Shoeybi et al. 2019, section 3).
+ALLREDUCES_PER_LAYER = 2
+# A ring all-reduce sends and receives 2 (n - 1) / n of the buffer per card (Patarasuk and
+# Yuan 2009; nccl-tests doc/PERFORMANCE.md: bus bandwidth = algorithm bandwidth x 2(n-1)/n).
+RING_FACTOR_NUMERATOR = 2
+# Fixed cost of one all-reduce (launch and synchronisation), independent of its size: an
+# order of magnitude, not a calibration (NCCL's small-message all-reduce within one machine
+# takes some microseconds to tens of them; nccl-tests all_reduce_perf prints it per size). No
+# record of the calibration set isolates it: vLLM's 2- and 4-card runs are within 10 % with it.
+ALLREDUCE_LATENCY_S = 10e-6
+# llama.cpp's layer split hands the hidden state from one card to the next once per step; its
+# cost per hand-over is calibrated on llama-bench's tg512 figures of Llama-3-8B on 1 to 6
+# RTX 3090 and RTX 4090 cards (0.18 to 0.29 ms per added card, XiongjieDai/
+# GPU-Benchmarks-on-LLM-Inference).
+PIPELINE_HOP_S = 0.2e-3
+# NVIDIA GeForce (consumer and laptop) cards run FP16 tensor math at twice the rate the catalog
+# lists when the accumulation is FP16 too: the catalog's dense figure is the FP32-accumulate
+# one (NVIDIA Ada GPU architecture whitepaper, RTX 4090: 330.3 TFLOPS FP16-accumulate vs
+# 165.2 FP32-accumulate; Ampere GA102 whitepaper likewise). llama.cpp's CUDA backend runs its
+# F16 GEMMs with FP16 compute (ggml-cuda: cublasGemmEx with CUBLAS_COMPUTE_16F).
+GEFORCE_FP16_ACCUMULATE_SPEEDUP = 2.0
+GEFORCE_MARKETS = frozenset({Market.consumer, Market.laptop})
+# Weight formats of at most this many bits per weight, of the float kind, are FP8 checkpoints.
+FP8_BITS = 8
+# bitsandbytes dequantizes an NF4 weight to 16 bits before each matmul: it reads the packed
+# 4.5-bit weight and writes a 16-bit copy that the matmul reads back (bitsandbytes
+# functional.dequantize_4bit; QLoRA, Dettmers et al. 2023, section 3).
+QLORA_DEQUANT_BYTES_PER_WEIGHT = 4.5 / 8 + 2 + 2
+# Passes over a frozen matrix per training step: forward and the activation gradient.
+FROZEN_PASSES = 2
+# Passes over a trained matrix: forward, activation gradient, weight gradient (Kaplan et al.
+# 2020, "6N" per token = 3 passes of 2 FLOPs per weight).
+TRAINED_PASSES = 3
+FLOPS_PER_MAC = 2
+# transformers' decode step (DynamicCache.update: torch.cat of the old cache and the new token;
+# modeling_*.repeat_kv: K and V expanded to every query head before attention): the cache is
+# read and written by the concatenation, and its expansion written and read once more.
+KV_CONCAT_PASSES = 2
+KV_REPEAT_PASSES = 2
+# llama.cpp's logical batch (-b, common/common.h n_batch = 2048): a prompt is split into
+# batches of this many tokens, each into micro-batches of n_ubatch; with layers split over
+# cards, the micro-batches of one batch flow through the cards as a pipeline that drains at
+# the end of each batch (src/llama-context.cpp pipeline parallelism, n_batch > n_ubatch).
+LLAMA_CPP_N_BATCH = 2048
+# Engines whose cards each hold whole layers, run one after the other, whatever strategy is
+# asked: llama.cpp's default `--split-mode layer` (its memory is sized the same way,
+# advisor.estimator._llama_cpp_terms).
+LAYER_SPLIT_ENGINES = frozenset({Engine.llama_cpp})
+# Without flash attention llama.cpp's graph (src/llama-graph.cpp build_attn_mha) writes the
+# fp32 scores KQ, reads and writes them in soft_max, and reads them in the KQV product.
+LLAMA_CPP_SCORE_PASSES = 4
+
+
+# --- bounds ------------------------------------------------------------------------------------
+# Tokens of one training run: the largest published pretraining runs use about 1.5 * 10^13
+# (Llama 3: 15T tokens); 10^15 is over sixty times that.
+MAX_TRAINING_TOKENS = 10**15
+# Passes over a dataset: fine-tuning recipes use 1 to 10; 10^4 bounds the product's loop-free
+# arithmetic far above any recipe.
+MAX_EPOCHS = 10_000
+
+
+def training_tokens(
+    tokens: int | None, dataset_tokens: int | None, epochs: int | None
+) -> int | None:
+    """The tokens a run trains on: `tokens`, or `dataset_tokens` x `epochs` (1 epoch unless
+    told); None when neither is given. Checked against the bounds before any use."""
+    if tokens is not None and dataset_tokens is not None:
+        raise InvalidValueError(
+            "--tokens is the whole run; --dataset-tokens with --epochs "
+            "describes it another way: give one"
+        )
+    if epochs is not None and dataset_tokens is None:
+        raise InvalidValueError("--epochs counts passes over --dataset-tokens: give both")
+    if tokens is not None:
+        return check_count("tokens", tokens, MAX_TRAINING_TOKENS)
+    if dataset_tokens is None:
+        return None
+    check_count("dataset-tokens", dataset_tokens, MAX_TRAINING_TOKENS)
+    passes = check_count("epochs", 1 if epochs is None else epochs, MAX_EPOCHS)
+    return check_count("dataset-tokens x epochs", dataset_tokens * passes, MAX_TRAINING_TOKENS)
+
+
+class Bound(StrEnum):
+    """What limits a decode step: reading memory, or the tensor cores."""
+
+    memory = "memory"
+    compute = "compute"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Compute:
+    """A card's figures the speed model reads; None where the catalog has none."""
+
+    name: str
+    vendor: Vendor
+    market: Market
+    bandwidth_bytes_per_s: int | None
+    fp16_tflops: float | None
+    fp8_tflops: float | None
+    int8_tops: float | None
+    interconnect_bytes_per_s: int | None
+    price_per_hour: float | None = None  # one card
+
+    @property
+    def runtime(self) -> Runtime:
+        return OVERHEAD_BY_VENDOR[self.vendor].runtime
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineSpeed:
+    """What one engine reaches on one vendor backend.
+
+    `bandwidth_efficiency`: the share of the card's memory bandwidth a decode step's weight
+    reads reach, and `bandwidth_ceiling_bytes_per_s` the most its kernels read per second on
+    any card (None: no ceiling seen); `layer_overhead_s`: fixed time per layer per step (kernel
+    launches, the framework's own work), paid on top of the memory or compute time;
+    `utilization`: the share of the dense tensor throughput its prefill reaches with 16-bit
+    weights, `quantized_utilization` with block-quantized ones (dequantized on the fly, or
+    llama.cpp's integer MMQ kernels); `kv_copies`:
+    each step copies the KV cache (transformers' DynamicCache grows by concatenation and
+    `repeat_kv` expands K and V to every query head); `pipelines_prompt`: with layers split
+    over cards, a long prompt's micro-batches flow through the cards at once. `measured`
+    False: no published figure for this pair, the CUDA backend's stand in (said in the
+    output)."""
+
+    bandwidth_efficiency: float
+    bandwidth_ceiling_bytes_per_s: float | None
+    layer_overhead_s: float
+    utilization: float
+    quantized_utilization: float
+    kv_copies: bool
+    pipelines_prompt: bool
+    measured: bool
+    source: str
+
+
+_LLAMA_CPP_CUDA = EngineSpeed(
+    bandwidth_efficiency=0.90,
+    bandwidth_ceiling_bytes_per_s=1.1e12,
+    layer_overhead_s=0.09e-3,
+    utilization=0.37,
+    quantized_utilization=0.29,
+    kv_copies=False,
+    pipelines_prompt=True,
+    measured=True,
+    source=(
+        "llama-bench tg512/pp512, Llama-3-8B and 70B Q4_K_M and F16 on 20 NVIDIA cards "
+        "(XiongjieDai/GPU-Benchmarks-on-LLM-Inference, llama.cpp b1 2024-05, CUDA 12.1)"
+    ),
+)
+_LLAMA_CPP_METAL = EngineSpeed(
+    bandwidth_efficiency=0.80,
+    bandwidth_ceiling_bytes_per_s=None,
+    layer_overhead_s=0.25e-3,
+    utilization=0.37,
+    quantized_utilization=0.29,
+    kv_copies=False,
+    pipelines_prompt=True,
+    measured=True,
+    source=(
+        "llama-bench tg512/pp512, Llama-3-8B and 70B on Apple M1, M1 Max, M2 Ultra, M3 Max "
+        "(XiongjieDai/GPU-Benchmarks-on-LLM-Inference, Metal backend)"
+    ),
+)
+_VLLM_CUDA = EngineSpeed(
+    bandwidth_efficiency=0.85,
+    bandwidth_ceiling_bytes_per_s=None,
+    layer_overhead_s=0.11e-3,
+    utilization=0.50,
+    quantized_utilization=0.5,
+    kv_copies=False,
+    pipelines_prompt=True,
+    measured=True,
+    source=(
+        "Qwen2.5 speed benchmark, vLLM 0.6 on A100 80GB, 0.5B-72B BF16/GPTQ/AWQ, 1-4 GPUs "
+        "(QwenLM/Qwen2.5 docs/source/benchmark/speed_benchmark.rst)"
+    ),
+)
+_TRANSFORMERS_CUDA = EngineSpeed(
+    bandwidth_efficiency=0.85,
+    bandwidth_ceiling_bytes_per_s=None,
+    layer_overhead_s=0.88e-3,
+    utilization=0.50,
+    quantized_utilization=0.5,
+    kv_copies=True,
+    pipelines_prompt=False,
+    measured=True,
+    source=(
+        "Qwen2.5 speed benchmark, transformers 4.46 on A100 80GB, 0.5B-72B: 21-57 ms per "
+        "token, 0.84-0.90 ms per layer at every size (QwenLM/Qwen2.5 speed_benchmark.rst)"
+    ),
+)
+
+
+def _unmeasured(entry: EngineSpeed, backend: str) -> EngineSpeed:
+    return replace(
+        entry,
+        measured=False,
+        source=f"no published {backend} figure in the calibration set: {entry.source}",
+    )
+
+
+# Every engine on every backend: one entry each, no fallback (tests/test_speed.py checks).
+BACKEND_SPEED: Mapping[tuple[Engine, Runtime], EngineSpeed] = MappingProxyType(
+    {
+        (Engine.llama_cpp, Runtime.cuda): _LLAMA_CPP_CUDA,
+        (Engine.llama_cpp, Runtime.metal): _LLAMA_CPP_METAL,
+        (Engine.llama_cpp, Runtime.rocm): _unmeasured(_LLAMA_CPP_CUDA, "ROCm (HIP)"),
+        (Engine.llama_cpp, Runtime.level_zero): _unmeasured(_LLAMA_CPP_CUDA, "SYCL"),
+        (Engine.vllm, Runtime.cuda): _VLLM_CUDA,
+        (Engine.vllm, Runtime.rocm): _unmeasured(_VLLM_CUDA, "ROCm"),
+        (Engine.vllm, Runtime.metal): _unmeasured(_VLLM_CUDA, "Metal"),
+        (Engine.vllm, Runtime.level_zero): _unmeasured(_VLLM_CUDA, "XPU"),
+        (Engine.transformers, Runtime.cuda): _TRANSFORMERS_CUDA,
+        (Engine.transformers, Runtime.rocm): _unmeasured(_TRANSFORMERS_CUDA, "ROCm"),
+        (Engine.transformers, Runtime.metal): _unmeasured(_TRANSFORMERS_CUDA, "MPS"),
+        (Engine.transformers, Runtime.level_zero): _unmeasured(_TRANSFORMERS_CUDA, "XPU"),
+    }
+)
+
+
+class Recipe(StrEnum):
+    """The kinds of training run whose model FLOPs utilisation differs: 16-bit matmuls, or
+    FP8 linear layers (torchao float8 under torchtitan)."""
+
+    bf16 = "16-bit"
+    fp8 = "fp8"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MFU:
+    """Model FLOPs utilisation of a recipe: FLOPs the model needs over the card's dense peak
+    for the matmul dtype."""
+
+    mfu: float
+    source: str
+
+
+MFU_BY_RECIPE: Mapping[Recipe, MFU] = MappingProxyType(
+    {
+        Recipe.bf16: MFU(
+            mfu=0.34,
+            source=(
+                "torchtitan Llama-3.1-8B/70B BF16 FSDP on 8-256 H100 (5,762-6,667 tokens/s/GPU "
+                "for 8B at 8k, 597-652 for 70B; pytorch/torchtitan docs/performance.md), "
+                "fitted over them with the FLOPs counted here (tests/test_speed_calibration.py)"
+            ),
+        ),
+        Recipe.fp8: MFU(
+            mfu=0.22,
+            source=(
+                "torchtitan Llama-3.1-8B/70B float8 linears on H100 (8,380-8,532 tokens/s/GPU "
+                "for 8B at 8k, 810-942 for 70B; pytorch/torchtitan docs/performance.md), "
+                "against the FP8 dense peak"
+            ),
+        ),
+    }
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Speed:
+    """The speed of one workload on its `gpus` cards; a figure that does not apply, or that
+    needs a card figure the catalog lacks (named in `missing`), is None."""
+
+    decode_tokens_per_s: float | None = None  # per sequence at the workload's batch
+    decode_tokens_per_s_total: float | None = None  # all sequences together
+    prefill_tokens_per_s: float | None = None
+    time_to_first_token_s: float | None = None
+    train_tokens_per_s: float | None = None  # all cards together
+    train_time_s: float | None = None
+    cost_usd: float | None = None
+    cost_per_million_tokens_usd: float | None = None
+    bound: Bound | None = None
+    inputs: Mapping[str, float | str] = field(default_factory=dict)
+    missing: tuple[str, ...] = ()
+
+    @property
+    def headline(self) -> float | None:
+        """The throughput a comparison sorts on: decode (all sequences) or training."""
+        if self.train_tokens_per_s is not None:
+            return self.train_tokens_per_s
+        return self.decode_tokens_per_s_total
+
+
+# --- the pieces ---------------------------------------------------------------------------------
+
+
+def _attended(t: Traffic, context: int) -> float:
+    """Key positions attended per query, summed over layers, at `context` (sliding-window
+    layers see at most the window)."""
+    full = t.layers - t.sliding_layers
+    window = min(context, t.sliding_window) if t.sliding_window else context
+    return full * context + t.sliding_layers * window
+
+
+def _touched_params(t: Traffic, sequences: int) -> float:
+    """Weights a decode step of `sequences` tokens reads: all but the embedding lookup, and of
+    the routed experts the expected share some token routes to (independent, uniform routing:
+    1 - (1 - k/E)^b)."""
+    read = float(t.params - t.lookup_params - t.routed_params)
+    if t.routed_params:
+        untouched = (1 - t.experts_per_token / t.experts) ** sequences
+        read += t.routed_params * (1 - untouched)
+    return read
+
+
+def _matmul_params(t: Traffic) -> int:
+    return t.matmul_params
+
+
+def _tensor_tflops(compute: Compute, w: Workload) -> tuple[float | None, str]:
+    """The dense tensor throughput the workload's matmuls run at, and its name."""
+    fmt = w.weight_format
+    fp8_weights = (
+        fmt is not None
+        and fmt.kind is QuantKind.float
+        and fmt.bits_per_weight <= FP8_BITS
+        and w.serving.engine is Engine.vllm
+    )
+    if w.precision is Precision.fp8:
+        return compute.fp8_tflops, "FP8 dense TFLOPS"
+    if w.stage is Stage.inference and fp8_weights and compute.fp8_tflops is not None:
+        # FP8 weights run FP8 matmuls where the card has FP8 tensor cores; elsewhere vLLM
+        # runs them weight-only (Marlin W8A16: 16-bit matmuls on dequantized weights).
+        return compute.fp8_tflops, "FP8 dense TFLOPS"
+    if w.precision is Precision.fp32:
+        return None, "FP32 tensor TFLOPS"
+    tflops = compute.fp16_tflops
+    if (
+        tflops is not None
+        and w.stage is Stage.inference
+        and w.serving.engine is Engine.llama_cpp
+        and compute.vendor is Vendor.nvidia
+        and compute.market in GEFORCE_MARKETS
+    ):
+        return tflops * GEFORCE_FP16_ACCUMULATE_SPEEDUP, "FP16 dense TFLOPS (FP16 accumulate)"
+    return tflops, "FP16/BF16 dense TFLOPS"
+
+
+@dataclass(frozen=True)
+class _Comm:
+    """Time per step spent between cards."""
+
+    seconds: float
+    link: float | None
+
+
+def _tp_comm(t: Traffic, w: Workload, compute: Compute, tokens: int) -> _Comm | None:
+    """Tensor parallelism's all-reduces of `tokens` hidden states per layer (None: the card
+    has no link figure)."""
+    n = w.gpus
+    if n == 1 or _layer_split(w):
+        return _Comm(0.0, None)
+    link = compute.interconnect_bytes_per_s
+    if link is None:
+        return None
+    size = tokens * t.hidden * ACTIVATION_BYTES * RING_FACTOR_NUMERATOR * (n - 1) / n
+    per_layer = ALLREDUCES_PER_LAYER * (ALLREDUCE_LATENCY_S + size / link)
+    return _Comm(t.layers * per_layer, link)
+
+
+def _layer_split(w: Workload) -> bool:
+    """Whether several cards hold whole layers each and run them one after the other."""
+    return w.gpus > 1 and (w.strategy is Parallel.pp or w.serving.engine in LAYER_SPLIT_ENGINES)
+
+
+def _shards(w: Workload) -> int:
+    """Cards that split one step's work: tensor parallelism divides it, a pipeline of layers
+    runs them one after the other."""
+    return 1 if _layer_split(w) else w.gpus
+
+
+def _hops(w: Workload) -> int:
+    return w.gpus - 1 if _layer_split(w) else 0
+
+
+def _reached(bandwidth: float, engine: EngineSpeed) -> float:
+    """The bandwidth the engine's reads reach on a card of `bandwidth` bytes/s."""
+    reached = bandwidth * engine.bandwidth_efficiency
+    ceiling = engine.bandwidth_ceiling_bytes_per_s
+    return reached if ceiling is None else min(reached, ceiling)
+
+
+def _kv_passes(t: Traffic, engine: EngineSpeed) -> float:
+    """Times a decode step moves the KV cache: once (paged or flash attention reads it), or
+    with copies: read and written back by the concatenation, then written and read expanded
+    to every query head."""
+    if not engine.kv_copies:
+        return 1
+    return KV_CONCAT_PASSES + KV_REPEAT_PASSES * t.query_groups
+
+
+@dataclass(frozen=True)
+class _Step:
+    seconds: float
+    bound: Bound
+
+
+def _decode_step(
+    t: Traffic, w: Workload, compute: Compute, engine: EngineSpeed, tflops: float | None
+) -> _Step | None:
+    """One decode step of `w.batch` sequences at context `w.seq`."""
+    bandwidth = compute.bandwidth_bytes_per_s
+    comm = _tp_comm(t, w, compute, w.batch)
+    if bandwidth is None or comm is None:
+        return None
+    b = w.batch
+    shards = _shards(w)
+    weights = t.weight_bytes * _touched_params(t, b) / t.params
+    kv = b * t.kv_bytes_per_token * _attended(t, w.seq) / t.layers * _kv_passes(t, engine)
+    memory = (weights + kv) / shards / _reached(bandwidth, engine)
+    compute_s = 0.0
+    if tflops is not None:
+        flops = b * (
+            FLOPS_PER_MAC * _matmul_params(t)
+            + 2 * FLOPS_PER_MAC * t.attention_width * _attended(t, w.seq)
+        )
+        compute_s = flops / shards / (tflops * TERA * engine.utilization)
+    elif b > 1:
+        return None  # the roofline needs the tensor throughput once a batch shares the reads
+    fixed = t.layers * engine.layer_overhead_s + _hops(w) * PIPELINE_HOP_S + comm.seconds
+    bound = Bound.memory if memory >= compute_s else Bound.compute
+    return _Step(max(memory, compute_s) + fixed, bound)
+
+
+def _prefill_chunk(w: Workload, prompt: int) -> int:
+    """Tokens the engine processes per forward pass of a prompt."""
+    if w.serving.engine is Engine.llama_cpp:
+        return min(prompt, w.serving.ubatch)
+    if w.serving.engine is Engine.vllm:
+        return min(prompt, w.serving.max_batched_tokens)
+    return prompt
+
+
+def _prefill_seconds(
+    t: Traffic,
+    w: Workload,
+    compute: Compute,
+    engine: EngineSpeed,
+    tflops: float | None,
+    prompt: int,
+) -> float | None:
+    """Time to process a prompt of `prompt` tokens (one sequence)."""
+    bandwidth = compute.bandwidth_bytes_per_s
+    if tflops is None or bandwidth is None:
+        return None
+    chunk = _prefill_chunk(w, prompt)
+    passes = math.ceil(prompt / chunk)
+    comm = _tp_comm(t, w, compute, chunk)
+    if comm is None:
+        return None
+    shards = _shards(w)
+    # Causal attention: position i attends to i keys, so the prompt's QK^T and AV cost
+    # 2 x 2 x width x (prompt^2 / 2) per layer.
+    attended = _attended(t, prompt) * prompt / 2
+    flops = (
+        FLOPS_PER_MAC * _matmul_params(t) * prompt
+        + 2 * FLOPS_PER_MAC * t.attention_width * attended
+    )
+    compute_s = flops / shards / (tflops * TERA * _utilization(w, engine))
+    memory = passes * t.weight_bytes / shards / _reached(bandwidth, engine)
+    if w.serving.engine is Engine.llama_cpp and not w.serving.flash_attention:
+        # Without flash attention ggml writes each micro-batch's fp32 scores (chunk x context
+        # x heads) and moves them LLAMA_CPP_SCORE_PASSES times: memory-bound at long prompts.
+        scores = t.heads * GGML_F32_BYTES * LLAMA_CPP_SCORE_PASSES * attended
+        memory += scores / shards / _reached(bandwidth, engine)
+    per_pass = max(compute_s, memory) / passes + t.layers * engine.layer_overhead_s + comm.seconds
+    stages = w.gpus if _layer_split(w) else 1
+    if stages == 1 or not engine.pipelines_prompt:
+        return passes * (per_pass + _hops(w) * PIPELINE_HOP_S)
+    # Layers split over `stages` cards: each card runs its share of a micro-batch, and the
+    # micro-batches of one logical batch follow each other through the cards, so a batch of
+    # m micro-batches takes m + stages - 1 stage times.
+    group = math.ceil(min(prompt, _logical_batch(w)) / chunk)
+    batches = math.ceil(passes / group)
+    stage = per_pass / stages + PIPELINE_HOP_S
+    return (passes + batches * (stages - 1)) * stage
+
+
+def _utilization(w: Workload, engine: EngineSpeed) -> float:
+    fmt = w.weight_format
+    quantized = fmt is not None and fmt.kind is not QuantKind.float
+    return engine.quantized_utilization if quantized else engine.utilization
+
+
+def _logical_batch(w: Workload) -> int:
+    """Tokens submitted to the engine at once, which its pipeline drains between."""
+    if w.serving.engine is Engine.llama_cpp:
+        return LLAMA_CPP_N_BATCH
+    return w.serving.max_batched_tokens
+
+
+@dataclass(frozen=True)
+class _TrainingFlops:
+    """FLOPs per trained token: the weights' matmuls, and the attention's (QK^T and AV, which
+    run in 16 bits under every recipe)."""
+
+    matmul: float
+    attention: float
+
+
+def _training_flops(t: Traffic, w: Workload) -> _TrainingFlops:
+    """Passes over trained and frozen weights, the attention's three passes (its scores are
+    never frozen), one more forward of both with full checkpointing."""
+    matmul = float(FLOPS_PER_MAC * t.matmul_params)
+    attention = FLOPS_PER_MAC * t.attention_width * _attended(t, w.seq)  # causal: half of 2x2
+    if w.method is Method.full:
+        weights = TRAINED_PASSES * matmul
+    else:
+        # Frozen weights: forward and the activation gradient only (LoRA's adapters add under
+        # 1 % at the ranks used). --method freeze trains the top layers: the frozen layers
+        # below them run forward only.
+        weights = FROZEN_PASSES * matmul
+        if w.method is Method.freeze and w.trainable_layers is not None:
+            layer_share = (t.layers - w.trainable_layers) / t.layers
+            weights -= layer_share * (matmul - FLOPS_PER_MAC * t.head_params)
+    scores = TRAINED_PASSES * attention
+    if w.checkpointing in (Checkpointing.full, Checkpointing.offload):
+        weights += matmul
+        scores += attention
+    return _TrainingFlops(weights, scores)
+
+
+def _qlora_dequant_seconds(t: Traffic, w: Workload, bandwidth: float, passes: int) -> float:
+    """Seconds per step bitsandbytes spends turning the 4-bit base into 16-bit copies, one per
+    pass over the weights (memory-bound: read the packed weight, write and read the copy)."""
+    linear = t.matmul_params - t.head_params
+    return passes * linear * QLORA_DEQUANT_BYTES_PER_WEIGHT / bandwidth
+
+
+def _recipe(w: Workload) -> Recipe:
+    return Recipe.fp8 if w.precision is Precision.fp8 else Recipe.bf16
+
+
+def speed(
+    arch: Architecture,
+    workload: Workload,
+    compute: Compute,
+    *,
+    tokens: int | None = None,
+    concurrency: int | None = None,
+) -> Speed:
+    """The speed of `workload` on `workload.gpus` cards of `compute`.
+
+    Inference: decode per sequence and in total at `workload.batch` sequences of context
+    `workload.seq`, prefill and time to first token of a `workload.seq`-token prompt, and the
+    cost per million output tokens at `concurrency` sequences (default: the batch). Training:
+    tokens per second over every card, and with `tokens` the time and cost of training on
+    that many tokens."""
+    t = traffic(arch, workload)
+    if workload.training:
+        return _training_speed(t, workload, compute, tokens)
+    return _inference_speed(t, workload, compute, concurrency or workload.batch)
+
+
+def _price(compute: Compute, gpus: int) -> float | None:
+    return None if compute.price_per_hour is None else compute.price_per_hour * gpus
+
+
+def _inference_speed(t: Traffic, w: Workload, compute: Compute, concurrency: int) -> Speed:
+    engine = BACKEND_SPEED[(w.serving.engine, compute.runtime)]
+    tflops, tflops_name = _tensor_tflops(compute, w)
+    missing = []
+    if compute.bandwidth_bytes_per_s is None:
+        missing.append("memory bandwidth")
+    if tflops is None:
+        missing.append(tflops_name)
+    if w.gpus > 1 and not _layer_split(w) and compute.interconnect_bytes_per_s is None:
+        missing.append("interconnect bandwidth")
+    step = _decode_step(t, w, compute, engine, tflops)
+    prefill = _prefill_seconds(t, w, compute, engine, tflops, w.seq)
+    per_seq = None if step is None else 1 / step.seconds
+    total = None if per_seq is None else per_seq * w.batch
+    cost_per_million = None
+    price = _price(compute, w.gpus)
+    if price is not None and step is not None:
+        at = w if concurrency == w.batch else replace(w, batch=concurrency)
+        served = step if at is w else _decode_step(t, at, compute, engine, tflops)
+        if served is not None:
+            rate = concurrency / served.seconds
+            cost_per_million = price / SECONDS_PER_HOUR / rate * MILLION
+    inputs: dict[str, float | str] = {
+        "engine": w.serving.engine.value,
+        "backend": compute.runtime.value,
+        "bandwidth_efficiency": engine.bandwidth_efficiency,
+        "layer_overhead_s": engine.layer_overhead_s,
+        "utilization": engine.utilization,
+        "efficiency_measured": "yes" if engine.measured else "no (CUDA's figures)",
+    }
+    if compute.bandwidth_bytes_per_s is not None:
+        inputs["bandwidth_bytes_per_s"] = compute.bandwidth_bytes_per_s
+    if tflops is not None:
+        inputs["tensor_tflops"] = tflops
+        inputs["tensor_tflops_kind"] = tflops_name
+    if w.gpus > 1 and not _layer_split(w) and compute.interconnect_bytes_per_s is not None:
+        inputs["interconnect_bytes_per_s"] = compute.interconnect_bytes_per_s
+    if _layer_split(w):
+        inputs["pipeline_hop_s"] = PIPELINE_HOP_S
+    if price is not None:
+        inputs["price_per_hour_usd"] = price
+    return Speed(
+        decode_tokens_per_s=per_seq,
+        decode_tokens_per_s_total=total,
+        prefill_tokens_per_s=None if prefill is None else w.seq / prefill,
+        time_to_first_token_s=prefill,
+        cost_per_million_tokens_usd=cost_per_million,
+        bound=None if step is None else step.bound,
+        inputs=inputs,
+        missing=tuple(missing),
+    )
+
+
+def _training_speed(t: Traffic, w: Workload, compute: Compute, tokens: int | None) -> Speed:
+    recipe = _recipe(w)
+    mfu = MFU_BY_RECIPE[recipe]
+    sixteen = MFU_BY_RECIPE[Recipe.bf16]
+    tflops, tflops_name = _tensor_tflops(compute, w)
+    inputs: dict[str, float | str] = {"recipe": recipe.value, "mfu": mfu.mfu}
+    missing = [] if tflops is not None else [tflops_name]
+    if compute.fp16_tflops is None and tflops_name != "FP16/BF16 dense TFLOPS":
+        missing.append("FP16/BF16 dense TFLOPS")
+    qlora = w.method is Method.qlora
+    if qlora and compute.bandwidth_bytes_per_s is None:
+        missing.append("memory bandwidth")
+    if tflops is None or compute.fp16_tflops is None or missing:
+        return Speed(inputs=inputs, missing=tuple(missing))
+    inputs["tensor_tflops"] = tflops
+    inputs["tensor_tflops_kind"] = tflops_name
+    flops = _training_flops(t, w)
+    per_token = flops.matmul / (tflops * TERA * mfu.mfu) + flops.attention / (
+        compute.fp16_tflops * TERA * sixteen.mfu
+    )
+    if qlora:
+        assert compute.bandwidth_bytes_per_s is not None
+        passes = 3 if w.checkpointing in (Checkpointing.full, Checkpointing.offload) else 2
+        step_tokens = w.batch * w.seq
+        per_token += (
+            _qlora_dequant_seconds(t, w, compute.bandwidth_bytes_per_s, passes) / step_tokens
+        )
+        inputs["bandwidth_bytes_per_s"] = compute.bandwidth_bytes_per_s
+    rate = w.gpus / per_token
+    time_s = None if tokens is None else tokens / rate
+    price = _price(compute, w.gpus)
+    if price is not None:
+        inputs["price_per_hour_usd"] = price
+    return Speed(
+        train_tokens_per_s=rate,
+        train_time_s=time_s,
+        cost_usd=None if time_s is None or price is None else price * time_s / SECONDS_PER_HOUR,
+        cost_per_million_tokens_usd=(
+            None if price is None else price / SECONDS_PER_HOUR / rate * MILLION
+        ),
+        inputs=inputs,
+    )

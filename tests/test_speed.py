@@ -1,0 +1,441 @@
+"""The speed model (`advisor.speed`) and the cheapest plan (`advisor.plans`): each mechanism
+against a hand computation, the tables complete, a missing figure never guessed."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from advisor.arch import Architecture, architecture_from_hf_config, count_params
+from advisor.enums import Engine, Market, Vendor
+from advisor.errors import InvalidValueError, NoPlanError
+from advisor.estimator import OVERHEAD_BY_VENDOR, Runtime
+from advisor.fit import Card, plan
+from advisor.plans import cheapest, option_speed
+from advisor.policy import Level
+from advisor.speed import (
+    BACKEND_SPEED,
+    MAX_TRAINING_TOKENS,
+    MFU_BY_RECIPE,
+    Bound,
+    Compute,
+    Recipe,
+    speed,
+    training_tokens,
+)
+from advisor.workload import (
+    Checkpointing,
+    Method,
+    Parallel,
+    Precision,
+    Serving,
+    Stage,
+    WeightFormat,
+    Workload,
+)
+from support import Run
+
+CONFIGS = Path(__file__).parent / "data" / "configs"
+SPEED_RECORDS = Path(__file__).parent / "data" / "speed.jsonl"
+SHARED_SPEED = Path(__file__).parents[2] / "shared" / "calibration" / "speed.jsonl"
+TERA = 1e12
+
+
+@pytest.fixture(scope="module")
+def llama() -> Architecture:
+    return architecture_from_hf_config(json.loads((CONFIGS / "llama-3-8b.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def mixtral() -> Architecture:
+    return architecture_from_hf_config(json.loads((CONFIGS / "mixtral-8x7b.json").read_text()))
+
+
+def card(**figures: object) -> Compute:
+    values: dict[str, object] = {
+        "name": "test card",
+        "vendor": Vendor.nvidia,
+        "market": Market.datacenter,
+        "bandwidth_bytes_per_s": 2_000_000_000_000,
+        "fp16_tflops": 300.0,
+        "fp8_tflops": 600.0,
+        "int8_tops": 600.0,
+        "interconnect_bytes_per_s": 600_000_000_000,
+        "price_per_hour": 2.0,
+    }
+    values.update(figures)
+    return Compute(**values)  # type: ignore[arg-type]
+
+
+def inference(**kw: object) -> Workload:
+    values: dict[str, object] = {
+        "stage": Stage.inference,
+        "precision": Precision.bf16,
+        "batch": 1,
+        "seq": 1024,
+        "serving": Serving(engine=Engine.vllm),
+    }
+    values.update(kw)
+    return Workload(**values)  # type: ignore[arg-type]
+
+
+def test_vendored_speed_records_match_shared() -> None:
+    """tests/data holds the shared speed records unchanged (checked where ../shared exists)."""
+    if not SHARED_SPEED.exists():
+        pytest.skip("../shared/calibration is not beside this checkout")
+    assert SPEED_RECORDS.read_text() == SHARED_SPEED.read_text()
+
+
+def test_every_engine_has_figures_on_every_backend() -> None:
+    """One entry per engine and runtime, no fallback; every recipe has an MFU."""
+    assert set(BACKEND_SPEED) == {(e, r) for e in Engine for r in Runtime}
+    assert set(MFU_BY_RECIPE) == set(Recipe)
+    for entry in BACKEND_SPEED.values():
+        assert 0 < entry.bandwidth_efficiency <= 1 and 0 < entry.utilization <= 1
+        assert entry.source
+
+
+def test_decode_at_batch_1_is_the_weights_and_kv_over_bandwidth(llama: Architecture) -> None:
+    """vLLM, bf16, one sequence at 1,024 tokens: (weights but the embedding lookup + the KV
+    cache read) / (bandwidth x efficiency) + layers x the per-layer time."""
+    w = inference()
+    found = speed(llama, w, card())
+    engine = BACKEND_SPEED[(Engine.vllm, Runtime.cuda)]
+    params = count_params(llama).total
+    lookup = llama.vocab_size * llama.hidden_size
+    kv_per_token = 2 * llama.num_key_value_heads * llama.head_dim * 2 * llama.num_hidden_layers
+    read = (params - lookup) * 2 + kv_per_token * 1024
+    step = read / (2e12 * engine.bandwidth_efficiency) + 32 * engine.layer_overhead_s
+    assert found.decode_tokens_per_s == pytest.approx(1 / step, rel=1e-9)
+    assert found.decode_tokens_per_s_total == found.decode_tokens_per_s
+    assert found.bound is Bound.memory
+
+
+def test_a_large_batch_is_compute_bound(llama: Architecture) -> None:
+    """Past the roofline crossover the step is the batch's FLOPs over the tensor cores."""
+    small = speed(llama, inference(batch=1), card())
+    large = speed(llama, inference(batch=4096, seq=128), card())
+    assert small.bound is Bound.memory and large.bound is Bound.compute
+    assert large.decode_tokens_per_s_total is not None and small.decode_tokens_per_s is not None
+    assert large.decode_tokens_per_s_total > 100 * small.decode_tokens_per_s
+
+
+def test_decode_grows_with_bandwidth_and_falls_with_context(llama: Architecture) -> None:
+    slow = speed(llama, inference(), card(bandwidth_bytes_per_s=1_000_000_000_000))
+    fast = speed(llama, inference(), card())
+    longer = speed(llama, inference(seq=8192), card())
+    assert slow.decode_tokens_per_s is not None and fast.decode_tokens_per_s is not None
+    assert longer.decode_tokens_per_s is not None
+    assert slow.decode_tokens_per_s < fast.decode_tokens_per_s
+    assert longer.decode_tokens_per_s < fast.decode_tokens_per_s
+
+
+def test_moe_decode_reads_only_the_routed_experts(mixtral: Architecture) -> None:
+    """Mixtral at batch 1 reads 2 of 8 experts: its step is far shorter than reading all
+    47B parameters, and grows toward it as more sequences route to more experts."""
+    one = speed(mixtral, inference(), card())
+    assert one.decode_tokens_per_s is not None
+    all_weights = count_params(mixtral).total * 2 / (2e12 * 0.85)
+    assert 1 / one.decode_tokens_per_s < 0.5 * all_weights
+    per_seq = [speed(mixtral, inference(batch=b), card()).decode_tokens_per_s for b in (1, 2, 8)]
+    assert per_seq[0] is not None and per_seq[1] is not None and per_seq[2] is not None
+    assert per_seq[0] > per_seq[1] > per_seq[2]
+
+
+def test_tensor_parallelism_splits_the_reads_and_pays_the_link(llama: Architecture) -> None:
+    one = speed(llama, inference(), card())
+    two = speed(llama, inference(gpus=2, parallel=Parallel.tp), card())
+    slow_link = speed(
+        llama, inference(gpus=2, parallel=Parallel.tp), card(interconnect_bytes_per_s=10**9)
+    )
+    assert one.decode_tokens_per_s is not None and two.decode_tokens_per_s is not None
+    assert slow_link.decode_tokens_per_s is not None
+    assert two.decode_tokens_per_s > one.decode_tokens_per_s
+    assert slow_link.decode_tokens_per_s < two.decode_tokens_per_s
+
+
+def test_llama_cpp_cards_run_their_layers_one_after_another(llama: Architecture) -> None:
+    """llama.cpp's layer split: two cards decode no faster than one (a hand-over per card)."""
+    w = inference(serving=Serving(engine=Engine.llama_cpp), precision=Precision.fp16)
+    one = speed(llama, w, card())
+    two = speed(llama, dataclasses.replace(w, gpus=2), card())
+    assert one.decode_tokens_per_s is not None and two.decode_tokens_per_s is not None
+    assert two.decode_tokens_per_s < one.decode_tokens_per_s
+
+
+def test_a_missing_figure_is_never_guessed(llama: Architecture) -> None:
+    """No tensor throughput: no prefill, no decode past batch 1; no bandwidth: no decode;
+    tensor parallelism without a link figure: no decode either. Each names the figure."""
+    no_tflops = speed(llama, inference(), card(fp16_tflops=None))
+    assert no_tflops.decode_tokens_per_s is not None
+    assert no_tflops.prefill_tokens_per_s is None and no_tflops.time_to_first_token_s is None
+    assert no_tflops.missing == ("FP16/BF16 dense TFLOPS",)
+    batched = speed(llama, inference(batch=8), card(fp16_tflops=None))
+    assert batched.decode_tokens_per_s is None
+    no_bandwidth = speed(llama, inference(), card(bandwidth_bytes_per_s=None))
+    assert no_bandwidth.decode_tokens_per_s is None and no_bandwidth.headline is None
+    assert no_bandwidth.missing == ("memory bandwidth",)
+    no_link = speed(
+        llama, inference(gpus=2, parallel=Parallel.tp), card(interconnect_bytes_per_s=None)
+    )
+    assert no_link.decode_tokens_per_s is None
+    assert no_link.missing == ("interconnect bandwidth",)
+    fp32 = speed(llama, inference(precision=Precision.fp32), card())
+    assert fp32.prefill_tokens_per_s is None and "FP32 tensor TFLOPS" in fp32.missing
+
+
+def test_prefill_is_the_prompts_flops_over_the_tensor_cores(llama: Architecture) -> None:
+    """transformers, one 1,024-token prompt: (2 x matmul weights x prompt + the causal
+    attention 2 x 2 x width x prompt^2 / 2 per layer) / (TFLOPS x utilization) + the layers'
+    fixed time."""
+    w = inference(serving=Serving(engine=Engine.transformers))
+    found = speed(llama, w, card())
+    engine = BACKEND_SPEED[(Engine.transformers, Runtime.cuda)]
+    matmul = count_params(llama).total - llama.vocab_size * llama.hidden_size
+    width = llama.num_attention_heads * llama.head_dim
+    flops = 2 * matmul * 1024 + 4 * width * 32 * 1024 * 1024 / 2
+    seconds = flops / (300 * TERA * engine.utilization) + 32 * engine.layer_overhead_s
+    assert found.time_to_first_token_s == pytest.approx(seconds, rel=1e-9)
+    assert found.prefill_tokens_per_s == pytest.approx(1024 / seconds, rel=1e-9)
+
+
+def training(**kw: object) -> Workload:
+    values: dict[str, object] = {
+        "stage": Stage.finetune,
+        "precision": Precision.bf16,
+        "batch": 1,
+        "seq": 2048,
+    }
+    values.update(kw)
+    return Workload(**values)  # type: ignore[arg-type]
+
+
+def test_full_training_is_six_flops_per_weight_and_the_attention(llama: Architecture) -> None:
+    """3 passes of 2 FLOPs per multiplied weight + 3 passes of the causal attention, over
+    TFLOPS x MFU, on every card; the time and cost of --tokens follow."""
+    found = speed(llama, training(gpus=4), card(), tokens=10**9)
+    mfu = MFU_BY_RECIPE[Recipe.bf16].mfu
+    matmul = count_params(llama).total - llama.vocab_size * llama.hidden_size
+    width = llama.num_attention_heads * llama.head_dim
+    flops = 6 * matmul + 3 * 2 * width * 32 * 2048
+    rate = 4 * 300 * TERA * mfu / flops
+    assert found.train_tokens_per_s == pytest.approx(rate, rel=1e-9)
+    assert found.train_time_s == pytest.approx(1e9 / rate, rel=1e-9)
+    assert found.cost_usd == pytest.approx(4 * 2.0 * 1e9 / rate / 3600, rel=1e-9)
+    assert found.decode_tokens_per_s is None and found.bound is None
+
+
+def test_training_recipes_order(llama: Architecture) -> None:
+    """Frozen weights skip their gradient (LoRA faster than full), full checkpointing adds a
+    forward, QLoRA pays its dequantization, FP8 matmuls run faster."""
+    rates = {
+        name: speed(llama, w, card()).train_tokens_per_s
+        for name, w in {
+            "full": training(),
+            "lora": training(method=Method.lora),
+            "qlora": training(
+                method=Method.qlora,
+                weight_format=WeightFormat(slug="nf4", bits_per_weight=4.5),
+            ),
+            "checkpointed": training(checkpointing=Checkpointing.full),
+            "fp8": training(precision=Precision.fp8),
+        }.items()
+    }
+    assert all(r is not None for r in rates.values())
+    assert rates["lora"] > rates["full"] > rates["checkpointed"]  # type: ignore[operator]
+    assert rates["lora"] > rates["qlora"]  # type: ignore[operator]
+    assert rates["fp8"] > rates["full"]  # type: ignore[operator]
+
+
+def test_training_tokens_options() -> None:
+    assert training_tokens(None, None, None) is None
+    assert training_tokens(5, None, None) == 5
+    assert training_tokens(None, 1000, 3) == 3000
+    assert training_tokens(None, 1000, None) == 1000
+    with pytest.raises(InvalidValueError, match="give one"):
+        training_tokens(5, 10, None)
+    with pytest.raises(InvalidValueError, match="--epochs counts passes"):
+        training_tokens(None, None, 2)
+    with pytest.raises(InvalidValueError, match="tokens must be at most"):
+        training_tokens(MAX_TRAINING_TOKENS + 1, None, None)
+    with pytest.raises(InvalidValueError, match="dataset-tokens x epochs"):
+        training_tokens(None, MAX_TRAINING_TOKENS, 2)
+
+
+def fit_card(slug: str, memory_gib: int, price: float | None, bandwidth: int) -> Card:
+    return Card(
+        slug=slug,
+        name=slug,
+        vendor=Vendor.nvidia,
+        market=Market.datacenter,
+        memory_bytes=memory_gib * 2**30,
+        price_per_hour=price,
+        compute=card(bandwidth_bytes_per_s=bandwidth, price_per_hour=price),
+    )
+
+
+def test_cheapest_plan_meets_the_target_at_the_lowest_price(llama: Architecture) -> None:
+    """Of a cheap slow card and a dear fast one, the target picks the cheapest that meets it;
+    a budget alone picks the fastest within it; an unreachable target says how close."""
+    level = Level(label="bf16", workload=inference(seq=4096))
+    cheap = fit_card("cheap", 80, 1.0, 500_000_000_000)
+    dear = fit_card("dear", 80, 5.0, 4_000_000_000_000)
+    cards = [cheap, dear]
+    slow_rate = cheapest(llama, [level], [cheap], target_tps=1.0, max_gpus=1).best.throughput
+    low = cheapest(llama, [level], cards, target_tps=slow_rate * 0.9, max_gpus=1)
+    assert low.best.card.slug == "cheap" and low.best.count == 1
+    high = cheapest(llama, [level], cards, target_tps=slow_rate * 1.5, max_gpus=1)
+    assert high.best.card.slug == "dear"
+    budget = cheapest(llama, [level], cards, budget_per_hour=1.5, max_gpus=1)
+    assert budget.best.card.slug == "cheap"
+    with pytest.raises(NoPlanError, match=r"no plan reaches 1,000,000 tokens/s; the fastest is"):
+        cheapest(llama, [level], cards, target_tps=1e6, max_gpus=1)
+    with pytest.raises(NoPlanError, match=r"no plan within \$0.50/h; the cheapest is 1 x cheap"):
+        cheapest(llama, [level], cards, target_tps=1.0, budget_per_hour=0.5, max_gpus=1)
+    with pytest.raises(InvalidValueError, match="target-tps must be positive"):
+        cheapest(llama, [level], cards, target_tps=-1.0)
+    with pytest.raises(InvalidValueError, match="give --target-tps"):
+        cheapest(llama, [level], cards)
+
+
+def test_option_speed_at_batch_1_and_at_the_concurrency_that_fits(llama: Architecture) -> None:
+    level = Level(label="bf16", workload=inference(seq=4096))
+    result = plan(llama, [level], [fit_card("c", 80, 1.0, 2_000_000_000_000)], max_gpus=1)
+    (option,) = result.options
+    found = option_speed(llama, option)
+    assert found.concurrency == option.max_batch and found.concurrency is not None
+    assert found.concurrency > 1
+    assert found.full is not None and found.single.decode_tokens_per_s is not None
+    assert found.full.decode_tokens_per_s_total is not None
+    assert found.full.decode_tokens_per_s_total > found.single.decode_tokens_per_s
+    assert found.throughput == found.full.decode_tokens_per_s_total
+    no_figures = dataclasses.replace(option, card=dataclasses.replace(option.card, compute=None))
+    assert option_speed(llama, no_figures).throughput is None
+
+
+def test_vendor_backends_follow_the_runtime() -> None:
+    for vendor in Vendor:
+        assert card(vendor=vendor).runtime is OVERHEAD_BY_VENDOR[vendor].runtime
+
+
+# --- the commands ------------------------------------------------------------------------------
+
+pytestmark_cli = pytest.mark.usefixtures("ready_catalog")
+
+
+@pytestmark_cli
+def test_estimate_gpu_json_speed_object(run: Run) -> None:
+    """--gpu fills the stable speed object: every key, the figures that apply, their inputs."""
+    result = run(
+        "estimate", "--model", "llama-3.1-8b", "--gpu", "h100-sxm5-80gb", "--batch", "4", "--json"
+    )
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["gpu"] == "h100-sxm5-80gb"
+    found = data["speed"]
+    assert list(found) == [
+        "decode_tokens_per_s",
+        "decode_tokens_per_s_total",
+        "prefill_tokens_per_s",
+        "time_to_first_token_s",
+        "train_tokens_per_s",
+        "train_time_s",
+        "cost_usd",
+        "cost_per_million_tokens_usd",
+        "bound",
+        "inputs",
+    ]
+    assert found["decode_tokens_per_s_total"] == pytest.approx(
+        4 * found["decode_tokens_per_s"], rel=1e-3
+    )
+    assert found["train_tokens_per_s"] is None and found["bound"] == "memory"
+    assert found["inputs"]["bandwidth_bytes_per_s"] == 3_350_000_000_000
+    assert found["inputs"]["price_per_hour_usd"] == 3.78
+    # Cost per million output tokens: the hour's price over the tokens of an hour.
+    per_hour = found["decode_tokens_per_s_total"] * 3600
+    assert found["cost_per_million_tokens_usd"] == pytest.approx(3.78 / per_hour * 1e6, rel=1e-3)
+
+
+@pytestmark_cli
+def test_estimate_training_time_and_cost(run: Run) -> None:
+    result = run(
+        "estimate", "--model", "llama-3.1-8b", "--stage", "finetune", "--method", "lora",
+        "--gpu", "a100-sxm4-80gb", "--dataset-tokens", "50000000", "--epochs", "2",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("training: "))
+    assert "tokens/s on 1 x NVIDIA A100 SXM4 80GB; the run takes " in line and ", $" in line
+
+
+@pytestmark_cli
+def test_estimate_speed_errors(run: Run) -> None:
+    """A card without the figure training needs: exit 1 naming it; run tokens for inference
+    and contradictory options: exit 2."""
+    result = run(
+        "estimate", "--model", "llama-3.1-8b", "--stage", "finetune", "--gpu", "rtx-pro-6000"
+    )
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: rtx-pro-6000: the catalog has no FP16/BF16 dense")
+    result = run("estimate", "--model", "llama-3.1-8b", "--gpu", "rtx4090", "--tokens", "10")
+    assert result.exit_code == 2 and "size a training run" in result.stderr
+    result = run(
+        "estimate", "--model", "llama-3.1-8b", "--stage", "finetune", "--tokens", "5",
+        "--dataset-tokens", "5",
+    )  # fmt: skip
+    assert result.exit_code == 2 and "give one" in result.stderr
+
+
+@pytestmark_cli
+def test_fit_target_picks_the_cheapest_plan(run: Run) -> None:
+    args = ("fit", "--model", "llama-3.1-70b", "--quant", "int4", "--target-tps", "500")
+    result = run(*args, "--json")
+    assert result.exit_code == 0, result.stderr
+    best = json.loads(result.stdout)["cheapest"]
+    assert best["tokens_per_s"] >= 500
+    assert best["price_per_hour"] > 0 and best["plans_meeting"] >= 1
+    text = run(*args)
+    assert text.exit_code == 0
+    assert "cheapest plan for at least 500 tokens/s" in text.stdout
+
+
+@pytestmark_cli
+def test_fit_unreachable_target_and_bad_values(run: Run) -> None:
+    result = run("fit", "--model", "llama-3.1-70b", "--quant", "int4", "--target-tps", "1e8")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: no plan reaches 100,000,000 tokens/s; the fastest is")
+    assert "of the target)" in result.stderr
+    result = run("fit", "--model", "llama-3.1-70b", "--target-tps", "0")
+    assert result.exit_code == 2 and "target-tps must be positive" in result.stderr
+    result = run("fit", "--model", "llama-3.1-70b", "--budget-per-hour", "nan")
+    assert result.exit_code == 2
+
+
+@pytestmark_cli
+def test_fit_sort_by_speed(run: Run) -> None:
+    """--sort speed: rows fastest first (decode of every sequence that fits)."""
+    result = run(
+        "fit", "--model", "llama-3.1-8b", "--quant", "bf16", "--gpu", "rtx3090", "--gpu",
+        "h100-sxm5-80gb", "--gpu", "l4", "--sort", "speed", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    text = run(
+        "fit", "--model", "llama-3.1-8b", "--quant", "bf16", "--gpu", "rtx3090", "--gpu",
+        "h100-sxm5-80gb", "--gpu", "l4", "--sort", "speed",
+    )  # fmt: skip
+    rows = [x.split("│")[0].strip() for x in text.stdout.splitlines() if "│" in x]
+    names = [r for r in rows if r]
+    assert names[1:] == ["h100-sxm5-80gb", "rtx3090", "l4"]
+
+
+@pytestmark_cli
+def test_which_models_tokens_per_second(run: Run) -> None:
+    result = run("which-models", "--gpu", "rtx4090", "--family", "llama-3.1", "--json")
+    assert result.exit_code == 0, result.stderr
+    models = {m["model"]: m for m in json.loads(result.stdout)["models"]}
+    rate = models["llama-3.1-8b"]["tokens_per_s"]
+    assert isinstance(rate, float) and 10 < rate < 200
+    assert math.isfinite(rate)
