@@ -36,6 +36,8 @@ from advisor.arch import (
 from advisor.engines import ENGINES, check
 from advisor.enums import AttentionKind, Engine, Vendor
 from advisor.errors import InvalidValueError
+from advisor.ggml import GGUFWeights
+from advisor.gguf import gguf_weights
 from advisor.traits import ALL_PROJECTIONS, AttentionKernel, MLPKind, ModelTraits, Norm
 from advisor.units import GIB, MIB
 from advisor.workload import (
@@ -47,6 +49,7 @@ from advisor.workload import (
     Parallel,
     Precision,
     Stage,
+    WeightFormat,
     Workload,
 )
 
@@ -367,6 +370,7 @@ class _Shape:
     largest_tensor: int
     linear_params: int
     lora_dims: Mapping[str, tuple[int, int]]  # only the projections the model type has
+    arch: Architecture  # what the sizes were derived from (a GGUF file type weighs its tensors)
 
 
 @dataclass(frozen=True)
@@ -475,6 +479,7 @@ def _shape(arch: Architecture) -> _Shape:
         largest_tensor=largest,
         linear_params=counts.layers - norm_params,
         lora_dims=_lora_dims(arch, traits, attention.q_dim, attention.kv_dim),
+        arch=arch,
     )
 
 
@@ -567,6 +572,8 @@ def _weight_bytes(s: _Shape, workload: Workload, default_bytes: float) -> int:
         return math.ceil(total * default_bytes)
     if fmt.exact_bytes is not None:
         return fmt.exact_bytes
+    if fmt.rules is not None:
+        return gguf_weights(s.arch, fmt.rules).total
     if fmt.scope == "all":
         return math.ceil(total * fmt.bits_per_weight / 8)
     rest = total - s.linear_params
@@ -816,17 +823,34 @@ def _llama_cpp_compute(s: _Shape, w: Workload, n_kv: int) -> int:
     return max(output, ffn, attention)
 
 
+def _gguf_split(s: _Shape, fmt: WeightFormat | None) -> GGUFWeights | None:
+    """A GGUF file's tensors weighed: the file's own, or its file type's rules applied."""
+    if fmt is None:
+        return None
+    if fmt.gguf is not None:
+        return fmt.gguf
+    if fmt.rules is not None and fmt.exact_bytes is None:
+        return gguf_weights(s.arch, fmt.rules)
+    return None
+
+
 def llama_cpp_layout(arch: Architecture, w: Workload) -> LlamaCppLayout:
     """The bytes llama.cpp places for `w` on a model of `arch` (one GPU)."""
     s = _shape(arch)
     b = _PRECISION_BYTES[w.precision]
     fmt = w.weight_format
     total = _weight_bytes(s, w, b.weight)
-    per_weight = fmt.bits_per_weight / 8 if fmt is not None and fmt.scope == "all" else 2
-    if fmt is None:
-        per_weight = b.weight
-    embedding = math.ceil(s.vocab * s.hidden * per_weight)
-    output = embedding if s.tied else math.ceil(s.counts.output_head * per_weight)
+    tensors = _gguf_split(s, fmt)
+    if tensors is not None:
+        # The token embedding and output layer in the types the file gives them.
+        embedding = tensors.token_embd
+        output = embedding if s.tied else tensors.output
+    else:
+        per_weight = fmt.bits_per_weight / 8 if fmt is not None and fmt.scope == "all" else 2
+        if fmt is None:
+            per_weight = b.weight
+        embedding = math.ceil(s.vocab * s.hidden * per_weight)
+        output = embedding if s.tied else math.ceil(s.counts.output_head * per_weight)
     layers_total = total - embedding - (0 if s.tied else output)
     n_kv = _llama_cpp_context(w)
     kv_elem = KV_BYTES_PER_ELEMENT[w.kv_dtype or KVDtype.fp16]
