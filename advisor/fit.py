@@ -19,6 +19,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from advisor import engines
 from advisor.arch import Architecture, count_params
 from advisor.engines import budget_bytes
 from advisor.enums import Engine, LinkKind, Market, Vendor
@@ -500,14 +501,21 @@ def plan(
             check_buildable(cards[0], count)
         cards = built
     options: list[Option] = []
+    refusals: list[str] = []
     for card in cards:
         for level in levels:
+            refusal = engines.card_refusal(level.workload.serving.engine, card.vendor, card.name)
+            if refusal is not None:  # the engine cannot run on this card at all
+                refusals.append(refusal)
+                continue
             sized = planner.level(level, overhead or card.overhead)
             # Counts beyond one machine only where the card's machines join (whole machines).
             tried = buildable_counts(card, counts[level.label])
             found = sized.fewest(tried, sized.budget(card))
             shown = sized.at(found if found is not None else tried[-1])
             options.append(sized.option(card, found, shown))
+    if refusals and not options:
+        raise InvalidValueError(refusals[0])
     shown_overhead = _shared_overhead(cards, overhead)
     return Plan(
         arch=arch,
@@ -635,6 +643,15 @@ def best_level(
     if parallel is not first.parallel:
         levels = with_parallel(levels, parallel)
     planner = _Planner(arch, _context_ceiling(arch, allow_longer_context))
+    runnable = [
+        lv
+        for lv in levels
+        if engines.card_refusal(lv.workload.serving.engine, card.vendor, card.name) is None
+    ]
+    if not runnable:
+        refusal = engines.card_refusal(first.serving.engine, card.vendor, card.name)
+        raise InvalidValueError(refusal or f"no level runs on {card.name}")
+    levels = runnable
     tried: list[Option] = []
     for level in levels:
         sized = planner.level(level, overhead or card.overhead)

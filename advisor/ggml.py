@@ -264,18 +264,18 @@ class GGUFWeights:
     total: int
     token_embd: int
     output: int
-    by_type: tuple[tuple[GGMLType, int], ...]
+    by_type: tuple[tuple[str, int], ...]  # ggml type names (a file may hold any)
 
     def bits_per_weight(self, params: int) -> float:
         return self.total * 8 / params
 
 
 def weigh(assigned: Sequence[tuple[Tensor, GGMLType]]) -> GGUFWeights:
-    by_type: dict[GGMLType, int] = {}
+    by_type: dict[str, int] = {}
     embd = output = 0
     for t, kind in assigned:
         n = tensor_nbytes(kind, t.elements, t.row)
-        by_type[kind] = by_type.get(kind, 0) + n
+        by_type[kind.value] = by_type.get(kind.value, 0) + n
         if t.role is Role.token_embd:
             embd = n
         elif t.role is Role.output:

@@ -799,6 +799,33 @@ def _hub_fields(repo_id: str, *, offline: bool) -> dict[str, Any]:
     return fields
 
 
+def _gguf_fields(path: Path) -> dict[str, Any]:
+    """Catalog fields read from a GGUF file's header (its architecture and context length)."""
+    import dataclasses
+    import re
+
+    from advisor.gguf_file import read_gguf
+
+    found = read_gguf(path)
+    arch = found.arch
+    fields = {f.name: getattr(arch, f.name) for f in dataclasses.fields(arch)}
+    fields["arch_options"] = dict(arch.arch_options)
+    fields["source"] = f"GGUF header read from {path.resolve()}"
+    fields["slug"] = re.sub(r"[^a-z0-9._-]+", "-", found.label.lower()).strip("-._") or "model"
+    fields["name"] = found.label
+    return fields
+
+
+FromGGUFOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--from-gguf",
+        help="Read the architecture from a GGUF file's header (llama.cpp's format); other "
+        "options override it.",
+        exists=False,
+        dir_okay=False,
+    ),
+]
 FromHubOption = Annotated[
     str | None,
     typer.Option(
@@ -827,6 +854,7 @@ def add_model(
     ctx: typer.Context,
     from_config: FromConfigOption = None,
     from_hub: FromHubOption = None,
+    from_gguf: FromGGUFOption = None,
     offline: OfflineOption = False,
     slug: Annotated[str | None, _option(MODEL_OPTIONS, "slug")] = None,
     name: Annotated[str | None, _option(MODEL_OPTIONS, "name")] = None,
@@ -874,15 +902,18 @@ def add_model(
     alias: AliasOption = None,
     arch_option: ArchOption = None,
 ) -> None:
-    """Add a model: from a config.json or a Hub repo, and/or one option per field."""
+    """Add a model: from a config.json, a Hub repo or a GGUF file, and/or one option per
+    field."""
     from catalog import queries
     from catalog.tables import ModelCreate
 
     # Every field option is a parameter named after its field.
     given = _values(MODEL_OPTIONS, locals())
-    if from_config and from_hub:
-        raise InvalidValueError("give --from-config or --from-hub, not both")
+    if sum(x is not None for x in (from_config, from_hub, from_gguf)) > 1:
+        raise InvalidValueError("give one of --from-config, --from-hub and --from-gguf")
     values = _config_fields(from_config) if from_config else {}
+    if from_gguf:
+        values = _gguf_fields(from_gguf)
     aliases = list(alias or [])
     if from_hub:
         values = _hub_fields(from_hub, offline=offline)

@@ -202,6 +202,8 @@ def load_model_and_format(ctx: typer.Context, name: str, *, offline: bool = Fals
         is_file, is_dir = path.is_file(), path.is_dir()
     except OSError:  # a name too long to be a file name (ENAMETOOLONG) is a catalog name
         is_file = is_dir = False
+    if name.lower().endswith(".gguf"):
+        return gguf_choice(path)
     if name.endswith(".json") or is_file:
         return ModelChoice(path.stem, architecture_from_hf_config(load_hf_config(path)))
     if is_dir:
@@ -216,6 +218,18 @@ def load_model_and_format(ctx: typer.Context, name: str, *, offline: bool = Fals
         if not looks_like_repo_id(name):
             raise
     return _checkpoint(name, offline=offline)
+
+
+def gguf_choice(path: Path) -> ModelChoice:
+    """A GGUF file: its architecture and exact weights (the `gguf` package loads only here)."""
+    from advisor.gguf_file import read_gguf
+
+    found = read_gguf(path)
+    shared.note(
+        f"read {path.name}: {found.arch.model_type.value}, "
+        f"{found.weight_format.exact_bytes:,} bytes of tensors"
+    )
+    return ModelChoice(found.label, found.arch, found.weight_format)
 
 
 def _checkpoint(name: str, *, offline: bool) -> ModelChoice:
