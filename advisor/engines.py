@@ -127,6 +127,35 @@ ENGINES: Mapping[Engine, EngineTraits] = MappingProxyType(
 FLASH_ATTENTION_KV = frozenset({KVDtype.q8_0, KVDtype.q4_0})
 
 
+# llama.cpp's own spelling of its KV-cache types (`--cache-type-k f16`, ggml_type names).
+LLAMA_CPP_KV_NAMES: Mapping[KVDtype, str] = MappingProxyType(
+    {KVDtype.fp16: "f16", KVDtype.fp32: "f32", KVDtype.bf16: "bf16"}
+)
+# What users may type for a KV dtype besides its name: llama.cpp's spellings.
+KV_DTYPE_ALIASES: Mapping[str, KVDtype] = MappingProxyType(
+    {name: kv for kv, name in LLAMA_CPP_KV_NAMES.items() if name != kv.value}
+)
+
+
+def parse_kv_dtype(text: str) -> KVDtype:
+    """A KV-cache dtype by its name or llama.cpp's (`f16` is fp16, `f32` fp32)."""
+    name = text.strip().lower()
+    if name in KV_DTYPE_ALIASES:
+        return KV_DTYPE_ALIASES[name]
+    try:
+        return KVDtype(name)
+    except ValueError:
+        choices = ", ".join([*(k.value for k in KVDtype), *KV_DTYPE_ALIASES])
+        raise InvalidValueError(f"unknown KV-cache dtype {text!r}; choose {choices}") from None
+
+
+def kv_dtype_name(engine: Engine, kv: KVDtype) -> str:
+    """A KV dtype as the engine spells it (llama.cpp: f16, f32)."""
+    if engine is Engine.llama_cpp:
+        return LLAMA_CPP_KV_NAMES.get(kv, kv.value)
+    return kv.value
+
+
 def parse_engine(text: str) -> tuple[Engine, str | None]:
     """The engine a user typed, and a note when it was an alias (None otherwise)."""
     name = text.strip().lower()
@@ -164,7 +193,8 @@ def check(serving: Serving, fmt: WeightFormat | None, kv_dtype: KVDtype | None) 
     if kv_dtype is not None and kv_dtype not in traits.kv_dtypes:
         allowed = ", ".join(sorted(k.value for k in traits.kv_dtypes))
         raise InvalidValueError(
-            f"--kv-dtype {kv_dtype.value} is not a {serving.engine.value} KV cache type; "
+            f"--kv-dtype {kv_dtype_name(serving.engine, kv_dtype)} is not a "
+            f"{serving.engine.value} KV cache type; "
             f"choose {allowed}"
         )
     if (

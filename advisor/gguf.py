@@ -38,11 +38,14 @@ from advisor.traits import MLPKind, ParamLayout
 @dataclass(frozen=True)
 class GGUFArch:
     """How llama.cpp names and lays out a model type: its GGUF architecture (None: llama.cpp
-    has none), q/k/v fused into attn_qkv, gate and up fused into one ffn_up of twice the width
-    (Phi-3: src/llama-model.cpp LLM_ARCH_PHI3), and whether it is LLM_ARCH_FALCON (rules)."""
+    has none), gate and up fused into one ffn_up of twice the width (Phi-3: src/llama-model.cpp
+    LLM_ARCH_PHI3), and whether llama.cpp runs its sliding-window layers as such (`swa`:
+    src/llama-model.cpp sets `hparams.swa_type` for Gemma 2, Gemma 3 and gpt-oss; Mistral and
+    Qwen2 files run every layer over the whole context)."""
 
     name: str | None
     fused_gate_up: bool = False
+    swa: bool = False  # llama.cpp gives its sliding-window layers a small cache of their own
 
 
 # Model type -> GGUF `general.architecture`, as convert_hf_to_gguf.py writes it
@@ -56,8 +59,8 @@ GGUF_ARCHS: Mapping[ModelType, GGUFArch] = MappingProxyType(
         ModelType.qwen3: GGUFArch("qwen3"),
         ModelType.qwen3_moe: GGUFArch("qwen3moe"),
         ModelType.gemma: GGUFArch("gemma"),
-        ModelType.gemma2: GGUFArch("gemma2"),
-        ModelType.gemma3_text: GGUFArch("gemma3"),
+        ModelType.gemma2: GGUFArch("gemma2", swa=True),
+        ModelType.gemma3_text: GGUFArch("gemma3", swa=True),
         ModelType.phi3: GGUFArch("phi3", fused_gate_up=True),
         ModelType.gpt2: GGUFArch("gpt2"),
         ModelType.opt: GGUFArch(None),
@@ -65,7 +68,7 @@ GGUF_ARCHS: Mapping[ModelType, GGUFArch] = MappingProxyType(
         ModelType.gpt_neox: GGUFArch("gptneox"),
         ModelType.bloom: GGUFArch("bloom"),
         ModelType.deepseek_v3: GGUFArch("deepseek2"),
-        ModelType.gpt_oss: GGUFArch("gpt-oss"),
+        ModelType.gpt_oss: GGUFArch("gpt-oss", swa=True),
     }
 )
 # Layers of the models llama.cpp types as LLM_TYPE_70B (src/llama-model.cpp: `case 80:` for

@@ -75,8 +75,27 @@ QuantOpt = Annotated[
         help="Weight format from `advisor catalog quants` (inference, and the QLoRA base).",
     ),
 ]
+
+
+def _kv_dtype(text: str) -> KVDtype:
+    from advisor.engines import parse_kv_dtype
+    from advisor.errors import InvalidValueError
+
+    try:
+        return parse_kv_dtype(text)
+    except InvalidValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
 KVDtypeOpt = Annotated[
-    KVDtype | None, typer.Option("--kv-dtype", help="KV-cache dtype; default: compute dtype.")
+    KVDtype | None,
+    typer.Option(
+        "--kv-dtype",
+        parser=_kv_dtype,
+        metavar="[" + "|".join(k.value for k in KVDtype) + "|f16|f32]",
+        help="KV-cache dtype (llama.cpp's f16 and f32 spellings accepted); default: compute "
+        "dtype (llama.cpp: f16).",
+    ),
 ]
 BatchOpt = Annotated[
     int | None, typer.Option("--batch", help=f"Sequences per step. Default: {DEFAULT_BATCH}.")
