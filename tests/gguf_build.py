@@ -28,7 +28,7 @@ def write_llama(
 ) -> int:
     """A tiny Llama-style GGUF file (Q8_0 matrices, F32 norms); the bytes of its tensors."""
     writer = GGUFWriter(str(path), arch)
-    writer.add_name("tiny-llama")
+    writer.add_name("toy-llama-gguf")
     writer.add_block_count(LAYERS)
     writer.add_embedding_length(HIDDEN)
     writer.add_head_count(HEADS)
