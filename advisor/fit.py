@@ -500,22 +500,22 @@ def plan(
         if not built and cards:
             check_buildable(cards[0], count)
         cards = built
+    refusals = [
+        engines.card_refusal(level.workload.serving.engine, card.vendor, card.name)
+        for card in cards
+        for level in levels
+    ]
+    if refusals and all(refusals):  # no card asked can run any level's engine (vLLM on a Mac)
+        raise InvalidValueError(next(r for r in refusals if r))
     options: list[Option] = []
-    refusals: list[str] = []
     for card in cards:
         for level in levels:
-            refusal = engines.card_refusal(level.workload.serving.engine, card.vendor, card.name)
-            if refusal is not None:  # the engine cannot run on this card at all
-                refusals.append(refusal)
-                continue
             sized = planner.level(level, overhead or card.overhead)
             # Counts beyond one machine only where the card's machines join (whole machines).
             tried = buildable_counts(card, counts[level.label])
             found = sized.fewest(tried, sized.budget(card))
             shown = sized.at(found if found is not None else tried[-1])
             options.append(sized.option(card, found, shown))
-    if refusals and not options:
-        raise InvalidValueError(refusals[0])
     shown_overhead = _shared_overhead(cards, overhead)
     return Plan(
         arch=arch,

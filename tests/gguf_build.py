@@ -1,7 +1,12 @@
-"""Small real GGUF files for tests, written with llama.cpp's own `gguf` package."""
+"""Small real GGUF files for tests, written with llama.cpp's own `gguf` package.
+
+`python tests/gguf_build.py tests/data/toy-llama.gguf` writes the file the README's GGUF
+example reads (tests/test_gguf_cli.py checks the committed copy is what this writes).
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +67,7 @@ def write_llama(
     writer.write_tensors_to_file()
     writer.close()
     return total
+
+
+if __name__ == "__main__":
+    write_llama(Path(sys.argv[1]))

@@ -244,10 +244,6 @@ def gguf_choice(path: Path) -> ModelChoice:
     from advisor.gguf_file import read_gguf
 
     found = read_gguf(path)
-    shared.note(
-        f"read {path.name}: {found.arch.model_type.value}, "
-        f"{found.weight_format.exact_bytes:,} bytes of tensors"
-    )
     return ModelChoice(found.label, found.arch, found.weight_format)
 
 
