@@ -500,13 +500,7 @@ def plan(
         if not built and cards:
             check_buildable(cards[0], count)
         cards = built
-    refusals = [
-        engines.card_refusal(level.workload.serving.engine, card.vendor, card.name)
-        for card in cards
-        for level in levels
-    ]
-    if refusals and all(refusals):  # no card asked can run any level's engine (vLLM on a Mac)
-        raise InvalidValueError(next(r for r in refusals if r))
+    _refuse_unrunnable(cards, levels)
     options: list[Option] = []
     for card in cards:
         for level in levels:
@@ -606,6 +600,23 @@ def _unsizable(
     return parallel, reason
 
 
+def _refuse_unrunnable(cards: Sequence[Card], levels: Sequence[Level]) -> list[Level]:
+    """The levels whose engine runs on some of `cards`; InvalidValueError (exit 2) when no
+    card can run any level's engine (vLLM asked for on a Mac)."""
+    runnable = [
+        level
+        for level in levels
+        if any(
+            engines.card_refusal(level.workload.serving.engine, c.vendor, c.name) is None
+            for c in cards
+        )
+    ]
+    if cards and not runnable:
+        card, engine = cards[0], levels[0].workload.serving.engine
+        raise InvalidValueError(engines.card_refusal(engine, card.vendor, card.name) or "")
+    return runnable
+
+
 def best_level(
     name: str,
     arch: Architecture,
@@ -643,15 +654,7 @@ def best_level(
     if parallel is not first.parallel:
         levels = with_parallel(levels, parallel)
     planner = _Planner(arch, _context_ceiling(arch, allow_longer_context))
-    runnable = [
-        lv
-        for lv in levels
-        if engines.card_refusal(lv.workload.serving.engine, card.vendor, card.name) is None
-    ]
-    if not runnable:
-        refusal = engines.card_refusal(first.serving.engine, card.vendor, card.name)
-        raise InvalidValueError(refusal or f"no level runs on {card.name}")
-    levels = runnable
+    levels = _refuse_unrunnable((card,), levels)
     tried: list[Option] = []
     for level in levels:
         sized = planner.level(level, overhead or card.overhead)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -151,8 +153,8 @@ def test_unknown_kv_dtype(run: Run) -> None:
     """A KV dtype no engine has is a usage error naming the choices."""
     result = run("estimate", "--model", "llama-3.1-8b", "--kv-dtype", "f17")
     assert result.exit_code == 2
-    assert "unknown KV-cache dtype 'f17'; choose bf16, fp16, fp32, fp8, q8_0, q4_0, f16," in (
-        " ".join(result.stderr.replace("│", " ").split())
+    assert result.stderr == (
+        "error: unknown KV-cache dtype 'f17'; choose bf16, fp16, fp32, fp8, q8_0, q4_0, f16, f32\n"
     )
 
 
@@ -184,3 +186,26 @@ def test_catalog_quants_rules_column(run: Run) -> None:
     assert result.exit_code == 0, result.stderr
     q8 = next(line for line in result.stdout.splitlines() if line.startswith("│ q8_0 "))
     assert q8.rstrip().endswith("│ Q8_0 │") or "Q8_0" in q8.split("│")[-2]
+
+
+def test_gguf_sliding_window_from_metadata(run: Run, tmp_path: Path) -> None:
+    """A Gemma-2 file's `gemma2.attention.sliding_window` makes every other layer local: under
+    llama.cpp that layer keeps pad(256 + 512) = 768 cells, the global one all 4,096."""
+    path = tmp_path / "gemma2.gguf"
+    write_llama(path, arch="gemma2", sliding_window=256)
+    data = _estimate(run, "--model", str(path))
+    per_cell = 2 * 16 * 2 * 2  # 2 KV heads x 16 x (K, V) x f16
+    assert data["components"]["kv_cache"] == (CONTEXT + 768) * per_cell
+
+
+def test_gguf_package_loads_only_for_a_gguf_file(ready_catalog: Path) -> None:
+    """A catalog model's estimate never imports the gguf package (nor numpy): cold start."""
+    code = (
+        "import sys\nfrom advisor.cli import main\n"
+        "code = main(['estimate', '--model', 'llama-3.1-8b', '--quant', 'q4_k_m', '--json'])\n"
+        "print(code, [m for m in ('gguf', 'numpy') if m in sys.modules], file=sys.stderr)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stderr.strip().splitlines()[-1] == "0 []"

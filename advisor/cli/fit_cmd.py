@@ -545,7 +545,7 @@ def fit(
         method=method,
         precision=precision,
         quants=tuple(quant or ()),
-        kv_dtype=kv_dtype,
+        kv_dtype=options.kv_dtype(kv_dtype),
         batch=batch,
         seq=seq,
         optimizer=optimizer,

@@ -77,26 +77,26 @@ QuantOpt = Annotated[
 ]
 
 
-def _kv_dtype(text: str) -> KVDtype:
-    from advisor.engines import parse_kv_dtype
-    from advisor.errors import InvalidValueError
-
-    try:
-        return parse_kv_dtype(text)
-    except InvalidValueError as error:
-        raise typer.BadParameter(str(error)) from None
-
-
+# A str parsed by `kv_dtype` (not an Enum): llama.cpp's f16/f32 spellings are accepted too, and
+# a custom Typer parser would load pydantic on every command (advisor/cli/plain_params.py).
 KVDtypeOpt = Annotated[
-    KVDtype | None,
+    str | None,
     typer.Option(
         "--kv-dtype",
-        parser=_kv_dtype,
         metavar="[" + "|".join(k.value for k in KVDtype) + "|f16|f32]",
         help="KV-cache dtype (llama.cpp's f16 and f32 spellings accepted); default: compute "
         "dtype (llama.cpp: f16).",
     ),
 ]
+
+
+def kv_dtype(text: str | None) -> KVDtype | None:
+    """--kv-dtype's value: a KVDtype by its name or llama.cpp's (InvalidValueError, exit 2)."""
+    from advisor.engines import parse_kv_dtype
+
+    return None if text is None else parse_kv_dtype(text)
+
+
 BatchOpt = Annotated[
     int | None, typer.Option("--batch", help=f"Sequences per step. Default: {DEFAULT_BATCH}.")
 ]
