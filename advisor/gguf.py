@@ -176,8 +176,8 @@ def _ffn(arch: Architecture, i: int) -> list[Tensor]:
 def gguf_tensors(arch: Architecture) -> tuple[Tensor, ...]:
     """The tensors of `arch` in a GGUF file, in file order (layer by layer, as llama.cpp's
     loader lists them). Matrices are listed one by one; every vector (norms, biases, routing
-    biases, attention sinks) is summed into one F32 `vector` entry per layer, so the values add
-    up to `count_params(arch).total` exactly."""
+    biases, attention sinks) is summed into one F32 `vector` entry at the end, so the values
+    add up to `count_params(arch).total` exactly."""
     h, v = arch.hidden_size, arch.vocab_size
     counts = count_params(arch)
     width = int(arch.option("word_embed_proj_dim", h) or h)
@@ -194,7 +194,6 @@ def gguf_tensors(arch: Architecture) -> tuple[Tensor, ...]:
             Tensor("token_embd_proj.weight", Role.kept, None, width, 2 * width * h, 1, GGMLType.f16)
         )
         listed += 2 * width * h
-    layer_total = counts.layers
     for i in range(arch.num_hidden_layers):
         matrices = _attention(arch, i) + _ffn(arch, i)
         tensors += matrices
@@ -203,7 +202,7 @@ def gguf_tensors(arch: Architecture) -> tuple[Tensor, ...]:
         tensors.append(_matrix("output.weight", Role.output, None, width, v))
         listed += v * width
     vectors = counts.total - listed
-    if vectors < 0 or layer_total < 0:
+    if vectors < 0:
         raise InvalidValueError(f"the tensors of this {arch.model_type.value} do not add up")
     if vectors:
         tensors.append(Tensor("vectors (norms, biases)", Role.vector, None, 1, vectors))
