@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from advisor.enums import Engine, QuantKind
+from advisor.enums import Engine, QuantKind, Vendor
 from advisor.errors import InvalidValueError
 from advisor.workload import KVDtype, Serving, WeightFormat
 
@@ -52,6 +52,7 @@ class EngineTraits:
     allocator_reserve: bool  # PyTorch's caching allocator (the 5 % reserve) applies
     preallocates: bool  # the engine takes gpu_memory_utilization of the card up front
     layer_offload: bool  # layers can stay in system RAM (llama.cpp -ngl)
+    vendors: frozenset[Vendor]  # the GPU vendors it has a backend for
     source: str
 
 
@@ -71,6 +72,7 @@ ENGINES: Mapping[Engine, EngineTraits] = MappingProxyType(
             allocator_reserve=True,
             preallocates=False,
             layer_offload=False,
+            vendors=frozenset(Vendor),  # PyTorch's CUDA, ROCm, MPS and XPU devices
             source="Hugging Face transformers on PyTorch (docs/estimates.md)",
         ),
         Engine.vllm: EngineTraits(
@@ -87,6 +89,10 @@ ENGINES: Mapping[Engine, EngineTraits] = MappingProxyType(
             allocator_reserve=False,
             preallocates=True,
             layer_offload=False,
+            # vLLM's GPU platforms are CUDA, ROCm and Intel XPU; on Apple silicon it builds for
+            # the CPU only (vllm docs, getting_started/installation: "GPU" lists NVIDIA CUDA,
+            # AMD ROCm, Intel XPU; "CPU" lists Apple silicon), with no Metal backend.
+            vendors=frozenset({Vendor.nvidia, Vendor.amd, Vendor.intel}),
             source="vllm-project/vllm worker memory profiling (PR #10511), block size 16",
         ),
         Engine.llama_cpp: EngineTraits(
@@ -110,6 +116,7 @@ ENGINES: Mapping[Engine, EngineTraits] = MappingProxyType(
             allocator_reserve=False,
             preallocates=False,
             layer_offload=True,
+            vendors=frozenset(Vendor),  # CUDA, HIP (ROCm), Metal, SYCL/Vulkan backends
             source="ggml-org/llama.cpp at 4c7103b9 (src/llama-context.cpp, ggml-alloc.c)",
         ),
     }
@@ -118,6 +125,35 @@ ENGINES: Mapping[Engine, EngineTraits] = MappingProxyType(
 # Quantized KV-cache types llama.cpp can only use with flash attention (a quantized V cache
 # is refused without it: src/llama-context.cpp).
 FLASH_ATTENTION_KV = frozenset({KVDtype.q8_0, KVDtype.q4_0})
+
+
+# llama.cpp's own spelling of its KV-cache types (`--cache-type-k f16`, ggml_type names).
+LLAMA_CPP_KV_NAMES: Mapping[KVDtype, str] = MappingProxyType(
+    {KVDtype.fp16: "f16", KVDtype.fp32: "f32", KVDtype.bf16: "bf16"}
+)
+# What users may type for a KV dtype besides its name: llama.cpp's spellings.
+KV_DTYPE_ALIASES: Mapping[str, KVDtype] = MappingProxyType(
+    {name: kv for kv, name in LLAMA_CPP_KV_NAMES.items() if name != kv.value}
+)
+
+
+def parse_kv_dtype(text: str) -> KVDtype:
+    """A KV-cache dtype by its name or llama.cpp's (`f16` is fp16, `f32` fp32)."""
+    name = text.strip().lower()
+    if name in KV_DTYPE_ALIASES:
+        return KV_DTYPE_ALIASES[name]
+    try:
+        return KVDtype(name)
+    except ValueError:
+        choices = ", ".join([*(k.value for k in KVDtype), *KV_DTYPE_ALIASES])
+        raise InvalidValueError(f"unknown KV-cache dtype {text!r}; choose {choices}") from None
+
+
+def kv_dtype_name(engine: Engine, kv: KVDtype) -> str:
+    """A KV dtype as the engine spells it (llama.cpp: f16, f32)."""
+    if engine is Engine.llama_cpp:
+        return LLAMA_CPP_KV_NAMES.get(kv, kv.value)
+    return kv.value
 
 
 def parse_engine(text: str) -> tuple[Engine, str | None]:
@@ -157,7 +193,8 @@ def check(serving: Serving, fmt: WeightFormat | None, kv_dtype: KVDtype | None) 
     if kv_dtype is not None and kv_dtype not in traits.kv_dtypes:
         allowed = ", ".join(sorted(k.value for k in traits.kv_dtypes))
         raise InvalidValueError(
-            f"--kv-dtype {kv_dtype.value} is not a {serving.engine.value} KV cache type; "
+            f"--kv-dtype {kv_dtype_name(serving.engine, kv_dtype)} is not a "
+            f"{serving.engine.value} KV cache type; "
             f"choose {allowed}"
         )
     if (
@@ -169,6 +206,18 @@ def check(serving: Serving, fmt: WeightFormat | None, kv_dtype: KVDtype | None) 
             f"llama.cpp's {kv_dtype.value if kv_dtype else ''} KV cache needs flash attention "
             "(-fa on); drop --no-flash-attn"
         )
+
+
+def card_refusal(engine: Engine, vendor: Vendor, card: str) -> str | None:
+    """Why `engine` cannot run on `card` (a `vendor` GPU), or None when it can."""
+    if vendor in ENGINES[engine].vendors:
+        return None
+    if engine is Engine.vllm and vendor is Vendor.apple:
+        return (
+            f"vLLM has no Metal backend: it runs on {card} only on the CPU; "
+            "use --engine llama.cpp (or ollama) on Apple silicon"
+        )
+    return f"{engine.value} has no backend for {vendor.value} GPUs such as {card}"
 
 
 def budget_bytes(capacity: int, serving: Serving) -> int:

@@ -33,9 +33,11 @@ from advisor.arch import (
     ParamCount,
     count_params,
 )
-from advisor.engines import ENGINES, check
+from advisor.engines import ENGINES, check, kv_dtype_name
 from advisor.enums import AttentionKind, Engine, Vendor
 from advisor.errors import InvalidValueError
+from advisor.ggml import GGUFWeights
+from advisor.gguf import GGUF_ARCHS, gguf_weights
 from advisor.traits import ALL_PROJECTIONS, AttentionKernel, MLPKind, ModelTraits, Norm
 from advisor.units import GIB, MIB
 from advisor.workload import (
@@ -47,6 +49,7 @@ from advisor.workload import (
     Parallel,
     Precision,
     Stage,
+    WeightFormat,
     Workload,
 )
 
@@ -367,6 +370,7 @@ class _Shape:
     largest_tensor: int
     linear_params: int
     lora_dims: Mapping[str, tuple[int, int]]  # only the projections the model type has
+    arch: Architecture  # what the sizes were derived from (a GGUF file type weighs its tensors)
 
 
 @dataclass(frozen=True)
@@ -475,6 +479,7 @@ def _shape(arch: Architecture) -> _Shape:
         largest_tensor=largest,
         linear_params=counts.layers - norm_params,
         lora_dims=_lora_dims(arch, traits, attention.q_dim, attention.kv_dim),
+        arch=arch,
     )
 
 
@@ -567,6 +572,8 @@ def _weight_bytes(s: _Shape, workload: Workload, default_bytes: float) -> int:
         return math.ceil(total * default_bytes)
     if fmt.exact_bytes is not None:
         return fmt.exact_bytes
+    if fmt.rules is not None:
+        return gguf_weights(s.arch, fmt.rules).total
     if fmt.scope == "all":
         return math.ceil(total * fmt.bits_per_weight / 8)
     rest = total - s.linear_params
@@ -798,6 +805,32 @@ def _llama_cpp_context(w: Workload) -> int:
     return -(-cells // LLAMA_CPP_CTX_PAD) * LLAMA_CPP_CTX_PAD
 
 
+def _llama_cpp_kv_cells(s: _Shape, w: Workload) -> tuple[int, int, int]:
+    """(full-context layers, sliding-window layers, cells of a sliding-window layer).
+
+    llama.cpp keeps a second, smaller cache for the sliding-window layers of the types it
+    runs as such: min(n_ctx, pad(n_swa + n_ubatch, 256)) cells per sequence
+    (src/llama-kv-cache-iswa.cpp `size_swa`; the full-size cache only with `--swa-full`, off
+    by default: common/common.h `swa_full = false`), ggml-org/llama.cpp at 007dbbf3."""
+    n_kv = _llama_cpp_context(w)
+    window = s.arch.sliding_window
+    if window is None or not GGUF_ARCHS[s.arch.model_type].swa or not s.sliding_layers:
+        return s.layers, 0, n_kv
+    per_seq = -(-(window + w.serving.ubatch) // LLAMA_CPP_CTX_PAD) * LLAMA_CPP_CTX_PAD
+    return s.layers - s.sliding_layers, s.sliding_layers, min(n_kv, w.batch * per_seq)
+
+
+def _llama_cpp_kv_per_token_layer(s: _Shape) -> int:
+    """K and V elements llama.cpp caches per token and layer. Multi-head latent attention
+    (DeepSeek) caches the compressed latent and the rotary key, kv_lora_rank + rope dims,
+    as K, and V as a view of it (src/llama-model.cpp deepseek2: `n_embd_head_k_mla`; the log
+    prints "V (f16): 0.00 MiB"); every other type its K and V heads."""
+    a = s.arch
+    if a.kv_lora_rank is not None and a.qk_rope_head_dim is not None:
+        return a.kv_lora_rank + a.qk_rope_head_dim
+    return s.kv_cache_per_token_layer
+
+
 def _llama_cpp_compute(s: _Shape, w: Workload, n_kv: int) -> int:
     """The compute buffer: the peak of live fp32 tensors of the worst-case graph, one
     micro-batch of min(n_ctx, n_ubatch) tokens, every one an output, over a full KV cache."""
@@ -816,25 +849,44 @@ def _llama_cpp_compute(s: _Shape, w: Workload, n_kv: int) -> int:
     return max(output, ffn, attention)
 
 
+def _gguf_split(s: _Shape, fmt: WeightFormat | None) -> GGUFWeights | None:
+    """A GGUF file's tensors weighed: the file's own, or its file type's rules applied."""
+    if fmt is None:
+        return None
+    if fmt.gguf is not None:
+        return fmt.gguf
+    if fmt.rules is not None and fmt.exact_bytes is None:
+        return gguf_weights(s.arch, fmt.rules)
+    return None
+
+
 def llama_cpp_layout(arch: Architecture, w: Workload) -> LlamaCppLayout:
     """The bytes llama.cpp places for `w` on a model of `arch` (one GPU)."""
     s = _shape(arch)
     b = _PRECISION_BYTES[w.precision]
     fmt = w.weight_format
     total = _weight_bytes(s, w, b.weight)
-    per_weight = fmt.bits_per_weight / 8 if fmt is not None and fmt.scope == "all" else 2
-    if fmt is None:
-        per_weight = b.weight
-    embedding = math.ceil(s.vocab * s.hidden * per_weight)
-    output = embedding if s.tied else math.ceil(s.counts.output_head * per_weight)
+    tensors = _gguf_split(s, fmt)
+    if tensors is not None:
+        # The token embedding and output layer in the types the file gives them.
+        embedding = tensors.token_embd
+        output = embedding if s.tied else tensors.output
+    else:
+        per_weight = fmt.bits_per_weight / 8 if fmt is not None and fmt.scope == "all" else 2
+        if fmt is None:
+            per_weight = b.weight
+        embedding = math.ceil(s.vocab * s.hidden * per_weight)
+        output = embedding if s.tied else math.ceil(s.counts.output_head * per_weight)
     layers_total = total - embedding - (0 if s.tied else output)
     n_kv = _llama_cpp_context(w)
+    full, sliding, swa_cells = _llama_cpp_kv_cells(s, w)
     kv_elem = KV_BYTES_PER_ELEMENT[w.kv_dtype or KVDtype.fp16]
+    cells = full * n_kv + sliding * swa_cells  # cells over all layers
     return LlamaCppLayout(
         layers=s.layers,
         host_embedding=embedding,
         layer_weights=math.ceil(layers_total / s.layers),
-        layer_kv=math.ceil(n_kv * s.kv_cache_per_token_layer * kv_elem),
+        layer_kv=math.ceil(cells * _llama_cpp_kv_per_token_layer(s) * kv_elem / s.layers),
         output_weights=output,
         compute=_llama_cpp_compute(s, w, n_kv),
     )
@@ -865,12 +917,15 @@ def _explain_llama_cpp(
         Term(
             "kv_cache",
             bytes_.kv_cache,
-            "layers x n_ctx (padded to 256) x (K + V elements per token) x bytes",
+            "layers x n_ctx (padded to 256) x (K + V elements per token) x bytes; "
+            "sliding-window layers hold min(n_ctx, window + n_ubatch) cells",
             {
                 "layers": layout.layers,
                 "n_ctx": _llama_cpp_context(w),
-                "kv_elements_per_token": s.kv_cache_per_token_layer,
-                "kv_dtype": kv_dtype.value,
+                "sliding_layers": _llama_cpp_kv_cells(s, w)[1],
+                "sliding_cells": _llama_cpp_kv_cells(s, w)[2],
+                "kv_elements_per_token": _llama_cpp_kv_per_token_layer(s),
+                "kv_dtype": kv_dtype_name(Engine.llama_cpp, kv_dtype),
             },
         ),
         Term(

@@ -19,6 +19,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from advisor import engines
 from advisor.arch import Architecture, count_params
 from advisor.engines import budget_bytes
 from advisor.enums import Engine, LinkKind, Market, Vendor
@@ -502,6 +503,7 @@ def plan(
         if not built and cards:
             check_buildable(cards[0], count)
         cards = built
+    _refuse_unrunnable(cards, levels)
     options: list[Option] = []
     for card in cards:
         for level in levels:
@@ -601,6 +603,23 @@ def _unsizable(
     return parallel, reason
 
 
+def _refuse_unrunnable(cards: Sequence[Card], levels: Sequence[Level]) -> list[Level]:
+    """The levels whose engine runs on some of `cards`; InvalidValueError (exit 2) when no
+    card can run any level's engine (vLLM asked for on a Mac)."""
+    runnable = [
+        level
+        for level in levels
+        if any(
+            engines.card_refusal(level.workload.serving.engine, c.vendor, c.name) is None
+            for c in cards
+        )
+    ]
+    if cards and not runnable:
+        card, engine = cards[0], levels[0].workload.serving.engine
+        raise InvalidValueError(engines.card_refusal(engine, card.vendor, card.name) or "")
+    return runnable
+
+
 def best_level(
     name: str,
     arch: Architecture,
@@ -638,6 +657,7 @@ def best_level(
     if parallel is not first.parallel:
         levels = with_parallel(levels, parallel)
     planner = _Planner(arch, _context_ceiling(arch, allow_longer_context))
+    levels = _refuse_unrunnable((card,), levels)
     tried: list[Option] = []
     for level in levels:
         sized = planner.level(level, overhead or card.overhead)

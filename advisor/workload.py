@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 from advisor.enums import Engine, QuantKind
 from advisor.errors import InvalidValueError
+from advisor.ggml import GGUFWeights, QuantRules
 
 
 class Stage(StrEnum):
@@ -264,6 +265,11 @@ class WeightFormat:
 
     `exact_bytes`: the weights of one checkpoint, byte for byte (its safetensors tensors added
     up); the weights term is then this figure, and `bits_per_weight` only describes it.
+
+    `rules`: a GGUF file type's per-tensor rules (advisor/ggml.py): the weights are then the
+    sum of each tensor's bytes in the type llama.cpp gives it, and `bits_per_weight` only
+    describes them. `gguf`: a GGUF file's own tensors weighed (total = `exact_bytes`), which
+    also says what its token embedding and output layer take.
     """
 
     slug: str
@@ -271,6 +277,8 @@ class WeightFormat:
     scope: str = "linear"
     kind: QuantKind | None = None  # the catalog's family; None: not from the catalog
     exact_bytes: int | None = None  # a checkpoint's weights byte for byte (Hub or local files)
+    rules: QuantRules | None = None  # a GGUF file type's per-tensor rules
+    gguf: GGUFWeights | None = None  # a GGUF file's tensors, weighed
 
     @classmethod
     def of_checkpoint(cls, slug: str, *, exact_bytes: int, params: int) -> WeightFormat:
@@ -291,6 +299,8 @@ class WeightFormat:
             raise InvalidValueError(
                 f"bits per weight must be in (0, 32], got {self.bits_per_weight}"
             )
+        if self.rules is not None and self.scope != "all":
+            raise InvalidValueError("per-tensor GGUF rules describe whole files (scope 'all')")
         if self.scope not in ("all", "linear"):
             raise InvalidValueError(f"scope must be 'all' or 'linear', got {self.scope!r}")
 

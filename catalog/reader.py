@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Self
 from advisor.arch import Architecture
 from advisor.enums import LinkKind, Market, QuantAppliesTo, QuantKind, QuantScope, Vendor
 from advisor.errors import AmbiguousNameError, DatabaseError, NotFoundError
+from advisor.ggml import QuantRules
 from advisor.workload import WeightFormat
 from catalog import rules
 from catalog.ambiguity import size_variants
@@ -134,10 +135,13 @@ class QuantRecord(NamedTuple):
     applies_to: QuantAppliesTo
     source: str
     notes: str | None
+    gguf_rules: Mapping[str, Any] | None
 
     @classmethod
     def from_columns(cls, columns: Mapping[str, Any]) -> Self:
         values = {name: columns[name] for name in cls._fields}
+        if isinstance(values["gguf_rules"], str):  # sqlite3 reads the JSON column as text
+            values["gguf_rules"] = json.loads(values["gguf_rules"])
         values["kind"] = QuantKind(values["kind"])
         values["scope"] = QuantScope(values["scope"])
         values["applies_to"] = QuantAppliesTo(values["applies_to"])
@@ -149,6 +153,7 @@ class QuantRecord(NamedTuple):
             bits_per_weight=self.bits_per_weight,
             scope=self.scope.value,
             kind=self.kind,
+            rules=None if self.gguf_rules is None else QuantRules.from_json(self.gguf_rules),
         )
 
 

@@ -31,6 +31,7 @@ from advisor.enums import (
     Vendor,
 )
 from advisor.errors import InvalidValueError
+from advisor.ggml import QuantRules
 from catalog.rules import ARCHITECTURE_FIELDS as ARCHITECTURE_FIELDS
 from catalog.rules import alias_key as alias_key
 from catalog.rules import architecture_of
@@ -399,6 +400,9 @@ class QuantFields(SQLModel):
     applies_to: QuantAppliesTo = Field(sa_type=String(24))
     source: str = Field(min_length=1, sa_type=Text)
     notes: str | None = Field(default=None, sa_type=Text)
+    # A GGUF file type's per-tensor rules (advisor/ggml.py QuantRules.from_json); None: one
+    # bits-per-weight figure for every weight (any other format, or a user's own GGUF row).
+    gguf_rules: dict[str, Any] | None = Field(default=None, sa_type=JSON)
 
     @field_validator("notes")
     @classmethod
@@ -409,6 +413,16 @@ class QuantFields(SQLModel):
     @classmethod
     def _valid_slug(cls, value: str) -> str:
         return _check_slug(value)
+
+    @field_validator("gguf_rules")
+    @classmethod
+    def _valid_rules(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        try:
+            return QuantRules.from_json(value).to_json()
+        except InvalidValueError as error:
+            raise ValueError(str(error)) from None
 
 
 class QuantCreate(QuantFields):

@@ -311,7 +311,7 @@ def _parse_csv(text: str, filename: str) -> list[ParsedRow]:
 
 
 def _uncell(column: str, cell: str, filename: str, where: str) -> Any:
-    if column in ("aliases", "arch_options"):
+    if column in ("aliases", "arch_options", "gguf_rules"):
         try:
             return json.loads(cell)
         except json.JSONDecodeError:

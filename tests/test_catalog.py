@@ -130,7 +130,7 @@ def test_sync_refreshes_untouched_and_keeps_user_edits(catalog: Catalog) -> None
             ["quant q8_0"],
             ["quant q2_k"],
         )
-        assert queries.get_quant(session, name="q4_k_m").bits_per_weight == 4.9
+        assert queries.get_quant(session, name="q4_k_m").bits_per_weight == 4.8944
         assert queries.get_quant(session, name="q8_0").notes == "mine"
         with pytest.raises(NotFoundError):
             queries.get_quant(session, name="q2_k")

@@ -129,8 +129,9 @@ def test_table_and_explain(run: Run) -> None:
 
 
 def test_quant_from_catalog(run: Run) -> None:
-    """--quant looks the format up: Q4_K_M's measured 4.9 bits cover every weight (under
-    transformers, which holds the whole file on the GPU)."""
+    """--quant looks the format up: Q4_K_M's per-tensor rules weigh every tensor of the model
+    (under transformers, which holds the whole file on the GPU): 32 layers of Q4_K with Q6_K
+    attn_v/ffn_down in 16 of them, a Q6_K output layer, a Q4_K embedding, F32 norms."""
     result = run(
         "estimate",
         "--model",
@@ -144,7 +145,17 @@ def test_quant_from_catalog(run: Run) -> None:
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["workload"]["quant"] == "q4_k_m"
-    assert data["components"]["weights"] == -(-6738415616 * 49 // 80)
+    q4_k, q6_k = 144 / 256, 210 / 256  # bytes per weight of the two block types
+    h, f, v = 4096, 11008, 32000
+    layer_q4 = 3 * h * h + 2 * h * f  # q, k, o, gate, up
+    layer_mixed = h * h + f * h  # v and down: Q6_K in 16 layers, Q4_K in the others
+    expected = (
+        32 * layer_q4 * q4_k
+        + 16 * layer_mixed * (q4_k + q6_k)
+        + v * h * (q4_k + q6_k)
+        + (2 * 32 + 1) * h * 4
+    )
+    assert data["components"]["weights"] == expected
 
 
 @pytest.mark.parametrize(

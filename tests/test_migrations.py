@@ -115,6 +115,7 @@ EXPECTED_SCHEMA = {
         "source",
         "notes",
         "id",
+        "gguf_rules",
     ],
     "removed_bundled_row": ["id", "kind", "slug"],
 }
@@ -293,3 +294,49 @@ def test_0003_keeps_user_rows_from_0002(tmp_path: Path) -> None:
         ("my-card", 25769803776, "user", None, None, None, 0, None)
     ]
     assert [tuple(row) for row in aliases] == [("mc", 1), ("mycard", 1)]
+
+
+def _revision_adding(column: str, table: str) -> tuple[str, str]:
+    """(the revision whose upgrade adds `column` to `table`, the revision before it), found in
+    the migration scripts (no literal revision ids: the chain may be re-ordered)."""
+    script = migrate.script_directory()
+    for revision in script.walk_revisions():
+        source = Path(revision.path).read_text(encoding="utf-8")
+        upgrade_body = source.split("def upgrade", 1)[1].split("def downgrade", 1)[0]
+        if f'"{column}"' in upgrade_body and f'"{table}"' in upgrade_body:
+            assert isinstance(revision.down_revision, str)
+            return revision.revision, revision.down_revision
+    raise AssertionError(f"no migration adds {table}.{column}")
+
+
+def test_gguf_rules_migration_keeps_user_quant_rows(tmp_path: Path) -> None:
+    """Upgrading a catalog from before per-tensor GGUF rules keeps a quantization format the
+    user added (one bits-per-weight figure, no rules), and the upgraded row still estimates."""
+    adding, before = _revision_adding("gguf_rules", "quant_format")
+    path = tmp_path / "quants.db"
+    engine = make_engine(f"sqlite:///{path}", foreign_keys=False)
+    migrate.upgrade(engine, before)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO quant_format (origin, user_modified, slug, name, kind, "
+                "bits_per_weight, scope, applies_to, source, id) VALUES ('user', 0, 'my-q4', "
+                "'My Q4 GGUF', 'gguf', 4.8, 'all', 'weights', 'my own file', 1)"
+            )
+        )
+    migrate.upgrade(engine, adding)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT slug, bits_per_weight, scope, origin, gguf_rules FROM quant_format")
+        ).all()
+    engine.dispose()
+    assert [tuple(row) for row in rows] == [("my-q4", 4.8, "all", "user", None)]
+    catalog = open_catalog(str(path))
+    try:
+        from catalog import queries
+
+        with catalog.session() as session:
+            quant = queries.get_quant(session, name="my-q4")
+            assert (quant.bits_per_weight, quant.gguf_rules) == (4.8, None)
+    finally:
+        catalog.close()

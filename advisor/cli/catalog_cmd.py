@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from advisor.cli import shared
+from advisor.cli import options, shared
 from advisor.enums import LinkKind, Market, ModelType, Vendor
 from advisor.errors import InvalidValueError
 from advisor.units import GB, Units, format_bandwidth, parse_size, to_unit, unit_label
@@ -19,7 +19,7 @@ from advisor.units import GB, Units, format_bandwidth, parse_size, to_unit, unit
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from catalog.tables import GPUPublic, ModelPublic
+    from catalog.tables import GPUPublic, ModelPublic, QuantPublic
 
 app = typer.Typer(
     help="Browse and edit the catalog of GPUs, models and quantization formats.",
@@ -226,40 +226,93 @@ def list_families(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
 
 @app.command("quants")
-def list_quants(ctx: typer.Context, as_json: JsonOption = False) -> None:
+def list_quants(
+    ctx: typer.Context,
+    as_json: JsonOption = False,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Bits per weight of each GGUF file type on this model (its tensors weighed "
+            "under the type's per-tensor rules).",
+        ),
+    ] = None,
+    rules: Annotated[
+        bool, typer.Option("--rules", help="Show each GGUF file type's per-tensor rules.")
+    ] = False,
+) -> None:
     """List quantization formats, most bits per weight first."""
     from catalog import queries
 
     with shared.reading(ctx) as session:
         rows = [queries.quant_public(q) for q in queries.list_quants(session)]
+    effective = _effective_bits(ctx, model, rows) if model else {}
     if as_json:
-        shared.print_json([row.model_dump(mode="json") for row in rows])
+        data = [row.model_dump(mode="json") for row in rows]
+        if model:
+            for item in data:
+                item["bits_per_weight_on_model"] = effective.get(item["slug"])
+        shared.print_json(data)
         return
-    table = _table(
-        f"{len(rows)} quantization formats",
-        [
-            ("Format", "left"),
-            ("Name", "left"),
-            ("Kind", "left"),
-            ("Bits/weight", "right"),
-            ("Block bits", "right"),
-            ("Scope", "left"),
-            ("Applies to", "left"),
-        ],
-        caption="Bits/weight: effective (measured on real files where known); scope 'linear': "
-        "embeddings and output head stay 16-bit.",
+    columns = [
+        ("Format", "left"),
+        ("Name", "left"),
+        ("Kind", "left"),
+        ("Bits/weight", "right"),
+        ("Block bits", "right"),
+        ("Scope", "left"),
+        ("Applies to", "left"),
+    ]
+    if rules:
+        columns.append(("Per-tensor rules (GGUF)", "left"))
+    caption = (
+        "Bits/weight: effective (measured on real files where known; GGUF file types: their "
+        "per-tensor rules on Llama-3.1-8B); scope 'linear': embeddings and output head stay "
+        "16-bit."
     )
+    if model:
+        caption = (
+            f"Bits/weight: GGUF file types weighed tensor by tensor on {model}; other formats "
+            "as stored. Scope 'linear': embeddings and output head stay 16-bit."
+        )
+    table = _table(f"{len(rows)} quantization formats", columns, caption=caption)
     for row in rows:
-        table.add_row(
+        cells = [
             row.slug,
             row.name,
             row.kind.value,
-            _num(row.bits_per_weight, 2),
+            _num(effective.get(row.slug, row.bits_per_weight), 2),
             _num(row.block_bits_per_weight, 4),
             row.scope.value,
             row.applies_to.value,
-        )
+        ]
+        if rules:
+            cells.append(_rules_summary(row.gguf_rules))
+        table.add_row(*cells)
     shared.out().print(table)
+
+
+def _rules_summary(data: dict[str, Any] | None) -> str:
+    from advisor.ggml import QuantRules
+
+    return "—" if data is None else QuantRules.from_json(data).summary()
+
+
+def _effective_bits(
+    ctx: typer.Context, model: str, rows: Sequence[QuantPublic]
+) -> dict[str, float]:
+    """Bits per weight of every format with per-tensor rules, on `model`."""
+    from advisor.arch import count_params
+    from advisor.ggml import QuantRules
+    from advisor.gguf import gguf_weights
+
+    arch = options.load_model(ctx, model)[1]
+    params = count_params(arch).total
+    return {
+        row.slug: gguf_weights(arch, QuantRules.from_json(row.gguf_rules)).bits_per_weight(params)
+        for row in rows
+        if row.gguf_rules is not None
+    }
 
 
 # --- show ----------------------------------------------------------------------------------
@@ -799,6 +852,33 @@ def _hub_fields(repo_id: str, *, offline: bool) -> dict[str, Any]:
     return fields
 
 
+def _gguf_fields(path: Path) -> dict[str, Any]:
+    """Catalog fields read from a GGUF file's header (its architecture and context length)."""
+    import dataclasses
+    import re
+
+    from advisor.gguf_file import read_gguf
+
+    found = read_gguf(path)
+    arch = found.arch
+    fields = {f.name: getattr(arch, f.name) for f in dataclasses.fields(arch)}
+    fields["arch_options"] = dict(arch.arch_options)
+    fields["source"] = f"GGUF header read from {path.resolve()}"
+    fields["slug"] = re.sub(r"[^a-z0-9._-]+", "-", found.label.lower()).strip("-._") or "model"
+    fields["name"] = found.label
+    return fields
+
+
+FromGGUFOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--from-gguf",
+        help="Read the architecture from a GGUF file's header (llama.cpp's format); other "
+        "options override it.",
+        exists=False,
+        dir_okay=False,
+    ),
+]
 FromHubOption = Annotated[
     str | None,
     typer.Option(
@@ -827,6 +907,7 @@ def add_model(
     ctx: typer.Context,
     from_config: FromConfigOption = None,
     from_hub: FromHubOption = None,
+    from_gguf: FromGGUFOption = None,
     offline: OfflineOption = False,
     slug: Annotated[str | None, _option(MODEL_OPTIONS, "slug")] = None,
     name: Annotated[str | None, _option(MODEL_OPTIONS, "name")] = None,
@@ -874,15 +955,18 @@ def add_model(
     alias: AliasOption = None,
     arch_option: ArchOption = None,
 ) -> None:
-    """Add a model: from a config.json or a Hub repo, and/or one option per field."""
+    """Add a model: from a config.json, a Hub repo or a GGUF file, and/or one option per
+    field."""
     from catalog import queries
     from catalog.tables import ModelCreate
 
     # Every field option is a parameter named after its field.
     given = _values(MODEL_OPTIONS, locals())
-    if from_config and from_hub:
-        raise InvalidValueError("give --from-config or --from-hub, not both")
+    if sum(x is not None for x in (from_config, from_hub, from_gguf)) > 1:
+        raise InvalidValueError("give one of --from-config, --from-hub and --from-gguf")
     values = _config_fields(from_config) if from_config else {}
+    if from_gguf:
+        values = _gguf_fields(from_gguf)
     aliases = list(alias or [])
     if from_hub:
         values = _hub_fields(from_hub, offline=offline)

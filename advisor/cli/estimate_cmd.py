@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from advisor.cli import options, shared
+from advisor.engines import kv_dtype_name
 from advisor.enums import Engine, Vendor
 from advisor.errors import InvalidValueError
 from advisor.policy import Request, checkpointing_asked
@@ -71,7 +72,7 @@ def engine_settings(w: Workload) -> dict[str, Any] | None:
         return {
             "n_ubatch": w.serving.ubatch,
             "flash_attention": w.serving.flash_attention,
-            "kv_dtype": (w.kv_dtype or KVDtype.fp16).value,
+            "kv_dtype": kv_dtype_name(Engine.llama_cpp, w.kv_dtype or KVDtype.fp16),
         }
     if w.serving.engine is Engine.vllm:
         return {
@@ -385,7 +386,7 @@ def estimate(
         method=method,
         precision=precision,
         quants=(quant,) if quant else (),
-        kv_dtype=kv_dtype,
+        kv_dtype=options.kv_dtype(kv_dtype),
         batch=batch,
         seq=seq,
         optimizer=optimizer,

@@ -16,6 +16,7 @@ import typer
 from advisor.cli import options, shared
 from advisor.cli.estimate_cmd import engine_words
 from advisor.cli.shared import NO_FIT, STYLE_FITS, STYLE_NONE, STYLE_TIGHT, level_words
+from advisor.engines import kv_dtype_name
 from advisor.enums import Market, Vendor
 from advisor.errors import InvalidValueError
 from advisor.policy import (
@@ -107,7 +108,8 @@ def workload_line(w: Workload, levels: Sequence[Level], cards: str) -> str:
         parts.append(f"batch {w.batch} x {w.seq:,} tokens")
     else:
         parts.append(f"batch {w.batch}, context {w.seq:,} tokens")
-        parts.append(f"KV cache {w.kv_dtype.value if w.kv_dtype else _compute_dtype(w)}")
+        kv = kv_dtype_name(w.serving.engine, w.kv_dtype) if w.kv_dtype else _compute_dtype(w)
+        parts.append(f"KV cache {kv}")
         used = list(dict.fromkeys(lv.workload for lv in levels))
         engines_used = {lv.workload.serving.engine for lv in levels}
         if len(engines_used) == 1:
@@ -737,7 +739,7 @@ def fit(
         method=method,
         precision=precision,
         quants=tuple(quant or ()),
-        kv_dtype=kv_dtype,
+        kv_dtype=options.kv_dtype(kv_dtype),
         batch=batch,
         seq=seq,
         optimizer=optimizer,

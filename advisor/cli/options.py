@@ -79,9 +79,28 @@ QuantOpt = Annotated[
         help="Weight format from `advisor catalog quants` (inference, and the QLoRA base).",
     ),
 ]
+
+
+# A str parsed by `kv_dtype` (not an Enum): llama.cpp's f16/f32 spellings are accepted too, and
+# a custom Typer parser would load pydantic on every command (advisor/cli/plain_params.py).
 KVDtypeOpt = Annotated[
-    KVDtype | None, typer.Option("--kv-dtype", help="KV-cache dtype; default: compute dtype.")
+    str | None,
+    typer.Option(
+        "--kv-dtype",
+        metavar="[" + "|".join(k.value for k in KVDtype) + "|f16|f32]",
+        help="KV-cache dtype (llama.cpp's f16 and f32 spellings accepted); default: compute "
+        "dtype (llama.cpp: f16).",
+    ),
 ]
+
+
+def kv_dtype(text: str | None) -> KVDtype | None:
+    """--kv-dtype's value: a KVDtype by its name or llama.cpp's (InvalidValueError, exit 2)."""
+    from advisor.engines import parse_kv_dtype
+
+    return None if text is None else parse_kv_dtype(text)
+
+
 BatchOpt = Annotated[
     int | None, typer.Option("--batch", help=f"Sequences per step. Default: {DEFAULT_BATCH}.")
 ]
@@ -252,6 +271,8 @@ def load_model_and_format(ctx: typer.Context, name: str, *, offline: bool = Fals
         is_file, is_dir = path.is_file(), path.is_dir()
     except OSError:  # a name too long to be a file name (ENAMETOOLONG) is a catalog name
         is_file = is_dir = False
+    if name.lower().endswith(".gguf"):
+        return gguf_choice(path)
     if name.endswith(".json") or is_file:
         return ModelChoice(path.stem, architecture_from_hf_config(load_hf_config(path)))
     if is_dir:
@@ -266,6 +287,14 @@ def load_model_and_format(ctx: typer.Context, name: str, *, offline: bool = Fals
         if not looks_like_repo_id(name):
             raise
     return _checkpoint(name, offline=offline)
+
+
+def gguf_choice(path: Path) -> ModelChoice:
+    """A GGUF file: its architecture and exact weights (the `gguf` package loads only here)."""
+    from advisor.gguf_file import read_gguf
+
+    found = read_gguf(path)
+    return ModelChoice(found.label, found.arch, found.weight_format)
 
 
 def _checkpoint(name: str, *, offline: bool) -> ModelChoice:

@@ -151,7 +151,7 @@ def trace(
         method=method,
         precision=precision,
         quants=(quant,) if quant else (),
-        kv_dtype=kv_dtype,
+        kv_dtype=options.kv_dtype(kv_dtype),
         batch=batch,
         seq=seq,
         optimizer=optimizer,

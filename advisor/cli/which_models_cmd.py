@@ -297,7 +297,7 @@ def which_models(
         method=method,
         precision=precision,
         quants=tuple(quant or ()),
-        kv_dtype=kv_dtype,
+        kv_dtype=options.kv_dtype(kv_dtype),
         batch=batch,
         seq=context,
         optimizer=optimizer,
