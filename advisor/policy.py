@@ -310,6 +310,34 @@ def build_levels(
     return tuple(levels)
 
 
+def levels_by_model(
+    archs: Sequence[Architecture],
+    request: Request,
+    formats: Mapping[str, WeightFormat],
+    *,
+    default_quants: Sequence[str] = FIT_QUANTS,
+) -> list[tuple[Level, ...]]:
+    """`build_levels` for each of `archs`, in order. A model's levels depend on it only
+    through its default context or sequence (`default_seq`), so they are built once per
+    distinct default and shared (they are frozen): `which-models` builds a handful instead of
+    one set per catalog model."""
+    built: dict[int, tuple[Level, ...]] = {}
+    answer = []
+    for arch in archs:
+        seq = default_seq(arch, request.stage) if request.seq is None else request.seq
+        if seq not in built:
+            built[seq] = build_levels(arch, request, formats, default_quants=default_quants)
+        answer.append(built[seq])
+    return answer
+
+
+def is_ladder(request: Request) -> bool:
+    """Whether `which-models` climbs the policy's ladder (no --quant asked, inference): its
+    levels after the first never need more bytes than the one before (a property test checks
+    it on every catalog model), so the first that fits can be bisected for."""
+    return request.stage is Stage.inference and not request.quants
+
+
 def _runs(request: Request, fmt: WeightFormat | None) -> bool:
     """Whether the level's engine runs weights in `fmt` (None: a float dtype) with the KV
     dtype asked."""
