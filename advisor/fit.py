@@ -40,6 +40,8 @@ from advisor.policy import (
     TOPOLOGY_BY_MARKET,
     Level,
     default_context,
+    mixed_precision_counterpart,
+    mixed_precision_differs,
     with_parallel,
 )
 from advisor.workload import MAX_SEARCH_GPUS, Parallel, Stage, Workload, check_count
@@ -47,10 +49,12 @@ from advisor.workload import MAX_SEARCH_GPUS, Parallel, Stage, Workload, check_c
 __all__ = [
     "DEFAULT_MAX_GPUS",
     "Card",
+    "Choice",
     "Level",
     "ModelFit",
     "Option",
     "Plan",
+    "best_choices",
     "best_level",
     "buildable_counts",
     "candidate_counts",
@@ -476,6 +480,9 @@ class Plan:
     breakdowns: tuple[Estimate, ...] = field(default=())
     breakdown_overhead: RuntimeOverhead = CUDA_OVERHEAD
     note: str = ""  # a strategy chosen for the user ('' when none was)
+    # A pure 16-bit full training's need with fp32 master weights and states, on the
+    # breakdowns' count, when it is more than `MIXED_PRECISION_SHOWN_ABOVE` larger.
+    mixed_precision: Estimate | None = None
 
 
 @dataclass
@@ -571,15 +578,104 @@ def plan(
             shown = sized.at(found if found is not None else tried[-1])
             options.append(sized.option(card, found, shown))
     shown_overhead = _shared_overhead(cards, overhead)
+    breakdowns = tuple(planner.level(lv, shown_overhead).at(count or 1) for lv in levels)
     return Plan(
         arch=arch,
         levels=tuple(levels),
         options=tuple(options),
         max_gpus=count or max_gpus,
-        breakdowns=tuple(planner.level(lv, shown_overhead).at(count or 1) for lv in levels),
+        breakdowns=breakdowns,
         breakdown_overhead=shown_overhead,
         note=switched,
+        mixed_precision=_mixed_precision(arch, breakdowns, shown_overhead),
     )
+
+
+def _mixed_precision(
+    arch: Architecture, breakdowns: Sequence[Estimate], overhead: RuntimeOverhead
+) -> Estimate | None:
+    """The first pure 16-bit full training's need with fp32 master weights and states, when it
+    differs enough to be shown (`advisor.policy.mixed_precision_differs`)."""
+    for pure in breakdowns:
+        counterpart = mixed_precision_counterpart(pure.workload)
+        if counterpart is not None:
+            mixed = estimate(arch, counterpart, overhead=overhead)
+            if mixed_precision_differs(pure.per_gpu_bytes, mixed.per_gpu_bytes):
+                return mixed
+            return None
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Choice:
+    """One of the best choices among a plan's options, and why: the fewest cards, the
+    cheapest hour, the most headroom (one option may be several)."""
+
+    option: Option
+    reasons: tuple[str, ...]
+
+
+# The best choices, in the order they are listed.
+FEWEST_CARDS = "fewest cards"
+CHEAPEST = "cheapest"
+MOST_HEADROOM = "most headroom"
+
+
+def best_choices(options: Sequence[Option]) -> tuple[Choice, ...]:
+    """Among the options that fit: the fewest cards (ties: the higher level, then the
+    cheaper hour, then more headroom), the cheapest hour where prices are known (ties: the
+    higher level, then more headroom) and the most headroom per card (ties: fewer cards,
+    then the higher level). One option chosen for several reasons is one choice; none fit:
+    no choice."""
+    fitting = [o for o in options if o.count is not None]
+    if not fitting:
+        return ()
+    rank = {label: i for i, label in enumerate(dict.fromkeys(o.level.label for o in options))}
+
+    def price(o: Option) -> float:
+        return math.inf if o.price_per_hour is None else o.price_per_hour
+
+    picks = [
+        (
+            FEWEST_CARDS,
+            min(
+                fitting,
+                key=lambda o: (
+                    o.count,
+                    rank[o.level.label],
+                    price(o),
+                    -o.headroom_bytes,
+                    o.card.slug,
+                ),
+            ),
+        ),
+    ]
+    priced = [o for o in fitting if o.price_per_hour is not None]
+    if priced:
+        picks.append(
+            (
+                CHEAPEST,
+                min(
+                    priced,
+                    key=lambda o: (price(o), rank[o.level.label], -o.headroom_bytes, o.card.slug),
+                ),
+            )
+        )
+    picks.append(
+        (
+            MOST_HEADROOM,
+            min(
+                fitting,
+                key=lambda o: (-o.headroom_bytes, o.count, rank[o.level.label], o.card.slug),
+            ),
+        )
+    )
+    chosen: dict[int, Choice] = {}
+    for reason, option in picks:
+        found = chosen.get(id(option))
+        reasons = (*found.reasons, reason) if found else (reason,)
+        chosen[id(option)] = Choice(option=option, reasons=reasons)
+    return tuple(chosen.values())
 
 
 @dataclass(frozen=True, kw_only=True)

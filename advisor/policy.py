@@ -66,6 +66,15 @@ COMPARED_METHODS = (Method.full, Method.lora, Method.qlora)
 # QLoRA's base format unless one is asked: bitsandbytes NF4 without double quantization
 # (BitsAndBytesConfig's default, bnb_4bit_use_double_quant=False).
 DEFAULT_QLORA_QUANT = "nf4"
+# Full training in pure 16 bit keeps the weights and AdamW's states in that dtype; Hugging
+# Face's Trainer on a model loaded in fp32 with `bf16=True` keeps fp32 master weights and
+# states and computes under autocast (`--precision mixed-bf16`). The commands show that
+# figure beside the pure one when it needs more than this share more per card (issue 16).
+MIXED_PRECISION_SHOWN_ABOVE = 0.20
+# The mixed-precision counterpart of each pure 16-bit precision.
+MIXED_OF_PURE: Mapping[Precision, Precision] = MappingProxyType(
+    {Precision.bf16: Precision.mixed_bf16, Precision.fp16: Precision.mixed_fp16}
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,6 +228,21 @@ def workload(
         offload_optimizer=request.offload_optimizer,
         serving=serving,
     )
+
+
+def mixed_precision_counterpart(w: Workload) -> Workload | None:
+    """The same full training with fp32 master weights and optimizer states (autocast
+    compute) when `w` trains every weight in pure 16 bit; None otherwise (inference, adapters,
+    an fp32 or mixed precision already)."""
+    if not w.training or w.method is not Method.full or w.precision not in MIXED_OF_PURE:
+        return None
+    return dataclasses.replace(w, precision=MIXED_OF_PURE[w.precision])
+
+
+def mixed_precision_differs(pure_bytes: int, mixed_bytes: int) -> bool:
+    """Whether the mixed-precision need is worth showing beside the pure one: more than
+    `MIXED_PRECISION_SHOWN_ABOVE` larger."""
+    return mixed_bytes > pure_bytes * (1 + MIXED_PRECISION_SHOWN_ABOVE)
 
 
 def checkpointing_asked(

@@ -450,3 +450,24 @@ def test_bisecting_the_ladder_answers_as_walking_it(
         walked = best_level(name, arch, levels, consumer, 1)
         bisected = best_level(name, arch, levels, consumer, 1, ladder=True)
         assert bisected == walked, name
+
+
+def test_best_choices_merge_an_option_chosen_for_several_reasons(session: Session) -> None:
+    """One card that is the fewest, the cheapest and the roomiest is one choice with three
+    reasons; with a cheaper card that needs more cards, the cheapest is that one; none fit:
+    no choice."""
+    from advisor.fit import best_choices
+
+    arch = arch_of(session, "llama-2-13b")
+    big = dataclasses.replace(card(80, "big"), price_per_hour=3.0)
+    (only,) = best_choices(plan(arch, [inference()], [big]).options)
+    assert only.reasons == ("fewest cards", "cheapest", "most headroom")
+    small = dataclasses.replace(card(24, "small"), price_per_hour=0.5)
+    unpriced = card(48, "unpriced")
+    choices = best_choices(plan(arch, [inference()], [big, small, unpriced]).options)
+    picked = {reason: c.option for c in choices for reason in c.reasons}
+    assert picked["fewest cards"].card.slug == "big" and picked["fewest cards"].count == 1
+    assert picked["cheapest"].card.slug == "small" and picked["cheapest"].count == 2
+    assert picked["cheapest"].price_per_hour == 1.0
+    assert picked["most headroom"].card.slug == "big"
+    assert best_choices(plan(arch, [inference()], [card(4)], max_gpus=1).options) == ()
