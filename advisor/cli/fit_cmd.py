@@ -399,27 +399,39 @@ def _render_single(result: Plan, units: Units) -> None:
 
     console = shared.out()
     table = Table(show_edge=False, pad_edge=False)
-    names = ["level", "engine", "cards", "per card", "headroom", "use", "fits"]
-    names += ["longest context", "batch"]
-    for name in names:
-        left = name in ("level", "engine", "fits")
-        table.add_column(name, justify="left" if left else "right", no_wrap=True)
+    engines = {o.level.workload.serving.engine for o in result.options}
+    rows: list[list[Any]] = []
     for option in result.options:
         style = STYLE_NONE if not option.fits else STYLE_TIGHT if option.tight else STYLE_FITS
         verdict = "tight" if option.tight else "yes" if option.fits else "no"
         if option.offload is not None:
             verdict, style = partial_words(option.offload, units), STYLE_TIGHT
-        table.add_row(
-            level_words(option.level),
-            option.level.workload.serving.engine.value,
-            option.layout or NO_FIT,
-            format_size(option.per_gpu_bytes, units, digits=2),
-            format_size(option.headroom_bytes, units, digits=2),
-            f"{option.used_fraction:.0%}",
-            Text(verdict, style=style),
-            f"{option.max_context:,}" if option.max_context else NO_FIT,
-            f"{option.max_batch:,}" if option.max_batch else NO_FIT,
+        rows.append(
+            [
+                level_words(option.level),
+                *([option.level.workload.serving.engine.value] if len(engines) > 1 else []),
+                option.layout or NO_FIT,
+                format_size(option.per_gpu_bytes, units, digits=2),
+                format_size(option.headroom_bytes, units, digits=2),
+                f"{option.used_fraction:.0%}",
+                Text(verdict, style=style),
+                f"{option.max_context:,}" if option.max_context else NO_FIT,
+                f"{option.max_batch:,}" if option.max_batch else NO_FIT,
+            ]
         )
+    names = ["level", *(["engine"] if len(engines) > 1 else []), "cards", "per card"]
+    names += ["headroom", "use", "fits", "longest context", "batch"]
+    # Figures keep their width; a header wider than its figures wraps ("longest / context")
+    # on a narrow terminal instead of shrinking to an ellipsis. The engine column is left
+    # out when every level runs on one (the header names it).
+    for index, name in enumerate(names):
+        left = name in ("level", "engine", "fits")
+        widest = max(len(str(row[index])) for row in rows)
+        table.add_column(
+            name, justify="left" if left else "right", min_width=widest, overflow="fold"
+        )
+    for row in rows:
+        table.add_row(*row)
     card = result.options[0].card
     # Each level on the fewest cards that hold it (exactly the count asked with --count), up
     # to max_gpus; the `cards` column says how many.
