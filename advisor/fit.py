@@ -48,8 +48,8 @@ from advisor.workload import MAX_SEARCH_GPUS, Parallel, Stage, Workload, check_c
 
 __all__ = [
     "DEFAULT_MAX_GPUS",
+    "BestChoice",
     "Card",
-    "Choice",
     "Level",
     "ModelFit",
     "Option",
@@ -440,6 +440,15 @@ def largest_fitting(
     size_hi = size(hi)
     if size_hi <= budget:
         return hi
+    return _narrow(size, (lo, size_lo), (hi, size_hi), budget)
+
+
+def _narrow(
+    size: Callable[[int], int], low: tuple[int, int], high: tuple[int, int], budget: int
+) -> int:
+    """`largest_fitting`'s search between `low` = (lo, size(lo)) that fits and `high` =
+    (hi, size(hi)) that does not: the last n that fits."""
+    (lo, size_lo), (hi, size_hi) = low, high
     # Invariant: size(lo) <= budget < size(hi).
     weight_lo = weight_hi = 1.0
     moved = 0  # which end the last step moved: -1 lo, +1 hi
@@ -607,7 +616,7 @@ def _mixed_precision(
 
 
 @dataclass(frozen=True, kw_only=True)
-class Choice:
+class BestChoice:
     """One of the best choices among a plan's options, and why: the fewest cards, the
     cheapest hour, the most headroom (one option may be several)."""
 
@@ -621,7 +630,7 @@ CHEAPEST = "cheapest"
 MOST_HEADROOM = "most headroom"
 
 
-def best_choices(options: Sequence[Option]) -> tuple[Choice, ...]:
+def best_choices(options: Sequence[Option]) -> tuple[BestChoice, ...]:
     """Among the options that fit: the fewest cards (ties: the higher level, then the
     cheaper hour, then more headroom), the cheapest hour where prices are known (ties: the
     higher level, then more headroom) and the most headroom per card (ties: fewer cards,
@@ -670,11 +679,11 @@ def best_choices(options: Sequence[Option]) -> tuple[Choice, ...]:
             ),
         )
     )
-    chosen: dict[int, Choice] = {}
+    chosen: dict[int, BestChoice] = {}
     for reason, option in picks:
         found = chosen.get(id(option))
         reasons = (*found.reasons, reason) if found else (reason,)
-        chosen[id(option)] = Choice(option=option, reasons=reasons)
+        chosen[id(option)] = BestChoice(option=option, reasons=reasons)
     return tuple(chosen.values())
 
 
@@ -773,12 +782,11 @@ def best_level(
 
     With `all_levels`, every level is tried, so that `fitting_levels` lists all that fit
     (the fine-tuning methods); `with_batch` also searches the largest batch of each fitting
-    level (left None otherwise: which-models does not show it). With `ladder`, the levels
-    after the first need no more bytes each than the one before (the policy's ladder:
-    `advisor.policy.WHICH_MODELS_LADDER`, checked by a property test), so the first that fits
-    is found by bisection instead of a walk, with the same answer. A model that cannot be
-    sized at all (a context beyond its maximum, a count its strategy cannot split over) comes
-    back with a `reason`. The card is charged its vendor's runtime overhead unless `overhead`.
+    level (left None otherwise: which-models does not show it). `ladder`: each level after the
+    first needs no more than the one before (`policy.is_ladder`), so the first that fits is
+    bisected for, with the walk's answer. A model that cannot be sized at all (a context
+    beyond its maximum, a count its strategy cannot split over) comes back with a `reason`.
+    The card is charged its vendor's runtime overhead unless `overhead`.
     """
     check_count("count", count, MAX_SEARCH_GPUS)
     first = levels[0].workload
@@ -802,15 +810,7 @@ def best_level(
     def fits(index: int) -> bool:
         return sized[index].at(count).per_gpu_bytes <= sized[index].budget(card)
 
-    if all_levels:
-        fitting = [i for i in range(len(levels)) if fits(i)]
-    else:
-        chosen = (
-            _first_fitting(fits, len(levels))
-            if ladder
-            else next((i for i in range(len(levels)) if fits(i)), None)
-        )
-        fitting = [] if chosen is None else [chosen]
+    fitting = _fitting(fits, len(levels), all_levels=all_levels, ladder=ladder)
     options = [sized[i].option(card, count, sized[i].at(count), batch=with_batch) for i in fitting]
     last = sized[-1]
     # The split to system RAM is one card's (several cards asked get none), and only the
@@ -825,6 +825,21 @@ def best_level(
         fitting_levels=tuple(option.level.label for option in options),
         parallel=parallel,
     )
+
+
+def _fitting(
+    fits: Callable[[int], bool], levels: int, *, all_levels: bool, ladder: bool
+) -> list[int]:
+    """The levels `best_level` reports: every one that fits (`all_levels`), else the first
+    that fits, bisected for on a ladder, walked to otherwise."""
+    if all_levels:
+        return [i for i in range(levels) if fits(i)]
+    chosen = (
+        _first_fitting(fits, levels)
+        if ladder
+        else next((i for i in range(levels) if fits(i)), None)
+    )
+    return [] if chosen is None else [chosen]
 
 
 def _first_fitting(fits: Callable[[int], bool], levels: int) -> int | None:

@@ -499,7 +499,7 @@ def _render(
     console.print(_legend(result, fitting, len(rows), priced, units, compact=compact))
 
 
-def choice_line(option: Option, units: Units) -> str:
+def best_choice_line(option: Option, units: Units) -> str:
     """'1x h200-sxm at bf16: 134.6 of 141.0 GiB per card (+6.4, tight), $4.59/h'."""
     pcie = f"{PCIE_MARK} (over PCIe)" if option.over_pcie else ""
     tight = ", tight" if option.tight else ""
@@ -526,7 +526,7 @@ def _render_choices(result: Plan, units: Units) -> None:
     width = max(len(", ".join(c.reasons)) for c in choices)
     for choice in choices:
         console.print(
-            f"  {', '.join(choice.reasons):<{width}}  {choice_line(choice.option, units)}"
+            f"  {', '.join(choice.reasons):<{width}}  {best_choice_line(choice.option, units)}"
         )
 
 
