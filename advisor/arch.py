@@ -524,13 +524,26 @@ def _embeddings(arch: Architecture) -> tuple[int, int, int]:
     return embedding, head, _final_norm(arch)
 
 
+def layer_kinds(arch: Architecture) -> tuple[tuple[int, int], ...]:
+    """The distinct layers of `arch` as (index of the first such layer, how many there are),
+    in order. A layer's parameters depend on its index only in DeepSeek's layout (the first
+    `first_k_dense_replace` layers are dense, the rest MoE); every other layout repeats one
+    layer. `tests/test_arch.py` checks the count against a layer-by-layer sum."""
+    layers = arch.num_hidden_layers
+    if arch.traits.layout is ParamLayout.deepseek:
+        dense = min(arch.first_k_dense_replace or 0, layers)
+        return tuple((first, n) for first, n in ((0, dense), (dense, layers - dense)) if n)
+    return ((0, layers),)
+
+
 def count_params(arch: Architecture) -> ParamCount:
-    """Exact parameter count of `arch`, with the share each token activates (MoE)."""
+    """Exact parameter count of `arch`, with the share each token activates (MoE): each
+    distinct layer counted once and multiplied by how many there are (`layer_kinds`)."""
     layer_params = _LAYER_PARAMS[arch.traits.layout]
-    layers = [layer_params(arch, i) for i in range(arch.num_hidden_layers)]
+    kinds = [(layer_params(arch, first), n) for first, n in layer_kinds(arch)]
     embedding, head, final_norm = _embeddings(arch)
-    layer_total = sum(layer.total for layer in layers)
-    inactive = sum(layer.inactive_experts for layer in layers)
+    layer_total = sum(layer.total * n for layer, n in kinds)
+    inactive = sum(layer.inactive_experts * n for layer, n in kinds)
     total = embedding + head + layer_total + final_norm
     return ParamCount(
         embedding=embedding,

@@ -26,6 +26,7 @@ from advisor.enums import Engine, LinkKind, Market, Vendor
 from advisor.errors import InvalidValueError
 from advisor.estimator import (
     CUDA_OVERHEAD,
+    LLAMA_CPP_CTX_PAD,
     OVERHEAD_BY_VENDOR,
     Estimate,
     KVPool,
@@ -40,6 +41,8 @@ from advisor.policy import (
     TOPOLOGY_BY_MARKET,
     Level,
     default_context,
+    mixed_precision_counterpart,
+    mixed_precision_differs,
     with_parallel,
 )
 from advisor.speed import Compute
@@ -47,11 +50,13 @@ from advisor.workload import MAX_SEARCH_GPUS, Parallel, Stage, Workload, check_c
 
 __all__ = [
     "DEFAULT_MAX_GPUS",
+    "BestChoice",
     "Card",
     "Level",
     "ModelFit",
     "Option",
     "Plan",
+    "best_choices",
     "best_level",
     "buildable_counts",
     "candidate_counts",
@@ -355,6 +360,8 @@ class _Sized:
                 1,
                 self.context_ceiling,
                 capacity,
+                known=self._known(gpus, capacity, seq=self.level.workload.seq, batch=batch),
+                step=_context_step(self.level.workload, batch),
             )
         return self._searches[key]
 
@@ -362,47 +369,115 @@ class _Sized:
         key = ("batch", gpus, capacity)
         if key not in self._searches:
             self._searches[key] = largest_fitting(
-                lambda n: self.at(gpus, batch=n).per_gpu_bytes, 1, BATCH_SEARCH_CEILING, capacity
+                lambda n: self.at(gpus, batch=n).per_gpu_bytes,
+                1,
+                BATCH_SEARCH_CEILING,
+                capacity,
+                known=self._known(gpus, capacity, batch=self.level.workload.batch),
             )
         return self._searches[key]
 
+    def _known(
+        self, gpus: int, capacity: int, *, seq: int | None = None, batch: int | None = None
+    ) -> tuple[int, int] | None:
+        """Where a search may start: the workload's own context (or batch) when its estimate
+        is already made (the fewest-cards check made it) and fits; None otherwise."""
+        w = self.level.workload
+        key = (gpus, seq or w.seq, batch or w.batch)
+        found = self._estimates.get(key)
+        if found is None or found.per_gpu_bytes > capacity:
+            return None
+        n = key[1] if seq is not None else key[2]
+        ceiling = self.context_ceiling if seq is not None else BATCH_SEARCH_CEILING
+        return (n, found.per_gpu_bytes) if n <= ceiling else None
 
-def largest_fitting(size: Callable[[int], int], lo: int, hi: int, budget: int) -> int | None:
+
+def _context_step(workload: Workload, batch: int | None) -> int:
+    """How many contexts in a row need the same bytes: llama.cpp allocates its KV cells
+    (batch x context) in multiples of `LLAMA_CPP_CTX_PAD`, and its every other term follows
+    the cells, so at batch 1 each run of that many contexts ending at a multiple has one size
+    (`tests/test_fit.py` checks it on the estimator); 1 elsewhere."""
+    if workload.serving.engine is Engine.llama_cpp and (batch or workload.batch) == 1:
+        return LLAMA_CPP_CTX_PAD
+    return 1
+
+
+def largest_fitting(
+    size: Callable[[int], int],
+    lo: int,
+    hi: int,
+    budget: int,
+    *,
+    known: tuple[int, int] | None = None,
+    step: int = 1,
+) -> int | None:
     """The largest n in [lo, hi] with size(n) <= budget, for `size` non-decreasing in n.
 
+    `known`: a point (n, size(n)) already known to fit, where the search starts instead of
+    sizing `lo`. `step`: `size` is constant on each run of `step` values ending at a multiple
+    of `step` (llama.cpp's padded context), so only the multiples are sized.
+
     Memory grows almost linearly in context and batch, so each step guesses by linear
-    interpolation and checks the guess's neighbour; every other step bisects, which bounds the
-    search at about 2 log2(hi - lo) sizes even where the growth is not linear.
+    interpolation between the ends of the bracket. Plain interpolation approaches from one
+    side when the growth bends (regula falsi), so an end kept twice in a row counts half in
+    the next guess (the Illinois rule); and every third step bisects unless the two before it
+    halved the bracket, which bounds the search at about 3 log2(hi - lo) sizes where the
+    growth is not linear at all.
     """
-    size_lo = size(lo)
-    if size_lo > budget:
-        return None
+    if step > 1:
+        # Search the runs: run k holds ((k - 1) step, k step], sized at its last value in
+        # [lo, hi]; the largest fitting n is the end of the last fitting run (or hi).
+        found = largest_fitting(
+            lambda k: size(min(k * step, hi)),
+            -(-lo // step),
+            -(-hi // step),
+            budget,
+            known=None if known is None else (-(-known[0] // step), known[1]),
+        )
+        return None if found is None else min(found * step, hi)
+    if known is not None:
+        lo, size_lo = known
+    else:
+        size_lo = size(lo)
+        if size_lo > budget:
+            return None
     size_hi = size(hi)
     if size_hi <= budget:
         return hi
-    step = 0
+    return _narrow(size, (lo, size_lo), (hi, size_hi), budget)
+
+
+def _narrow(
+    size: Callable[[int], int], low: tuple[int, int], high: tuple[int, int], budget: int
+) -> int:
+    """`largest_fitting`'s search between `low` = (lo, size(lo)) that fits and `high` =
+    (hi, size(hi)) that does not: the last n that fits."""
+    (lo, size_lo), (hi, size_hi) = low, high
+    # Invariant: size(lo) <= budget < size(hi).
+    weight_lo = weight_hi = 1.0
+    moved = 0  # which end the last step moved: -1 lo, +1 hi
+    width = hi - lo  # the bracket at the last check that interpolation halves it
+    turn = 0
     while hi - lo > 1:
-        if step % 2 == 0 and size_hi > size_lo:
-            guess = lo + (budget - size_lo) * (hi - lo) // (size_hi - size_lo)
-        else:
+        if turn % 3 == 2 and 2 * (hi - lo) > width:
             guess = (lo + hi) // 2
+        else:
+            below = (budget - size_lo) * weight_lo
+            above = (size_hi - budget) * weight_hi
+            guess = lo + int((hi - lo) * below / (below + above))
+        if turn % 3 == 2:
+            width = hi - lo
         guess = min(max(guess, lo + 1), hi - 1)
         size_guess = size(guess)
         if size_guess <= budget:
             lo, size_lo = guess, size_guess
-            if step % 2 == 0 and guess + 1 < hi:
-                above = size(guess + 1)
-                if above > budget:
-                    return guess
-                lo, size_lo = guess + 1, above
+            weight_lo, weight_hi = 1.0, weight_hi / 2 if moved < 0 else 1.0
+            moved = -1
         else:
             hi, size_hi = guess, size_guess
-            if step % 2 == 0 and guess - 1 > lo:
-                below = size(guess - 1)
-                if below <= budget:
-                    return guess - 1
-                hi, size_hi = guess - 1, below
-        step += 1
+            weight_lo, weight_hi = weight_lo / 2 if moved > 0 else 1.0, 1.0
+            moved = 1
+        turn += 1
     return lo
 
 
@@ -418,6 +493,9 @@ class Plan:
     breakdowns: tuple[Estimate, ...] = field(default=())
     breakdown_overhead: RuntimeOverhead = CUDA_OVERHEAD
     note: str = ""  # a strategy chosen for the user ('' when none was)
+    # A pure 16-bit full training's need with fp32 master weights and states, on the
+    # breakdowns' count, when it is more than `MIXED_PRECISION_SHOWN_ABOVE` larger.
+    mixed_precision: Estimate | None = None
 
 
 @dataclass
@@ -514,15 +592,104 @@ def plan(
             shown = sized.at(found if found is not None else tried[-1])
             options.append(sized.option(card, found, shown))
     shown_overhead = _shared_overhead(cards, overhead)
+    breakdowns = tuple(planner.level(lv, shown_overhead).at(count or 1) for lv in levels)
     return Plan(
         arch=arch,
         levels=tuple(levels),
         options=tuple(options),
         max_gpus=count or max_gpus,
-        breakdowns=tuple(planner.level(lv, shown_overhead).at(count or 1) for lv in levels),
+        breakdowns=breakdowns,
         breakdown_overhead=shown_overhead,
         note=switched,
+        mixed_precision=_mixed_precision(arch, breakdowns, shown_overhead),
     )
+
+
+def _mixed_precision(
+    arch: Architecture, breakdowns: Sequence[Estimate], overhead: RuntimeOverhead
+) -> Estimate | None:
+    """The first pure 16-bit full training's need with fp32 master weights and states, when it
+    differs enough to be shown (`advisor.policy.mixed_precision_differs`)."""
+    for pure in breakdowns:
+        counterpart = mixed_precision_counterpart(pure.workload)
+        if counterpart is not None:
+            mixed = estimate(arch, counterpart, overhead=overhead)
+            if mixed_precision_differs(pure.per_gpu_bytes, mixed.per_gpu_bytes):
+                return mixed
+            return None
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BestChoice:
+    """One of the best choices among a plan's options, and why: the fewest cards, the
+    cheapest hour, the most headroom (one option may be several)."""
+
+    option: Option
+    reasons: tuple[str, ...]
+
+
+# The best choices, in the order they are listed.
+FEWEST_CARDS = "fewest cards"
+CHEAPEST = "cheapest"
+MOST_HEADROOM = "most headroom"
+
+
+def best_choices(options: Sequence[Option]) -> tuple[BestChoice, ...]:
+    """Among the options that fit: the fewest cards (ties: the higher level, then the
+    cheaper hour, then more headroom), the cheapest hour where prices are known (ties: the
+    higher level, then more headroom) and the most headroom per card (ties: fewer cards,
+    then the higher level). One option chosen for several reasons is one choice; none fit:
+    no choice."""
+    fitting = [o for o in options if o.count is not None]
+    if not fitting:
+        return ()
+    rank = {label: i for i, label in enumerate(dict.fromkeys(o.level.label for o in options))}
+
+    def price(o: Option) -> float:
+        return math.inf if o.price_per_hour is None else o.price_per_hour
+
+    picks = [
+        (
+            FEWEST_CARDS,
+            min(
+                fitting,
+                key=lambda o: (
+                    o.count,
+                    rank[o.level.label],
+                    price(o),
+                    -o.headroom_bytes,
+                    o.card.slug,
+                ),
+            ),
+        ),
+    ]
+    priced = [o for o in fitting if o.price_per_hour is not None]
+    if priced:
+        picks.append(
+            (
+                CHEAPEST,
+                min(
+                    priced,
+                    key=lambda o: (price(o), rank[o.level.label], -o.headroom_bytes, o.card.slug),
+                ),
+            )
+        )
+    picks.append(
+        (
+            MOST_HEADROOM,
+            min(
+                fitting,
+                key=lambda o: (-o.headroom_bytes, o.count, rank[o.level.label], o.card.slug),
+            ),
+        )
+    )
+    chosen: dict[int, BestChoice] = {}
+    for reason, option in picks:
+        found = chosen.get(id(option))
+        reasons = (*found.reasons, reason) if found else (reason,)
+        chosen[id(option)] = BestChoice(option=option, reasons=reasons)
+    return tuple(chosen.values())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -628,6 +795,7 @@ def best_level(
     count: int,
     *,
     all_levels: bool = False,
+    ladder: bool = False,
     allow_longer_context: bool = False,
     with_batch: bool = False,
     overhead: RuntimeOverhead | None = None,
@@ -636,47 +804,85 @@ def best_level(
 
     With `all_levels`, every level is tried, so that `fitting_levels` lists all that fit
     (the fine-tuning methods); `with_batch` also searches the largest batch of each fitting
-    level (left None otherwise: which-models does not show it). A model that cannot be sized
-    at all (a context beyond its maximum, a count its strategy cannot split over) comes back
-    with a `reason`. The card is charged its vendor's runtime overhead unless `overhead`.
+    level (left None otherwise: which-models does not show it). `ladder`: each level after the
+    first needs no more than the one before (`policy.is_ladder`), so the first that fits is
+    bisected for, with the walk's answer. A model that cannot be sized at all (a context
+    beyond its maximum, a count its strategy cannot split over) comes back with a `reason`.
+    The card is charged its vendor's runtime overhead unless `overhead`.
     """
     check_count("count", count, MAX_SEARCH_GPUS)
     first = levels[0].workload
     parallel, reason = _unsizable(arch, first, count, allow_longer_context)
     if reason:
-        return ModelFit(
-            name=name,
-            arch=arch,
-            params=count_params(arch).total,
-            best=None,
-            closest=None,
-            fitting_levels=(),
-            parallel=parallel,
-            reason=reason,
-        )
+        return _unsized(name, arch, parallel, reason)
     if parallel is not first.parallel:
         levels = with_parallel(levels, parallel)
-    planner = _Planner(arch, _context_ceiling(arch, allow_longer_context))
     levels = _refuse_unrunnable((card,), levels)
-    tried: list[Option] = []
-    for level in levels:
-        sized = planner.level(level, overhead or card.overhead)
-        shown = sized.at(count)
-        fits = shown.per_gpu_bytes <= sized.budget(card)
-        # The split to system RAM is one card's; several cards asked get none.
-        option = sized.option(
-            card, count if fits else None, shown, batch=with_batch, offload=count == 1
-        )
-        tried.append(option)
-        if fits and not all_levels:
-            break
-    fitting = [option for option in tried if option.fits]
+    planner = _Planner(arch, _context_ceiling(arch, allow_longer_context))
+    sized = [planner.level(level, overhead or card.overhead) for level in levels]
+
+    def fits(index: int) -> bool:
+        return sized[index].at(count).per_gpu_bytes <= sized[index].budget(card)
+
+    fitting = _fitting(fits, len(levels), all_levels=all_levels, ladder=ladder)
+    options = [sized[i].option(card, count, sized[i].at(count), batch=with_batch) for i in fitting]
+    last = sized[-1]
+    # The split to system RAM is one card's (several cards asked get none), and only the
+    # smallest level tried says it (`ModelFit.offload`).
+    closest = options[0] if options else last.option(card, None, last.at(count), offload=count == 1)
     return ModelFit(
         name=name,
         arch=arch,
-        params=tried[-1].estimate.params,
-        best=fitting[0] if fitting else None,
-        closest=fitting[0] if fitting else tried[-1],
-        fitting_levels=tuple(option.level.label for option in fitting),
+        params=closest.estimate.params,
+        best=options[0] if options else None,
+        closest=closest,
+        fitting_levels=tuple(option.level.label for option in options),
         parallel=parallel,
     )
+
+
+def _unsized(name: str, arch: Architecture, parallel: Parallel | None, reason: str) -> ModelFit:
+    """A model that cannot be sized at all on the count asked, and why."""
+    return ModelFit(
+        name=name,
+        arch=arch,
+        params=count_params(arch).total,
+        best=None,
+        closest=None,
+        fitting_levels=(),
+        parallel=parallel,
+        reason=reason,
+    )
+
+
+def _fitting(
+    fits: Callable[[int], bool], levels: int, *, all_levels: bool, ladder: bool
+) -> list[int]:
+    """The levels `best_level` reports: every one that fits (`all_levels`), else the first
+    that fits, bisected for on a ladder, walked to otherwise."""
+    if all_levels:
+        return [i for i in range(levels) if fits(i)]
+    chosen = (
+        _first_fitting(fits, levels)
+        if ladder
+        else next((i for i in range(levels) if fits(i)), None)
+    )
+    return [] if chosen is None else [chosen]
+
+
+def _first_fitting(fits: Callable[[int], bool], levels: int) -> int | None:
+    """The first of `levels` levels that fits (None: none does), when a level after the first
+    never needs more than the one before: the first level, then the last, then a bisection
+    of those between."""
+    if fits(0):
+        return 0
+    if not fits(levels - 1):
+        return None
+    lo, hi = 0, levels - 1  # lo does not fit, hi does
+    while hi - lo > 1:
+        middle = (lo + hi) // 2
+        if fits(middle):
+            hi = middle
+        else:
+            lo = middle
+    return hi

@@ -69,6 +69,15 @@ COMPARED_METHODS = (Method.full, Method.lora, Method.qlora)
 # QLoRA's base format unless one is asked: bitsandbytes NF4 without double quantization
 # (BitsAndBytesConfig's default, bnb_4bit_use_double_quant=False).
 DEFAULT_QLORA_QUANT = "nf4"
+# Full training in pure 16 bit keeps the weights and AdamW's states in that dtype; Hugging
+# Face's Trainer on a model loaded in fp32 with `bf16=True` keeps fp32 master weights and
+# states and computes under autocast (`--precision mixed-bf16`). The commands show that
+# figure beside the pure one when it needs more than this share more per card (issue 16).
+MIXED_PRECISION_SHOWN_ABOVE = 0.20
+# The mixed-precision counterpart of each pure 16-bit precision.
+MIXED_OF_PURE: Mapping[Precision, Precision] = MappingProxyType(
+    {Precision.bf16: Precision.mixed_bf16, Precision.fp16: Precision.mixed_fp16}
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -238,6 +247,21 @@ def workload(
     )
 
 
+def mixed_precision_counterpart(w: Workload) -> Workload | None:
+    """The same full training with fp32 master weights and optimizer states (autocast
+    compute) when `w` trains every weight in pure 16 bit; None otherwise (inference, adapters,
+    an fp32 or mixed precision already)."""
+    if not w.training or w.method is not Method.full or w.precision not in MIXED_OF_PURE:
+        return None
+    return dataclasses.replace(w, precision=MIXED_OF_PURE[w.precision])
+
+
+def mixed_precision_differs(pure_bytes: int, mixed_bytes: int) -> bool:
+    """Whether the mixed-precision need is worth showing beside the pure one: more than
+    `MIXED_PRECISION_SHOWN_ABOVE` larger."""
+    return mixed_bytes > pure_bytes * (1 + MIXED_PRECISION_SHOWN_ABOVE)
+
+
 def checkpointing_asked(
     checkpointing: Checkpointing | None, grad_checkpointing: bool
 ) -> Checkpointing:
@@ -325,6 +349,34 @@ def build_levels(
         label = method.value if request.stage is Stage.finetune else request.precision.value
         levels.append(Level(label=label, workload=w, quant=given.slug if given else None))
     return tuple(levels)
+
+
+def levels_by_model(
+    archs: Sequence[Architecture],
+    request: Request,
+    formats: Mapping[str, WeightFormat],
+    *,
+    default_quants: Sequence[str] = FIT_QUANTS,
+) -> list[tuple[Level, ...]]:
+    """`build_levels` for each of `archs`, in order. A model's levels depend on it only
+    through its default context or sequence (`default_seq`), so they are built once per
+    distinct default and shared (they are frozen): `which-models` builds a handful instead of
+    one set per catalog model."""
+    built: dict[int, tuple[Level, ...]] = {}
+    answer = []
+    for arch in archs:
+        seq = default_seq(arch, request.stage) if request.seq is None else request.seq
+        if seq not in built:
+            built[seq] = build_levels(arch, request, formats, default_quants=default_quants)
+        answer.append(built[seq])
+    return answer
+
+
+def is_ladder(request: Request) -> bool:
+    """Whether `which-models` climbs the policy's ladder (no --quant asked, inference): its
+    levels after the first never need more bytes than the one before (a property test checks
+    it on every catalog model), so the first that fits can be bisected for."""
+    return request.stage is Stage.inference and not request.quants
 
 
 def _runs(request: Request, fmt: WeightFormat | None) -> bool:

@@ -272,3 +272,28 @@ def test_architecture_is_hashable_and_immutable() -> None:
     assert isinstance(a.arch_options, ArchOptions) and dict(a.arch_options) == {
         "attention_bias": True
     }
+
+
+def test_counting_each_distinct_layer_once_equals_the_layer_by_layer_sum() -> None:
+    """`count_params` counts each distinct layer once (`layer_kinds`): on every bundled model
+    (DeepSeek's dense-then-MoE layers among them) it equals summing every layer."""
+    from advisor import arch as arch_module
+    from catalog.bundled import load
+
+    archs = [row.architecture() for row in load().models]
+    assert any(a.traits.layout is ParamLayout.deepseek for a in archs)
+    for arch in archs:
+        layer = arch_module._LAYER_PARAMS[arch.traits.layout]
+        every = [layer(arch, i) for i in range(arch.num_hidden_layers)]
+        counted = count_params(arch)
+        assert counted.layers == sum(one.total for one in every), arch
+        inactive = sum(one.inactive_experts for one in every)
+        assert counted.active == counted.total - inactive, arch
+    deepseek = next(a for a in archs if a.traits.layout is ParamLayout.deepseek)
+    assert deepseek.first_k_dense_replace and arch_module.layer_kinds(deepseek) == (
+        (0, deepseek.first_k_dense_replace),
+        (
+            deepseek.first_k_dense_replace,
+            deepseek.num_hidden_layers - deepseek.first_k_dense_replace,
+        ),
+    )

@@ -35,9 +35,11 @@ def test_json_is_stable(run: Run) -> None:
         "peak_moment",
         "gpu",
         "speed",
+        "mixed_precision",
     ]
     assert data["gpu"] is None
     assert all(value is None for key, value in data["speed"].items() if key != "inputs")
+    assert data["mixed_precision"] is None  # inference keeps no master weights
     assert data["model"] == "llama-2-7b"
     assert data["params"] == 6738415616
     assert data["workload"]["seq"] == 4096  # min(4096, the model's 4096)
@@ -119,13 +121,41 @@ def test_table_and_explain(run: Run) -> None:
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == (
-        "qwen2.5-0.5b: 494,032,768 parameters · finetune (full, adamw) · bf16 · "
+        "qwen2.5-0.5b: 494,032,768 parameters · finetune (full, adamw) · pure bf16 · "
         "batch 8 x 1024 tokens · 1 GPU"
     )
     assert lines[1] == ("runtime overhead (nvidia cuda): context 1.3 GiB + 5% allocator reserve")
     assert lines[2] == "peak at: start of backward"
     assert "logits: tokens x vocab x (bytes + 4 log-softmax + 8 loss gradients)" in lines
     assert "    tokens=8,192, vocab=151,936, bytes=2" in lines
+
+
+def test_pure_bf16_full_fine_tuning_shows_the_fp32_master_figure(run: Run) -> None:
+    """Issue 16: a full fine-tune in pure bf16 says so, and gives the need with fp32 master
+    weights and states (--precision mixed-bf16) beside it when that is over 20 % more, in
+    the table and the JSON; LoRA, which keeps its adapters in fp32 already, shows none."""
+    args = ("estimate", "--model", "llama-3.1-8b", "--stage", "finetune")
+    mixed = json.loads(run(*args, "--precision", "mixed-bf16", "--json").stdout)
+    pure = json.loads(run(*args, "--json").stdout)
+    assert mixed["per_gpu_bytes"] > 1.2 * pure["per_gpu_bytes"]
+    assert pure["mixed_precision"] == {
+        "precision": "mixed-bf16",
+        "per_gpu_bytes": mixed["per_gpu_bytes"],
+        "tensor_bytes": mixed["tensor_bytes"],
+        "components": mixed["components"],
+    }
+    assert mixed["mixed_precision"] is None
+    text = run(*args).stdout
+    assert "· pure bf16 ·" in text.splitlines()[0]
+    figure = f"{mixed['per_gpu_bytes'] / 2**30:.2f} GiB"
+    assert (
+        "pure bf16: weights, gradients and adamw states in bf16, no fp32 master copy; with "
+        "fp32 master weights and states (--precision mixed-bf16, as Hugging Face's Trainer "
+        f"keeps them for a model loaded in fp32): {figure} per GPU"
+    ) in " ".join(line.rstrip() for line in text.splitlines())
+    lora = json.loads(run(*args, "--method", "lora", "--json").stdout)
+    assert lora["mixed_precision"] is None
+    assert "pure" not in run(*args, "--method", "lora").stdout.splitlines()[0]
 
 
 def test_quant_from_catalog(run: Run) -> None:

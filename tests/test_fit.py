@@ -300,3 +300,174 @@ def test_training_methods_all_listed(session: Session) -> None:
     found = best_level("llama-3.2-1b", arch, levels, card(80), 1, all_levels=True)
     assert found.fitting_levels == ("full", "lora", "qlora")
     assert found.best is not None and found.best.level.label == "full"
+
+
+@given(
+    sizes=st.lists(st.integers(0, 10**6), min_size=1, max_size=40),
+    step=st.integers(1, 9),
+    extra=st.integers(0, 8),
+    budget=st.integers(-10, 4 * 10**7),
+    start=st.integers(0, 10**6),
+)
+def test_largest_fitting_with_runs_and_a_known_point_matches_a_linear_scan(
+    sizes: list[int], step: int, extra: int, budget: int, start: int
+) -> None:
+    """With `step` (size constant on each run ending at a multiple) and with a known fitting
+    point to start from, the search still finds exactly what scanning every n finds."""
+    runs = [sum(sizes[: i + 1]) for i in range(len(sizes))]  # non-decreasing, run by run
+    hi = max(1, len(runs) * step - extra % step)  # the last run may end short of a multiple
+
+    def size(n: int) -> int:
+        return runs[-(-n // step) - 1]
+
+    expected = max((n for n in range(1, hi + 1) if size(n) <= budget), default=None)
+    assert largest_fitting(size, 1, hi, budget, step=step) == expected
+    fitting = [n for n in range(1, hi + 1) if size(n) <= budget]
+    if fitting:
+        known = fitting[start % len(fitting)]
+        assert largest_fitting(size, 1, hi, budget, known=(known, size(known))) == expected
+        assert (
+            largest_fitting(size, 1, hi, budget, known=(known, size(known)), step=step) == expected
+        )
+
+
+def test_llama_cpp_needs_one_size_per_run_of_padded_contexts(session: Session) -> None:
+    """What `step` assumes of the estimator: under llama.cpp at batch 1, every context in a run
+    of LLAMA_CPP_CTX_PAD ending at a multiple needs the bytes of the multiple."""
+    from advisor.enums import Engine
+    from advisor.estimator import LLAMA_CPP_CTX_PAD
+    from advisor.workload import Serving
+
+    q4 = WeightFormat(slug="q4_k_m", bits_per_weight=4.89, scope="all", kind=None)
+    for name in ("llama-2-7b", "qwen2.5-7b", "mixtral-8x7b"):
+        arch = arch_of(session, name)
+        for fmt in (None, q4):
+            w = Workload(
+                stage=Stage.inference,
+                batch=1,
+                seq=LLAMA_CPP_CTX_PAD,
+                weight_format=fmt,
+                serving=Serving(engine=Engine.llama_cpp),
+            )
+            for multiple in (LLAMA_CPP_CTX_PAD, 8 * LLAMA_CPP_CTX_PAD, 4096):
+                sizes = {
+                    estimate(arch, dataclasses.replace(w, seq=n)).per_gpu_bytes
+                    for n in (multiple - LLAMA_CPP_CTX_PAD + 1, multiple - 7, multiple)
+                }
+                assert len(sizes) == 1, (name, fmt, multiple)
+
+
+@pytest.fixture(scope="module")
+def bundled_ladder() -> tuple[dict[str, Architecture], dict[str, WeightFormat]]:
+    """Every bundled model's architecture and the ladder's formats, read once."""
+    from advisor.policy import WHICH_MODELS_LADDER
+    from catalog.bundled import load
+
+    data = load()
+    archs = {row.slug: row.architecture() for row in data.models}
+    formats = {
+        q.slug: WeightFormat(
+            slug=q.slug, bits_per_weight=q.bits_per_weight, scope=q.scope.value, kind=q.kind
+        )
+        for q in data.quants
+        if q.slug in WHICH_MODELS_LADDER
+    }
+    assert set(formats) == set(WHICH_MODELS_LADDER)
+    return archs, formats
+
+
+def _ladder_needs(
+    arch: Architecture, request: object, formats: dict[str, WeightFormat], gpus: int
+) -> dict[str, list[int]]:
+    """Each vendor runtime's need per card at each level of the which-models ladder."""
+    from advisor.policy import WHICH_MODELS_LADDER, Request, build_levels
+
+    assert isinstance(request, Request)
+    levels = build_levels(arch, request, formats, default_quants=WHICH_MODELS_LADDER)
+    return {
+        vendor.value: [
+            estimate(
+                arch, dataclasses.replace(lv.workload, gpus=gpus), overhead=overhead
+            ).per_gpu_bytes
+            for lv in levels
+        ]
+        for vendor, overhead in OVERHEAD_BY_VENDOR.items()
+    }
+
+
+def test_the_ladder_needs_no_more_bytes_level_after_level_on_every_model(
+    bundled_ladder: tuple[dict[str, Architecture], dict[str, WeightFormat]],
+) -> None:
+    """What `best_level(ladder=True)` bisects on: on every bundled model at its default
+    context, each level after the first needs no more than the one before, on every runtime."""
+    from advisor.policy import Request
+
+    archs, formats = bundled_ladder
+    for name, arch in archs.items():
+        for vendor, needs in _ladder_needs(arch, Request(), formats, 1).items():
+            after_first = needs[1:]
+            assert after_first == sorted(after_first, reverse=True), (name, vendor, needs)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_the_ladder_needs_no_more_bytes_whatever_the_workload(
+    bundled_ladder: tuple[dict[str, Architecture], dict[str, WeightFormat]], data: st.DataObject
+) -> None:
+    """The same at any context, batch, KV dtype, engine and tensor-parallel count."""
+    from advisor.enums import Engine
+    from advisor.estimator import valid_tp_counts
+    from advisor.policy import Request
+    from advisor.workload import KVDtype
+
+    archs, formats = bundled_ladder
+    arch = archs[data.draw(st.sampled_from(sorted(archs)))]
+    engine = data.draw(st.sampled_from([None, Engine.llama_cpp]))
+    request = Request(
+        seq=data.draw(st.integers(1, arch.max_position_embeddings)),
+        batch=data.draw(st.integers(1, 8)),
+        kv_dtype=data.draw(st.sampled_from([None, KVDtype.q8_0, KVDtype.q4_0])),
+        engine=engine,
+    )
+    gpus = data.draw(st.sampled_from(valid_tp_counts(arch, limit=8)))
+    for vendor, needs in _ladder_needs(arch, request, formats, gpus).items():
+        after_first = needs[1:]
+        assert after_first == sorted(after_first, reverse=True), (vendor, needs)
+
+
+@pytest.mark.parametrize("memory_gib", [6, 12, 24, 48, 80])
+def test_bisecting_the_ladder_answers_as_walking_it(
+    bundled_ladder: tuple[dict[str, Architecture], dict[str, WeightFormat]], memory_gib: int
+) -> None:
+    """`ladder=True` finds the same level, option and offload split as the walk, on every
+    bundled model."""
+    from advisor.policy import WHICH_MODELS_LADDER, Request, build_levels
+
+    archs, formats = bundled_ladder
+    consumer = card(memory_gib, market=Market.consumer)
+    for name, arch in archs.items():
+        levels = build_levels(arch, Request(), formats, default_quants=WHICH_MODELS_LADDER)
+        walked = best_level(name, arch, levels, consumer, 1)
+        bisected = best_level(name, arch, levels, consumer, 1, ladder=True)
+        assert bisected == walked, name
+
+
+def test_best_choices_merge_an_option_chosen_for_several_reasons(session: Session) -> None:
+    """One card that is the fewest, the cheapest and the roomiest is one choice with three
+    reasons; with a cheaper card that needs more cards, the cheapest is that one; none fit:
+    no choice."""
+    from advisor.fit import best_choices
+
+    arch = arch_of(session, "llama-2-13b")
+    big = dataclasses.replace(card(80, "big"), price_per_hour=3.0)
+    (only,) = best_choices(plan(arch, [inference()], [big]).options)
+    assert only.reasons == ("fewest cards", "cheapest", "most headroom")
+    small = dataclasses.replace(card(24, "small"), price_per_hour=0.5)
+    unpriced = card(48, "unpriced")
+    choices = best_choices(plan(arch, [inference()], [big, small, unpriced]).options)
+    picked = {reason: c.option for c in choices for reason in c.reasons}
+    assert picked["fewest cards"].card.slug == "big" and picked["fewest cards"].count == 1
+    assert picked["cheapest"].card.slug == "small" and picked["cheapest"].count == 2
+    assert picked["cheapest"].price_per_hour == 1.0
+    assert picked["most headroom"].card.slug == "big"
+    assert best_choices(plan(arch, [inference()], [card(4)], max_gpus=1).options) == ()

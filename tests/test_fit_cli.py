@@ -78,7 +78,10 @@ def by_gpu_and_quant(data: dict[str, Any]) -> dict[tuple[str, str | None], dict[
 
 def test_65b_at_fp16_needs_two_80gb_cards(run: Run) -> None:
     data = fit_json(run, "--model", "llama-65b", "--gpu", "h100-sxm5-80gb", "--quant", "fp16")
-    assert list(data) == ["model", "params", "stage", "workload", "options"]
+    assert list(data) == [
+        "model", "params", "stage", "workload", "options", "choices", "mixed_precision",
+    ]  # fmt: skip
+    assert data["mixed_precision"] is None  # inference keeps no master weights
     assert data["model"] == "llama-65b" and data["stage"] == "inference"
     (option,) = data["options"]
     assert list(option) == OPTION_KEYS
@@ -191,7 +194,7 @@ def test_fit_table(run: Run) -> None:
     """Header, breakdown and one row per card, in plain text."""
     result = run(
         "fit", "--model", "llama-2-70b", "--gpu", "rtx4090", "--gpu", "h100-sxm5-80gb",
-        "--quant", "bf16", "--quant", "q4_k_m",
+        "--quant", "bf16", "--quant", "q4_k_m", "--cards", "all",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -228,7 +231,7 @@ def test_cells_are_need_against_capacity(run: Run) -> None:
     assert option["headroom_bytes"] == capacity - estimate["per_gpu_bytes"]
     table = run(
         "fit", "--model", "llama-2-70b", "--gpu", "h100-sxm5-80gb", "--gpu", "rtx4090",
-        "--quant", "q4_k_m",
+        "--quant", "q4_k_m", "--cards", "all",
     )  # fmt: skip
     row = next(line for line in table.stdout.splitlines() if line.startswith("h100"))
     use = f"{estimate['per_gpu_bytes'] / capacity:.0%}"
@@ -526,7 +529,136 @@ def test_cards_with_the_same_answer_collapse_to_one_row(run: Run) -> None:
 def test_cards_of_the_same_memory_but_different_speed_keep_their_rows(run: Run) -> None:
     """a10g and l4 need the same memory, but the l4 reads at half the a10g's bandwidth: two
     rows, each with its own speed."""
-    result = run("fit", "--model", "llama-65b", "--gpu", "a10g", "--gpu", "l4")
+    result = run("fit", "--model", "llama-65b", "--gpu", "a10g", "--gpu", "l4", "--cards", "all")
     assert result.exit_code == 0, result.stderr
     names = [line.split("│")[0].strip() for line in result.stdout.splitlines() if "│" in line]
     assert "a10g" in names and "l4" in names
+
+
+def test_the_default_view_is_one_screen_of_collapsed_rows(run: Run) -> None:
+    """Issue 16: the README's `fit --model llama-65b` fits about 40 lines at 120 columns: the
+    by-term table, the best choices, then one line per group of cards that answer alike,
+    every name whole (never an ellipsis)."""
+    result = run("fit", "--model", "llama-65b")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) <= 43
+    assert "…" not in result.stdout
+    assert lines[lines.index("best choices:") + 1].startswith(
+        "  fewest cards   1x h200-sxm at bf16"
+    )
+    table = lines[lines.index("best choices:") + 4 :]
+    assert table[0].startswith("card ")
+    rows = [line for line in table[2:] if "│" in line]
+    # One line per group: every row names its cards, none continues the row above.
+    assert all(row.split("│")[0].strip() for row in rows)
+    names = [name for row in rows for name in row.split("│")[0].strip().split(", ")]
+    data = fit_json(run, "--model", "llama-65b")
+    assert sorted(names) == sorted({o["gpu"] for o in data["options"]})
+    assert len(rows) < len(names)  # cards alike share a row
+    assert "l40s, rtx-6000-ada, rtx-a6000" in result.stdout
+    h200 = next(row for row in rows if row.startswith("h200-sxm "))
+    assert [c.strip() for c in h200.split("│")[3:]] == ["1x 95%!", "1x 51%", "1x 32%", "1x 31%"]
+    laptop = next(row for row in rows if row.startswith("rtx4050-laptop "))
+    assert [c.strip() for c in laptop.split("│")[3:]] == ["-128.6", "-65.3", "-35.0", "part 8/81"]
+
+
+def test_best_choices_are_the_fewest_cards_the_cheapest_and_the_most_headroom(run: Run) -> None:
+    """The choices in the JSON are found again from the options themselves, and the text
+    names each one's card, count, level, need, headroom and price."""
+    from advisor.cli.estimate_cmd import rate_words
+
+    data = fit_json(run, "--model", "llama-65b")
+    options = data["options"]
+    fitting = [o for o in options if o["fits"]]
+    fewest = min(o["count"] for o in fitting)
+    cheapest = min(o["price_per_hour"] for o in fitting if o["price_per_hour"] is not None)
+    roomiest = max(o["headroom_bytes"] for o in fitting)
+    chosen = {r: options[c["option"]] for c in data["choices"] for r in c["reasons"]}
+    assert list(chosen) == ["fewest cards", "cheapest", "most headroom"]
+    assert chosen["fewest cards"]["count"] == fewest
+    assert chosen["fewest cards"]["quant"] == "bf16"  # the highest level among the fewest
+    assert chosen["cheapest"]["price_per_hour"] == cheapest
+    assert chosen["most headroom"]["headroom_bytes"] == roomiest
+    text = run("fit", "--model", "llama-65b").stdout
+    cheap = chosen["cheapest"]
+    need = cheap["per_gpu_bytes"] / 2**30
+    room = cheap["headroom_bytes"] / 2**30
+    line = (
+        f"  cheapest       {cheap['count']}x {cheap['gpu']} at {cheap['quant']}: {need:.1f} of "
+        f"{cheap['capacity_bytes'] / 2**30:.1f} GiB per card (+{room:.1f}, tight), "
+        f"${cheapest:.2f}/h"
+    )
+    speed = cheap["speed"]["single"]["decode_tokens_per_s"] if cheap["speed"] else None
+    rate = "" if speed is None else f", {rate_words(speed)} tokens/s"
+    assert line + rate in text.splitlines()
+
+
+def test_cards_all_and_all_show_every_card_in_full(run: Run) -> None:
+    """`--cards all` (the default set) and `--all` (every card) give today's detail: each cell
+    with its headroom and a second line (longest context · batch), no best choices."""
+    full = run("fit", "--model", "llama-65b", "--cards", "all")
+    assert full.exit_code == 0, full.stderr
+    assert "best choices:" not in full.stdout
+    assert "1x 95%! +6.4" in full.stdout and "2,048 · 2" in full.stdout
+    everything = run("fit", "--model", "llama-65b", "--all")
+    assert everything.exit_code == 0, everything.stderr
+    assert "best choices:" not in everything.stdout
+    assert "a100-sxm4-40gb" in everything.stdout and "2,048 · 2" in everything.stdout
+    assert "…" not in full.stdout + everything.stdout
+
+
+@pytest.mark.parametrize("columns", [80, 95, 100])
+def test_the_by_term_table_keeps_every_header_and_figure(columns: int) -> None:
+    """Issue 16: no header or figure of the by-term table is cropped or shrunk to an ellipsis
+    at 95 columns and more, nor at 80 (only the bar gives way), for inference and for a
+    fine-tune with its fp32-master row."""
+    from support import invoke
+
+    for args in (
+        ["fit", "--model", "llama-65b", "--gpu", "h100"],
+        ["fit", "--model", "llama-3.1-8b", "--stage", "finetune", "--gpu", "h100"],
+    ):
+        result = invoke(args, columns=columns)
+        assert result.exit_code == 0, result.stderr
+        lines = result.stdout.splitlines()
+        top = next(i for i, line in enumerate(lines) if line.startswith("level "))
+        end = next(i for i in range(top, len(lines)) if not lines[i].startswith(("level", "━")))
+        end = next(i for i in range(end, len(lines)) if "│" not in lines[i])
+        assert "…" not in "\n".join(lines[top:end])
+        assert "GiB/card" in lines[top]
+        data = json.loads(invoke([*args, "--json"], columns=columns).stdout)
+        h100 = data["options"][0]
+        row = next(line for line in lines[top:] if line.startswith(("bf16 ", "full ")))
+        # The by-term total on one card is the option's need when one card holds it.
+        if h100["count"] == 1:
+            assert f"{h100['per_gpu_bytes'] / 2**30:.2f}" in row
+
+
+def test_a_pure_bf16_full_fine_tune_shows_its_fp32_master_figure(run: Run) -> None:
+    """Issue 16: fit says the full fine-tune is pure bf16 and shows the need with fp32 master
+    weights and states beside it (a `full, mixed` row; `mixed_precision` in the JSON): what
+    `estimate --precision mixed-bf16` gives."""
+    args = ("--model", "llama-3.1-8b", "--stage", "finetune", "--gpu", "h100")
+    data = fit_json(run, *args)
+    mixed = json.loads(
+        run(
+            "estimate", "--model", "llama-3.1-8b", "--stage", "finetune", "--precision",
+            "mixed-bf16", "--json",
+        ).stdout
+    )  # fmt: skip
+    assert data["mixed_precision"] == {
+        "precision": "mixed-bf16",
+        "gpus": 1,
+        "per_gpu_bytes": mixed["per_gpu_bytes"],
+        "tensor_bytes": mixed["tensor_bytes"],
+        "components": mixed["components"],
+    }
+    text = run("fit", *args).stdout
+    assert "pure bf16 (bf16 weights and adamw states, no fp32 master copy)" in " ".join(
+        line.rstrip() for line in text.splitlines()
+    )
+    row = next(line for line in text.splitlines() if line.startswith("full, mixed "))
+    assert f"{mixed['per_gpu_bytes'] / 2**30:.2f}" in row
+    lora = fit_json(run, *args, "--method", "lora")
+    assert lora["mixed_precision"] is None

@@ -424,7 +424,7 @@ def test_fit_sort_by_speed(run: Run) -> None:
     assert result.exit_code == 0, result.stderr
     text = run(
         "fit", "--model", "llama-3.1-8b", "--quant", "bf16", "--gpu", "rtx3090", "--gpu",
-        "h100-sxm5-80gb", "--gpu", "l4", "--sort", "speed",
+        "h100-sxm5-80gb", "--gpu", "l4", "--sort", "speed", "--cards", "all",
     )  # fmt: skip
     rows = [x.split("│")[0].strip() for x in text.stdout.splitlines() if "│" in x]
     names = [r for r in rows if r]

@@ -128,8 +128,16 @@ def speed_json(found: Speed | None) -> dict[str, Any]:
 
 
 def estimate_json(
-    model: str, result: Estimate, found: Speed | None = None, gpu: str | None = None
+    model: str,
+    result: Estimate,
+    found: Speed | None = None,
+    gpu: str | None = None,
+    *,
+    mixed: Estimate | None = None,
 ) -> dict[str, Any]:
+    """The estimate as `--json` prints it; `speed` on `gpu` (null figures without one);
+    `mixed_precision`: a pure 16-bit full training's need with fp32 master weights and states,
+    where it is shown (null otherwise)."""
     return {
         "model": model,
         "params": result.params,
@@ -145,6 +153,14 @@ def estimate_json(
         "peak_moment": result.peak_moment,
         "gpu": gpu,
         "speed": speed_json(found),
+        "mixed_precision": None
+        if mixed is None
+        else {
+            "precision": mixed.workload.precision.value,
+            "per_gpu_bytes": mixed.per_gpu_bytes,
+            "tensor_bytes": mixed.tensor_bytes,
+            "components": mixed.components,
+        },
     }
 
 
@@ -216,6 +232,37 @@ def speed_lines(found: Speed, w: Workload, compute: Compute) -> list[str]:
     return lines
 
 
+def pure_precision_line(w: Workload, mixed: Estimate | None, units: Units) -> str:
+    """What a pure 16-bit full training assumes, and what the same training needs with fp32
+    master weights and states (when it differs enough to be shown)."""
+    line = (
+        f"pure {w.precision.value}: weights, gradients and {w.optimizer.value} states in "
+        f"{w.precision.value}, no fp32 master copy"
+    )
+    if mixed is None:
+        return line
+    return line + (
+        f"; with fp32 master weights and states (--precision "
+        f"{mixed.workload.precision.value}, as Hugging Face's Trainer keeps them for a model "
+        f"loaded in fp32): {format_size(mixed.per_gpu_bytes, units, digits=2)} per GPU"
+    )
+
+
+def mixed_precision_estimate(
+    arch: Architecture, result: Estimate, overhead: RuntimeOverhead
+) -> Estimate | None:
+    """The mixed-precision counterpart of a pure 16-bit full training, when it differs enough
+    to be shown (`advisor.policy.mixed_precision_differs`)."""
+    from advisor.estimator import estimate as run_estimate
+    from advisor.policy import mixed_precision_counterpart, mixed_precision_differs
+
+    counterpart = mixed_precision_counterpart(result.workload)
+    if counterpart is None:
+        return None
+    mixed = run_estimate(arch, counterpart, overhead=overhead)
+    return mixed if mixed_precision_differs(result.per_gpu_bytes, mixed.per_gpu_bytes) else None
+
+
 def workload_header(model: str, params: int, w: Workload) -> str:
     """The first line of a one-workload command: the model and what it runs."""
     header = f"{model}: {params:,} parameters · {w.stage.value}"
@@ -223,7 +270,7 @@ def workload_header(model: str, params: int, w: Workload) -> str:
         header += f" ({w.method.value}, {w.optimizer.value})"
         savers = savers_words(w)
         header += f" · {savers}" if savers else ""
-    header += f" · {w.precision.value}"
+    header += f" · {precision_words(w)}"
     if w.weight_format:
         header += f" · weights {w.weight_format.slug}"
     if not w.training:
@@ -233,6 +280,16 @@ def workload_header(model: str, params: int, w: Workload) -> str:
     if w.gpus > 1:
         header += f" ({w.strategy.value})"
     return header
+
+
+def precision_words(w: Workload) -> str:
+    """The precision as headers name it: 'pure bf16' for a full training that keeps no fp32
+    master copy (`advisor.policy.mixed_precision_counterpart`)."""
+    from advisor.policy import mixed_precision_counterpart
+
+    if mixed_precision_counterpart(w) is None:
+        return w.precision.value
+    return f"pure {w.precision.value}"
 
 
 def savers_words(w: Workload) -> str:
@@ -256,7 +313,14 @@ def overhead_line(overhead: RuntimeOverhead, vendor: Vendor, units: Units) -> st
     )
 
 
-def _render(model: str, result: Estimate, vendor: Vendor, units: Units, explain: bool) -> None:
+def _render(
+    model: str,
+    result: Estimate,
+    vendor: Vendor,
+    units: Units,
+    explain: bool,
+    mixed: Estimate | None = None,
+) -> None:
     from rich.table import Table
 
     from advisor.estimator import OVERHEAD_BY_VENDOR, VLLM_CUDA_GRAPH_BYTES, engine_overhead
@@ -294,6 +358,8 @@ def _render(model: str, result: Estimate, vendor: Vendor, units: Units, explain:
         console.print(f"host memory per GPU: {format_size(result.host_bytes, units)}")
     if result.gpus > 1:
         console.print(f"total over {result.gpus} GPUs: {format_size(result.total_bytes, units)}")
+    if precision_words(w) != w.precision.value:
+        console.print(pure_precision_line(w, mixed, units))
     rule = result.rule_of_thumb_bytes
     if rule is not None:
         console.print(f"rule of thumb: {format_size(rule, units)} ({rule / 1e9:,.1f} GB)")
@@ -415,11 +481,12 @@ def estimate(
         # The card sets the runtime overhead, as in `fit`.
         vendor = compute.vendor
     result = run_estimate(arch, workload, overhead=OVERHEAD_BY_VENDOR[vendor])
+    mixed = mixed_precision_estimate(arch, result, OVERHEAD_BY_VENDOR[vendor])
     found = None if compute is None else _speed(arch, workload, compute, run_tokens, gpu_slug)
     if as_json:
-        shared.print_json(estimate_json(slug, result, found, gpu_slug))
+        shared.print_json(estimate_json(slug, result, found, gpu_slug, mixed=mixed))
     else:
-        _render(slug, result, vendor, units, explain)
+        _render(slug, result, vendor, units, explain, mixed)
         if found is not None and compute is not None:
             console = shared.out()
             console.print(f"speed on {gpu_slug}:")

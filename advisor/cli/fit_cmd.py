@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from advisor.cli import options, shared
-from advisor.cli.estimate_cmd import engine_words
+from advisor.cli.estimate_cmd import engine_words, precision_words
 from advisor.cli.shared import NO_FIT, STYLE_FITS, STYLE_NONE, STYLE_TIGHT, level_words
 from advisor.engines import kv_dtype_name
 from advisor.enums import Market, Vendor
@@ -58,10 +58,40 @@ if TYPE_CHECKING:
 BAR_WIDTH = 16
 # Marks a tight cell in plain text too (colour is lost in a pipe).
 TIGHT_MARK = "!"
-# The card column wraps a collapsed row's names at this width.
+# The card column wraps a collapsed row's names at this width (the full view).
 CARD_COLUMN_WIDTH = 36
 # Marks cards that split the model over PCIe (no GPU-to-GPU link): it works, more slowly.
 PCIE_MARK = "~"
+# The by-term table's headers: the estimate's term names, abbreviated where long so that
+# the table fits 95 columns; `TERM_LEGEND` spells out the abbreviations under the table.
+TERM_HEADERS = {
+    "weights": "weights",
+    "kv_cache": "KV",
+    "activations": "act",
+    "logits": "logits",
+    "gradients": "grad",
+    "optimizer": "opt",
+    "adapters": "LoRA",
+    "runtime_overhead": "ovh",
+}
+TERM_LEGEND = {
+    "KV": "KV cache",
+    "act": "activations",
+    "grad": "gradients",
+    "opt": "optimizer states",
+    "LoRA": "adapters",
+    "ovh": "runtime overhead",
+}
+# The by-term row of a pure 16-bit full training's fp32-master-weights figure.
+MIXED_LABEL_SUFFIX = ", mixed"
+
+
+class CardView(StrEnum):
+    """How `fit` shows the cards: the best choices and one line per group of cards that
+    answer alike (one screen), or every card with its longest context and batch."""
+
+    best = "best"
+    all = "all"
 
 
 class SortBy(StrEnum):
@@ -98,7 +128,12 @@ def architecture_line(slug: str, arch: Architecture, params: int) -> str:
 def workload_line(w: Workload, levels: Sequence[Level], cards: str) -> str:
     parts = [w.stage.value]
     if w.training:
-        parts.append(f"{w.optimizer.value}, {w.precision.value}")
+        full = next((lv.workload for lv in levels if lv.workload.method is Method.full), None)
+        precision = precision_words(full or w)
+        if precision != w.precision.value:
+            states = f"{w.precision.value} weights and {w.optimizer.value} states"
+            precision += f" ({states}, no fp32 master copy)"
+        parts.append(f"{w.optimizer.value}, {precision}")
         if w.checkpointing is not DEFAULT_CHECKPOINTING:
             parts.append(f"{w.checkpointing.value} checkpointing")
         if w.loss is not DEFAULT_LOSS:
@@ -133,33 +168,50 @@ def strategy_words(w: Workload) -> str:
     return f"{w.parallel.value} beyond one card"
 
 
-def breakdown_table(levels: Sequence[Level], estimates: Sequence[Estimate], units: Units) -> Any:
+def breakdown_table(
+    levels: Sequence[Level],
+    estimates: Sequence[Estimate],
+    units: Units,
+    mixed: Estimate | None = None,
+) -> Any:
     """Each level's need per card by term on one card (or the chosen count), with a bar of the
-    total: tensors + runtime overhead, the figure every other table compares with a card."""
+    total: tensors + runtime overhead, the figure every other table compares with a card. A
+    pure 16-bit full training's figure with fp32 master weights (`mixed`) follows its row.
+    The engine column is left out when every level runs on one engine (the header says it)."""
     from rich.table import Table
 
     from advisor.estimator import COMPONENTS
 
-    shown = [c for c in COMPONENTS if any(e.components[c] for e in estimates)]
+    rows = [
+        (level_words(lv), lv.workload.serving.engine.value, e)
+        for lv, e in zip(levels, estimates, strict=True)
+    ]
+    if mixed is not None:
+        at = next(i for i, e in enumerate(estimates) if e.workload.method is mixed.workload.method)
+        rows.insert(at + 1, (rows[at][0] + MIXED_LABEL_SUFFIX, rows[at][1], mixed))
+    shown = [c for c in COMPONENTS if any(e.components[c] for _, _, e in rows)]
+    engines = {engine for _, engine, _ in rows}
     table = Table(show_edge=False, pad_edge=False, title_justify="left")
     # Names and figures never shrink (a narrow terminal crops the bar, never a header).
-    engines = [level.workload.serving.engine.value for level in levels]
-    table.add_column("level", min_width=max(len(level_words(lv)) for lv in levels), no_wrap=True)
-    table.add_column("engine", min_width=max(len("engine"), *map(len, engines)), no_wrap=True)
-    for name in shown:
-        header = name.replace("runtime_overhead", "overhead")
-        table.add_column(header, justify="right", min_width=len(header), no_wrap=True)
-    per_card = f"per card ({unit_label(units)})"
-    table.add_column(per_card, justify="right", min_width=len(per_card), no_wrap=True)
+    table.add_column("level", min_width=max(len(name) for name, _, _ in rows), no_wrap=True)
+    if len(engines) > 1:
+        table.add_column("engine", min_width=max(len("engine"), *map(len, engines)), no_wrap=True)
+    columns = [
+        (TERM_HEADERS[c], [_number(e.components[c], units, digits=2) for _, _, e in rows])
+        for c in shown
+    ]
+    totals = [_number(e.per_gpu_bytes, units, digits=2) for _, _, e in rows]
+    columns.append((unit_label(units) + "/card", totals))
+    for header, values in columns:
+        width = max(len(header), *map(len, values))
+        table.add_column(header, justify="right", min_width=width, no_wrap=True)
     table.add_column("", no_wrap=True, overflow="crop")
-    largest = max(e.per_gpu_bytes for e in estimates)
-    for level, e in zip(levels, estimates, strict=True):
-        values = e.components
+    largest = max(e.per_gpu_bytes for _, _, e in rows)
+    for index, (name, engine, e) in enumerate(rows):
         table.add_row(
-            level_words(level),
-            engines[levels.index(level)],
-            *(_number(values[c], units, digits=2) for c in shown),
-            _number(e.per_gpu_bytes, units, digits=2),
+            name,
+            *([engine] if len(engines) > 1 else []),
+            *(values[index] for _, values in columns),
             "█" * max(1, round(e.per_gpu_bytes / largest * BAR_WIDTH)),
         )
     return table
@@ -188,25 +240,66 @@ def speed_words(found: OptionSpeed | None) -> str:
     return line
 
 
-def cell(option: Option, units: Units, found: OptionSpeed | None = None) -> Text:
+def term_legend(estimates: Sequence[Estimate], units: Units, mixed: Estimate | None) -> str:
+    """The by-term table's abbreviations, and what its mixed row is."""
+    from advisor.estimator import COMPONENTS
+
+    every = [*estimates, *([mixed] if mixed else [])]
+    shown = [TERM_HEADERS[c] for c in COMPONENTS if any(e.components[c] for e in every)]
+    words = [f"{h}: {TERM_LEGEND[h]}" for h in shown if h in TERM_LEGEND]
+    words.append(f"{unit_label(units)}/card: the need per card, their sum")
+    line = "; ".join(words) + "."
+    if mixed is not None:
+        line += (
+            f" {MIXED_LABEL_SUFFIX.removeprefix(', ')}: the same with fp32 master weights and "
+            f"optimizer states (--precision {mixed.workload.precision.value}, as Hugging Face's "
+            "Trainer keeps them for a model loaded in fp32)."
+        )
+    return line
+
+
+def headline_speed_words(found: OptionSpeed | None) -> str:
+    """A best choice's speed: '22.1 tokens/s' (decode of one sequence, or training); ''
+    without figures."""
+    from advisor.cli.estimate_cmd import rate_words
+
+    if found is None:
+        return ""
+    single = found.single
+    rate = single.train_tokens_per_s or single.decode_tokens_per_s
+    return "" if rate is None else f"{rate_words(rate)} tokens/s"
+
+
+def cell(
+    option: Option, units: Units, found: OptionSpeed | None = None, *, compact: bool = False
+) -> Text:
     """'2x 84% +12.3' (cards, share of the card's memory needed, headroom) and, below, the
-    longest context and the batch that fit, and the speed when known (`speed_words`)."""
+    longest context and the batch that fit, and the speed when known (`speed_words`);
+    'partial 28/81' layers on the GPU and the RAM the others need (llama.cpp's split).
+    `compact`: one line, '2x 84%' (headroom, context and speed left to the full view),
+    '-10.7' short, 'part 28/81'."""
     from rich.text import Text
 
     if option.offload is not None:
-        return Text(partial_words(option.offload, units), style=STYLE_TIGHT)
+        offload = option.offload
+        layers = f"{offload.gpu_layers}/{offload.total_layers}"
+        if compact:
+            return Text(f"part {layers}", style=STYLE_TIGHT)
+        host = format_size(offload.host_bytes, units)
+        return Text(f"partial {layers}\n{host} RAM", style=STYLE_TIGHT)
     if not option.fits:
-        return Text(f"{NO_FIT} short {_number(-option.headroom_bytes, units)}", style=STYLE_NONE)
+        short = _number(-option.headroom_bytes, units)
+        return Text(f"-{short}" if compact else f"{NO_FIT} short {short}", style=STYLE_NONE)
     mark = TIGHT_MARK if option.tight else ""
     pcie = PCIE_MARK if option.over_pcie else ""
-    first = (
-        f"{option.layout}{pcie} {option.used_fraction:.0%}{mark} "
-        f"+{_number(option.headroom_bytes, units)}"
-    )
+    style = STYLE_TIGHT if option.tight else STYLE_FITS
+    first = f"{option.layout}{pcie} {option.used_fraction:.0%}{mark}"
+    if compact:
+        return Text(first, style=style)
+    first += f" +{_number(option.headroom_bytes, units)}"
     second = f"{option.max_context or 0:,} · {option.max_batch or 0:,}"
     third = speed_words(found)
-    text = f"{first}\n{second}" + (f"\n{third}" if third else "")
-    return Text(text, style=STYLE_TIGHT if option.tight else STYLE_FITS)
+    return Text(f"{first}\n{second}" + (f"\n{third}" if third else ""), style=style)
 
 
 def partial_words(offload: Offload, units: Units) -> str:
@@ -322,7 +415,11 @@ def rows_by_card(
 
 
 def collapsed_rows(
-    rows: Sequence[tuple[Option, ...]], units: Units, speeds: Speeds | None = None
+    rows: Sequence[tuple[Option, ...]],
+    units: Units,
+    speeds: Speeds | None = None,
+    *,
+    compact: bool = False,
 ) -> list[tuple[list[str], tuple[Option, ...]]]:
     """Cards whose rows read the same (same memory and cells: the same count, layout, link
     mark and headroom at every level) as one row listing their names, in first order; the row
@@ -331,7 +428,10 @@ def collapsed_rows(
     for row in rows:
         card = row[0].card
         found = speeds or {}
-        key = (card.capacity_bytes, *(cell(o, units, found.get(id(o))).plain for o in row))
+        key = (
+            card.capacity_bytes,
+            *(cell(o, units, found.get(id(o)), compact=compact).plain for o in row),
+        )
         names, kept = groups.setdefault(key, ([], row))
         names.append(card.slug)
         if _cheaper(card.price_per_hour, kept[0].card.price_per_hour):
@@ -382,32 +482,41 @@ def _render_single(result: Plan, units: Units, speeds: Speeds) -> None:
 
     console = shared.out()
     table = Table(show_edge=False, pad_edge=False)
-    names = ["level", "engine", "cards", "per card", "headroom", "use", "fits"]
-    names += ["longest context", "batch"]
+    engines = {o.level.workload.serving.engine for o in result.options}
     shown_speed = any(speed_words(speeds.get(id(o))) for o in result.options)
-    if shown_speed:
-        names.append("tokens/s")
-    for name in names:
-        left = name in ("level", "engine", "fits")
-        table.add_column(name, justify="left" if left else "right", no_wrap=True)
+    rows: list[list[Any]] = []
     for option in result.options:
         style = STYLE_NONE if not option.fits else STYLE_TIGHT if option.tight else STYLE_FITS
         verdict = "tight" if option.tight else "yes" if option.fits else "no"
         if option.offload is not None:
             verdict, style = partial_words(option.offload, units), STYLE_TIGHT
-        row = [
-            level_words(option.level),
-            option.level.workload.serving.engine.value,
-            option.layout or NO_FIT,
-            format_size(option.per_gpu_bytes, units, digits=2),
-            format_size(option.headroom_bytes, units, digits=2),
-            f"{option.used_fraction:.0%}",
-            Text(verdict, style=style),
-            f"{option.max_context:,}" if option.max_context else NO_FIT,
-            f"{option.max_batch:,}" if option.max_batch else NO_FIT,
-        ]
-        if shown_speed:
-            row.append(speed_words(speeds.get(id(option))) or NO_FIT)
+        rows.append(
+            [
+                level_words(option.level),
+                *([option.level.workload.serving.engine.value] if len(engines) > 1 else []),
+                option.layout or NO_FIT,
+                format_size(option.per_gpu_bytes, units, digits=2),
+                format_size(option.headroom_bytes, units, digits=2),
+                f"{option.used_fraction:.0%}",
+                Text(verdict, style=style),
+                f"{option.max_context:,}" if option.max_context else NO_FIT,
+                f"{option.max_batch:,}" if option.max_batch else NO_FIT,
+                *([speed_words(speeds.get(id(option))) or NO_FIT] if shown_speed else []),
+            ]
+        )
+    names = ["level", *(["engine"] if len(engines) > 1 else []), "cards", "per card"]
+    names += ["headroom", "use", "fits", "longest context", "batch"]
+    names += ["tokens/s"] if shown_speed else []
+    # Figures keep their width; a header wider than its figures wraps ("longest / context")
+    # on a narrow terminal instead of shrinking to an ellipsis. The engine column is left
+    # out when every level runs on one (the header names it).
+    for index, name in enumerate(names):
+        left = name in ("level", "engine", "fits")
+        widest = max(len(str(row[index])) for row in rows)
+        table.add_column(
+            name, justify="left" if left else "right", min_width=widest, overflow="fold"
+        )
+    for row in rows:
         table.add_row(*row)
     card = result.options[0].card
     # Each level on the fewest cards that hold it (exactly the count asked with --count), up
@@ -447,8 +556,8 @@ def _print_header(slug: str, params: int, result: Plan, cards_what: str, units: 
     console.print(
         f"memory per card on {n} card{'s' if n > 1 else ''}, by term ({runtime} overhead):"
     )
-    console.print(breakdown_table(levels, result.breakdowns, units))
-    console.print()
+    console.print(breakdown_table(levels, result.breakdowns, units, result.mixed_precision))
+    console.print(term_legend(result.breakdowns, units, result.mixed_precision))
 
 
 def _render(
@@ -459,39 +568,108 @@ def _render(
     units: Units,
     sort: SortBy,
     speeds: Speeds,
+    view: CardView,
 ) -> None:
-    from rich.table import Table
-
     _print_header(slug, params, result, cards_what, units)
     if len(result.options) == len(result.levels):
+        shared.out().print()
         _render_single(result, units, speeds)
         return
     rows = rows_by_card(result, sort, speeds)
-    priced = any(o[0].card.price_per_hour is not None for o in rows)
-    table = Table(show_edge=False, pad_edge=False, show_lines=True)
-    # Cells never wrap inside (a narrow terminal crops them instead of tripling the rows).
-    table.add_column("card", max_width=CARD_COLUMN_WIDTH)
-    table.add_column(unit_label(units), justify="right")
-    if priced:
-        table.add_column("$/h", justify="right")
-    for level in result.levels:
-        table.add_column(level_words(level), no_wrap=True)
-    for names, row in collapsed_rows(rows, units, speeds):
-        card = row[0].card
-        cells: list[Any] = [", ".join(names), _number(card.capacity_bytes, units)]
-        if priced:
-            cells.append(f"{card.price_per_hour:.2f}" if card.price_per_hour else "")
-        cells += [cell(o, units, speeds.get(id(o))) for o in row]
-        table.add_row(*cells)
+    if view is CardView.best:
+        _render_choices(result, units, speeds)
+    compact = view is CardView.best
     console = shared.out()
-    console.print(table)
+    console.print(cards_table(result, rows, units, speeds, compact=compact))
     fitting = sum(1 for row in rows if any(o.fits for o in row))
-    console.print(_legend(result, fitting, len(rows), priced, units))
-    if any(speed_words(f) for f in speeds.values()):
+    priced = any(o[0].card.price_per_hour is not None for o in rows)
+    console.print(_legend(result, fitting, len(rows), priced, units, compact=compact))
+    if not compact and any(speed_words(f) for f in speeds.values()):
         console.print(SPEED_LEGEND[result.levels[0].workload.training])
 
 
-def _legend(result: Plan, fitting: int, cards: int, priced: bool, units: Units) -> str:
+def best_choice_line(option: Option, units: Units, found: OptionSpeed | None = None) -> str:
+    """'1x h200-sxm at bf16: 134.6 of 141.0 GiB per card (+6.4, tight), $4.59/h, 10.1
+    tokens/s' (the speed where the card has the figures)."""
+    pcie = f"{PCIE_MARK} (over PCIe)" if option.over_pcie else ""
+    tight = ", tight" if option.tight else ""
+    need = _number(option.per_gpu_bytes, units)
+    capacity = format_size(option.capacity_bytes, units)
+    line = (
+        f"{option.layout} {option.card.slug}{pcie} at {level_words(option.level)}: {need} of "
+        f"{capacity} per card (+{_number(option.headroom_bytes, units)}{tight})"
+    )
+    price = option.price_per_hour
+    line += f", ${price:,.2f}/h" if price is not None else ""
+    rate = headline_speed_words(found)
+    return line + (f", {rate}" if rate else "")
+
+
+def _render_choices(result: Plan, units: Units, speeds: Speeds) -> None:
+    """The best choices: the fewest cards, the cheapest hour, the most headroom."""
+    from advisor.fit import best_choices
+
+    console = shared.out()
+    choices = best_choices(result.options)
+    if not choices:
+        console.print("best choices: none; no card fits at any level (the table says by how much)")
+        return
+    console.print("best choices:")
+    width = max(len(", ".join(c.reasons)) for c in choices)
+    for choice in choices:
+        line = best_choice_line(choice.option, units, speeds.get(id(choice.option)))
+        console.print(f"  {', '.join(choice.reasons):<{width}}  {line}")
+
+
+def cards_table(
+    result: Plan,
+    rows: Sequence[tuple[Option, ...]],
+    units: Units,
+    speeds: Speeds,
+    *,
+    compact: bool,
+) -> Any:
+    """A row per group of cards that answer alike (`collapsed_rows`): compact, one line each
+    with the names on it; full, each cell with its second line and the names wrapped."""
+    from rich.table import Table
+
+    priced = any(o[0].card.price_per_hour is not None for o in rows)
+    groups = collapsed_rows(rows, units, speeds, compact=compact)
+    table = Table(show_edge=False, pad_edge=False, show_lines=not compact)
+    # A name never shrinks to an ellipsis: a group's names wrap between them, and only where
+    # the terminal is too narrow for one line (compact: 100 columns keep every row on one
+    # line); a name longer than the column folds. Figures never wrap or shrink.
+    longest = max(len(name) for names, _ in groups for name in names)
+    table.add_column(
+        "card",
+        min_width=min(longest, CARD_COLUMN_WIDTH),
+        max_width=None if compact else CARD_COLUMN_WIDTH,
+        overflow="fold",
+    )
+    figures = [[_number(row[0].card.capacity_bytes, units)] for _, row in groups]
+    if priced:
+        for (_, row), line in zip(groups, figures, strict=True):
+            price = row[0].card.price_per_hour
+            line.append(f"{price:.2f}" if price else "")
+    headers = [unit_label(units), *(["$/h"] if priced else [])]
+    for index, header in enumerate(headers):
+        widest = max(len(line[index]) for line in figures)
+        table.add_column(header, justify="right", no_wrap=True, min_width=max(len(header), widest))
+    cells = [[cell(o, units, speeds.get(id(o)), compact=compact) for o in row] for _, row in groups]
+    for index, level in enumerate(result.levels):
+        name = level_words(level)
+        # Compact cells keep their width; the full view's cells wrap on a narrow terminal
+        # (a partial split's words first, the widest), as the names do.
+        widest = max(len(row[index].plain) for row in cells) if compact else 0
+        table.add_column(name, no_wrap=compact, overflow="fold", min_width=max(len(name), widest))
+    for (names, _), line, row_cells in zip(groups, figures, cells, strict=True):
+        table.add_row(", ".join(names), *line, *row_cells)
+    return table
+
+
+def _legend(
+    result: Plan, fitting: int, cards: int, priced: bool, units: Units, *, compact: bool
+) -> str:
     from advisor.fit import TIGHT_HEADROOM_FRACTION
 
     label = unit_label(units)
@@ -500,6 +678,12 @@ def _legend(result: Plan, fitting: int, cards: int, priced: bool, units: Units) 
         if priced
         else ""
     )
+    marks = (
+        f"{TIGHT_MARK} tight (under {TIGHT_HEADROOM_FRACTION:.0%} free), {PCIE_MARK} split "
+        "over PCIe (slower)"
+    )
+    if compact:
+        return _compact_legend(result, fitting, cards, priced, units)
     below = (
         "the longest context at batch 1 · the most sequences at the context."
         if result.levels[0].workload.stage is Stage.inference
@@ -508,9 +692,34 @@ def _legend(result: Plan, fitting: int, cards: int, priced: bool, units: Units) 
     return (
         f"{fitting} of {cards} cards fit at some level. {label}: memory per card; {price}"
         "Each cell: cards needed x share of the card's memory needed (tensors + its runtime "
-        f"overhead) +headroom per card in {label}, {TIGHT_MARK} tight (under "
-        f"{TIGHT_HEADROOM_FRACTION:.0%} free), {PCIE_MARK} split over PCIe (slower); only counts "
+        f"overhead) +headroom per card in {label}, {marks}; only counts "
         f"one machine takes, or whole machines where they join; below it, {below}"
+        + (
+            " partial N/M: llama.cpp with N of M layers on the GPU, the rest in system RAM."
+            if any(o.offload is not None for o in result.options)
+            else ""
+        )
+    )
+
+
+def _compact_legend(result: Plan, fitting: int, cards: int, priced: bool, units: Units) -> str:
+    """What the compact table's cells say, naming only the marks that appear."""
+    from advisor.fit import TIGHT_HEADROOM_FRACTION
+
+    options = result.options
+    words = ["cards x share of a card's memory needed"]
+    if any(o.tight for o in options):
+        words.append(f"{TIGHT_MARK} tight (under {TIGHT_HEADROOM_FRACTION:.0%} free)")
+    if any(o.over_pcie for o in options):
+        words.append(f"{PCIE_MARK} over PCIe (slower)")
+    if any(not o.fits and o.offload is None for o in options):
+        words.append(f"-N: N {unit_label(units)} short per card")
+    if any(o.offload is not None for o in options):
+        words.append("part N/M: llama.cpp, N of M layers on the GPU, the rest in RAM")
+    price = "$/h: one card (a row's cheapest). " if priced else ""
+    return (
+        f"{fitting} of {cards} cards fit at some level. Cell: {'; '.join(words)}. {price}"
+        "--cards all: every card with its headroom, longest context and batch."
     )
 
 
@@ -578,12 +787,32 @@ def fit_json(slug: str, params: int, result: Plan, speeds: Speeds | None = None)
     used = list(dict.fromkeys(lv.workload.serving.engine.value for lv in result.levels))
     workload["engine"] = used[0] if len(used) == 1 else None
     workload["engines"] = [lv.workload.serving.engine.value for lv in result.levels]
+    from advisor.fit import best_choices
+
+    index = {id(o): i for i, o in enumerate(result.options)}
+    mixed = result.mixed_precision
     return {
         "model": slug,
         "params": params,
         "stage": first.stage.value,
         "workload": workload,
         "options": [option_json(o, (speeds or {}).get(id(o))) for o in result.options],
+        "choices": [
+            {"reasons": list(c.reasons), "option": index[id(c.option)]}
+            for c in best_choices(result.options)
+        ],
+        "mixed_precision": None if mixed is None else mixed_precision_json(mixed),
+    }
+
+
+def mixed_precision_json(mixed: Estimate) -> dict[str, Any]:
+    """A pure 16-bit full training's need per card with fp32 master weights and states."""
+    return {
+        "precision": mixed.workload.precision.value,
+        "gpus": mixed.gpus,
+        "per_gpu_bytes": mixed.per_gpu_bytes,
+        "tensor_bytes": mixed.tensor_bytes,
+        "components": mixed.components,
     }
 
 
@@ -723,6 +952,14 @@ def fit(
             help="Most dollars an hour the plan may cost (alone: the fastest plan within it).",
         ),
     ] = None,
+    cards_view: Annotated[
+        CardView,
+        typer.Option(
+            "--cards",
+            help="best: the best choices and a line per group of cards alike (one screen); "
+            "all: every card with its headroom, longest context and batch (--all implies it).",
+        ),
+    ] = CardView.best,
     units: options.UnitsOpt = Units.gib,
     as_json: options.JsonOpt = False,
 ) -> None:
@@ -798,7 +1035,8 @@ def fit(
             data["cheapest"] = choice_json(choice)
         shared.print_json(data)
     else:
-        _render(slug, params, result, what, units, sort, speeds)
+        view = CardView.all if all_cards else cards_view
+        _render(slug, params, result, what, units, sort, speeds, view)
         if choice is not None:
             console = shared.out()
             for line in choice_lines(choice, target_tps, budget_per_hour):

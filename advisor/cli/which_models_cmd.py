@@ -190,7 +190,7 @@ def _answers(
 ) -> tuple[Card, list[tuple[ModelFit, str]]]:
     """The card, and each catalog model's best level on `count` of it with its family."""
     from advisor.fit import best_level, check_buildable
-    from advisor.policy import build_levels
+    from advisor.policy import is_ladder, levels_by_model
 
     with shared.reader(ctx) as catalog:
         card = options.card_of(catalog.gpu(gpu)) if isinstance(gpu, str) else gpu
@@ -198,16 +198,19 @@ def _answers(
     formats = options.level_formats(ctx, request, WHICH_MODELS_LADDER)
     with shared.reader(ctx) as catalog:
         rows = [(m.slug, m.architecture, m.family) for m in catalog.models(family=family)]
+    levels = levels_by_model(
+        [arch for _, arch, _ in rows], request, formats, default_quants=WHICH_MODELS_LADDER
+    )
     results = []
-    for name, arch, family_slug in rows:
-        levels = build_levels(arch, request, formats, default_quants=WHICH_MODELS_LADDER)
+    for (name, arch, family_slug), model_levels in zip(rows, levels, strict=True):
         found = best_level(
             name,
             arch,
-            levels,
+            model_levels,
             card,
             count,
             all_levels=request.stage is not Stage.inference,
+            ladder=is_ladder(request),
             allow_longer_context=allow_longer_context,
         )
         results.append((found, family_slug))
