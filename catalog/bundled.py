@@ -221,16 +221,24 @@ def _make_way(session: Session, gpus: tuple[GPUCreate, ...]) -> None:
             select(GPUAlias).where(col(GPUAlias.gpu_id).in_(list(imported)))
         ).all()
     }
+    replaced: set[int] = set()
+    taken: list[GPUAlias] = []
     for data in gpus:
         for name in _row_names(data):
             alias = aliases.pop(alias_key(name), None)
-            row = imported.get(alias.gpu_id) if alias is not None else None
-            if alias is None or row is None:
+            if alias is None:
                 continue
+            row = imported[alias.gpu_id]
             if alias.key in (alias_key(row.slug), alias_key(row.name)):
-                session.delete(imported.pop(alias.gpu_id))
+                replaced.add(alias.gpu_id)
             else:
-                session.delete(alias)
+                taken.append(alias)
+    # A replaced row's aliases go with it (ON DELETE CASCADE).
+    for alias in taken:
+        if alias.gpu_id not in replaced:
+            session.delete(alias)
+    for gpu_id in replaced:
+        session.delete(imported[gpu_id])
     session.flush()
 
 

