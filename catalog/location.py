@@ -13,7 +13,7 @@ from pathlib import Path
 # The newest schema revision. Opening compares the database's revision with it without
 # loading Alembic (about 0.1 s of imports); tests/test_migrations.py keeps it equal to
 # Alembic's head.
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 ENV_VAR = "ADVISOR_DB"
 APP_NAME = "advisor"
 DEFAULT_FILENAME = "catalog.db"

