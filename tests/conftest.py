@@ -23,7 +23,7 @@ from postgres_server import Server, server_or_skip
 from support import TEST_COLUMNS, Result, Run, Template, invoke
 
 # The test modules whose catalog tests run on both back ends (file names without `.py`).
-BOTH_BACKENDS = frozenset({"test_catalog", "test_cli", "test_migrations", "test_postgres"})
+BOTH_BACKENDS = frozenset({"test_catalog", "test_cli", "test_migrations"})
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
 
