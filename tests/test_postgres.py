@@ -460,3 +460,11 @@ def test_server_reads_match_sqlite_reads(
     server = pg_databases()
     for command in READS[:9]:
         assert _ok(server, *command).stdout == _ok(sqlite, *command).stdout, command
+
+
+def test_docs_name_the_writer_lock_key() -> None:
+    """docs/team-catalog.md tells psql users the writer lock's key: the one advisor takes."""
+    from catalog.session import WRITER_LOCK_KEY
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "team-catalog.md"
+    assert f"SELECT pg_advisory_xact_lock({WRITER_LOCK_KEY});" in page.read_text(encoding="utf-8")
