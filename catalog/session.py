@@ -202,12 +202,15 @@ def make_engine(
 ) -> Engine:
     """An engine; SQLite gets WAL, a busy timeout (default SQLITE_BUSY_TIMEOUT_MS), foreign
     keys and transactional DDL, and its transactions start as writes (`BEGIN IMMEDIATE`)
-    unless marked read-only. `immutable` opens a SQLite file read-only without the `-shm`
-    file WAL mode needs (for a catalog in a folder nobody may write to)."""
+    unless marked read-only. PostgreSQL's write transactions take the writer lock, waiting
+    at most `busy_timeout_ms` (default SERVER_LOCK_TIMEOUT_MS); see `_server_engine`.
+    `immutable` opens a SQLite file read-only without the `-shm` file WAL mode needs (for a
+    catalog in a folder nobody may write to)."""
     timeout_ms = SQLITE_BUSY_TIMEOUT_MS if busy_timeout_ms is None else busy_timeout_ms
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql":
-        return _server_engine(parsed, timeout_ms)
+        lock_ms = SERVER_LOCK_TIMEOUT_MS if busy_timeout_ms is None else busy_timeout_ms
+        return _server_engine(parsed, lock_ms)
     if parsed.get_backend_name() != "sqlite":
         try:
             return create_engine(url)

@@ -304,6 +304,33 @@ def test_concurrent_adds_all_land(pg_databases: Databases, tmp_path: Path) -> No
     ]
 
 
+def test_a_held_writer_lock_makes_writes_busy_and_reads_go_on(pg_databases: Databases) -> None:
+    """While another session holds the writer lock, a write waits its bounded time and says
+    the catalog is busy, changing nothing; a read goes on without waiting."""
+    import psycopg
+
+    from advisor.errors import CatalogBusyError
+    from catalog.session import BUSY_MESSAGE, WRITER_LOCK_KEY
+
+    url = pg_databases()
+    args = make_url(url).translate_connect_args(username="user", database="dbname")
+    catalog = open_catalog(url, busy_timeout_ms=200)
+    try:
+        with psycopg.connect(**args) as holder:  # a transaction, open until the block ends
+            holder.execute(f"SELECT pg_advisory_xact_lock({WRITER_LOCK_KEY})".encode())
+            with pytest.raises(CatalogBusyError) as error, catalog.session() as session:
+                queries.get_gpu(session, name="rtx4090").notes = "mine"
+            assert str(error.value) == BUSY_MESSAGE
+            with catalog.reading() as session:
+                assert queries.get_gpu(session, name="rtx4090").notes != "mine"
+        with catalog.session() as session:  # the lock is free again
+            queries.get_gpu(session, name="rtx4090").notes = "mine"
+        with catalog.reading() as session:
+            assert queries.get_gpu(session, name="rtx4090").notes == "mine"
+    finally:
+        catalog.close()
+
+
 def _increment(url: str, rounds: int, barrier: Any, locked: bool) -> None:
     """Read rtx4090's list price, wait, write it back plus one, `rounds` times: through the
     catalog's own write transactions (`locked`), or through a bare engine (the control)."""
