@@ -59,6 +59,13 @@ class CatalogBusyError(DatabaseError):
     exit_code = 1
 
 
+class ReadOnlyCatalogError(DatabaseError):
+    """A write to a shared catalog the user may only read (a read-only database role): the
+    request can never succeed for this user, so it exits 2 like a usage error."""
+
+    exit_code = 2
+
+
 class ConfirmationNeededError(AdvisorError):
     """A command that would remove rows needs an answer, and nobody can give one (stdin is
     closed or at its end): the user must pass --yes."""

@@ -424,7 +424,7 @@ def open_reader(
     catalog = open_catalog(db)
     try:
         announce(catalog)
-        with catalog.session() as session:
+        with catalog.reading() as session:  # reads beside a writer, never waits for one
             yield SessionReader(session)
     finally:
         catalog.close()

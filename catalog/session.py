@@ -8,11 +8,18 @@ atomically: built and seeded under a temporary name, then hard-linked into place
 concurrent first uses see either no file or a complete catalog. Write transactions start as
 writes (`BEGIN IMMEDIATE`) so that SQLite's busy timeout applies; docs/reliability.md has
 the details.
+
+A database server (PostgreSQL through psycopg 3, the `postgres` extra) is a team's shared
+catalog: it is never upgraded on open (an out-of-date schema is an error naming
+`advisor db upgrade`), its write transactions take one transaction-scoped advisory lock so
+that writers run one at a time, as on SQLite, and its reads run in a read-only repeatable-read
+snapshot; docs/team-catalog.md has the details.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import os
 import sqlite3
 import time
@@ -24,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
-from advisor.errors import AdvisorError, CatalogBusyError, DatabaseError
+from advisor.errors import AdvisorError, CatalogBusyError, DatabaseError, ReadOnlyCatalogError
 
 # Where the catalog lives and the schema head: shared with the stdlib reader (catalog/reader.py).
 from catalog.location import SCHEMA_HEAD as SCHEMA_HEAD
@@ -57,6 +64,28 @@ BUSY_MESSAGE = "the catalog is busy: another advisor is writing; try again"
 # building and seeding the bundled rows takes seconds).
 CREATE_LOCK_TIMEOUT_S = 60
 
+# PostgreSQL: every write transaction first takes this transaction-scoped advisory lock
+# (`pg_advisory_xact_lock`, https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS),
+# so writers run one at a time and each sees every earlier commit: no update is lost, as with
+# SQLite's single writer. The key is any 64-bit number no other program on the database uses:
+# the ASCII bytes of "advisor!".
+WRITER_LOCK_KEY = int.from_bytes(b"advisor!", "big")
+# How long a write waits for another writer's lock before "the catalog is busy" (PostgreSQL's
+# `lock_timeout`, milliseconds): the same bounded wait as SQLite's retried BEGIN IMMEDIATE.
+SERVER_LOCK_TIMEOUT_MS = BEGIN_RETRY_TIMEOUTS * SQLITE_BUSY_TIMEOUT_MS
+# The driver a `postgresql://` URL gets: psycopg 3, from the `postgres` extra (SQLAlchemy's
+# default for `postgresql://` is psycopg2, which advisor does not install).
+POSTGRES_DRIVER = "postgresql+psycopg"
+POSTGRES_EXTRA_HINT = (
+    "the PostgreSQL driver (psycopg 3) is not installed: install advisor's 'postgres' extra "
+    "(pip install 'gpu-fit-advisor[postgres]')"
+)
+# PostgreSQL error codes (SQLSTATE, https://www.postgresql.org/docs/current/errcodes-appendix.html)
+# that mean the user may not write, and those that mean another transaction was in the way.
+_SQLSTATE_READ_ONLY = frozenset({"42501", "25006"})  # insufficient_privilege, read-only txn
+_SQLSTATE_BUSY = frozenset({"55P03", "40001", "40P01"})  # lock timeout, serialization, deadlock
+UPGRADE_HINT = "run 'advisor db upgrade' (a shared catalog is upgraded deliberately, not on open)"
+
 
 def resolve_url(db: str | None = None) -> str:
     """`db`, else `$ADVISOR_DB`, else the default file; a plain path becomes a SQLite URL."""
@@ -72,6 +101,30 @@ def resolve_url(db: str | None = None) -> str:
     except (OSError, RuntimeError) as error:
         raise DatabaseError(f"cannot use {value!r} as the catalog file: {error}") from None
     return f"sqlite:///{resolved}"
+
+
+def is_server(url: str) -> bool:
+    """Whether `url` names a database server rather than a SQLite file or memory."""
+    return make_url(url).get_backend_name() != "sqlite"
+
+
+def shown_url(url: str) -> str:
+    """`url` as messages show it: a password is masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def _server_user(url: str) -> str:
+    """The role a server URL logs in as: its user, else libpq's default (PGUSER, else the
+    operating-system user)."""
+    return make_url(url).username or os.environ.get("PGUSER") or getpass.getuser()
+
+
+def _one_line(error: object) -> str:
+    """A driver's message on one line (libpq's span several)."""
+    return " ".join(str(error).split())
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -90,7 +143,7 @@ def translate(error: BaseException, url: str) -> AdvisorError | None:
     orig = getattr(error, "orig", None) or error
     if not isinstance(orig, sqlite3.Error):
         if isinstance(error, SQLAlchemyError):
-            return DatabaseError(f"the database at {url} failed: {orig}")
+            return _translate_server(error, orig, url)
         return None
     text = str(orig)
     if "locked" in text or "busy" in text:
@@ -107,6 +160,23 @@ def translate(error: BaseException, url: str) -> AdvisorError | None:
     if "disk" in text and ("full" in text or "I/O" in text):
         return DatabaseError(f"cannot write to the catalog at {url}: {text}")
     return DatabaseError(f"the database at {url} failed: {text}")
+
+
+def _translate_server(error: SQLAlchemyError, orig: BaseException, url: str) -> AdvisorError:
+    """A database server's failure: read-only for this user, busy, or unreachable."""
+    from sqlalchemy.exc import OperationalError
+
+    shown = shown_url(url)
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate in _SQLSTATE_READ_ONLY:
+        return ReadOnlyCatalogError(
+            f"the catalog at {shown} is read-only for user {_server_user(url)}"
+        )
+    if sqlstate in _SQLSTATE_BUSY:
+        return CatalogBusyError(BUSY_MESSAGE)
+    if sqlstate is None and isinstance(error, OperationalError):
+        return DatabaseError(f"cannot connect to the catalog at {shown}: {_one_line(orig)}")
+    return DatabaseError(f"the database at {shown} failed: {_one_line(orig)}")
 
 
 def _begin_immediate(dbapi_connection: Any, busy_timeout_ms: int) -> None:
@@ -132,15 +202,22 @@ def make_engine(
 ) -> Engine:
     """An engine; SQLite gets WAL, a busy timeout (default SQLITE_BUSY_TIMEOUT_MS), foreign
     keys and transactional DDL, and its transactions start as writes (`BEGIN IMMEDIATE`)
-    unless marked read-only. `immutable` opens a SQLite file read-only without the `-shm`
-    file WAL mode needs (for a catalog in a folder nobody may write to)."""
+    unless marked read-only. PostgreSQL's write transactions take the writer lock, waiting
+    at most `busy_timeout_ms` (default SERVER_LOCK_TIMEOUT_MS); see `_server_engine`.
+    `immutable` opens a SQLite file read-only without the `-shm` file WAL mode needs (for a
+    catalog in a folder nobody may write to)."""
     timeout_ms = SQLITE_BUSY_TIMEOUT_MS if busy_timeout_ms is None else busy_timeout_ms
     parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        lock_ms = SERVER_LOCK_TIMEOUT_MS if busy_timeout_ms is None else busy_timeout_ms
+        return _server_engine(parsed, lock_ms)
     if parsed.get_backend_name() != "sqlite":
         try:
             return create_engine(url)
         except (NoSuchModuleError, ImportError, ArgumentError) as error:
-            raise DatabaseError(f"cannot use the database URL {url!r}: {error}") from None
+            raise DatabaseError(
+                f"cannot use the database URL {shown_url(url)!r}: {error}"
+            ) from None
     in_memory = sqlite_path(url) is None
     kwargs: dict[str, Any] = {}
     if in_memory:
@@ -169,6 +246,31 @@ def make_engine(
             connection.exec_driver_sql("BEGIN")
         else:
             _begin_immediate(connection.connection.driver_connection, timeout_ms)
+
+    return engine
+
+
+def _server_engine(parsed: URL, lock_timeout_ms: int) -> Engine:
+    """A PostgreSQL engine through psycopg 3: a read-only transaction is a repeatable-read,
+    read-only snapshot (it sees a whole import or sync or none of it, and never waits); a write
+    transaction takes the writer lock first, waiting at most `lock_timeout_ms`."""
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername=POSTGRES_DRIVER)
+    try:
+        engine = create_engine(parsed)
+    except ImportError:
+        raise DatabaseError(POSTGRES_EXTRA_HINT) from None
+    except (NoSuchModuleError, ArgumentError) as error:
+        shown = parsed.render_as_string(hide_password=True)
+        raise DatabaseError(f"cannot use the database URL {shown!r}: {error}") from None
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        if connection.get_execution_options().get(_READ_ONLY):
+            connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            return
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITER_LOCK_KEY})")
 
     return engine
 
@@ -297,7 +399,7 @@ def _check_identity(where: str, tables: frozenset[str], revision: str | None) ->
         return
     if not _is_catalog(tables, revision):
         raise DatabaseError(
-            f"the database at {where} holds tables that are not an advisor catalog; "
+            f"the database at {shown_url(where)} holds tables that are not an advisor catalog; "
             "refusing to use or change it"
         )
 
@@ -451,8 +553,13 @@ def open_catalog(
     seed: bool = True,
     upgrade: bool = True,
     busy_timeout_ms: int | None = None,
+    server_upgrade: bool = False,
 ) -> Catalog:
     """Open the catalog, creating, upgrading (after a backup) and seeding it as needed.
+
+    A database server is created or upgraded only when `server_upgrade` is set (`advisor db
+    upgrade`): otherwise a server catalog whose schema is not this advisor's head is an
+    error naming that command. `upgrade=False` opens any known revision as it is.
 
     Raises DatabaseError for a corrupt or foreign file or one made by a newer advisor,
     CatalogBusyError when other processes keep it locked past the busy timeout.
@@ -475,13 +582,12 @@ def open_catalog(
             from catalog import migrate
 
             if not migrate.known_revision(state.revision):
-                raise DatabaseError(
-                    f"the database at {url} is at revision {state.revision}, made by a newer "
-                    "advisor; upgrade advisor to use it"
-                )
+                raise _newer(url, state.revision)
     engine = make_engine(url, busy_timeout_ms=busy_timeout_ms, immutable=_read_only_folder(path))
     try:
-        return _open(url, path, engine, report, seed=seed, upgrade=upgrade)
+        return _open(
+            url, path, engine, report, seed=seed, upgrade=upgrade, server_upgrade=server_upgrade
+        )
     except BaseException as error:
         engine.dispose()
         mapped = translate(error, url)
@@ -500,8 +606,34 @@ def _read_only_folder(path: Path | None) -> bool:
     return not Path(f"{path}-wal").exists()
 
 
+def _newer(url: str, revision: str) -> DatabaseError:
+    return DatabaseError(
+        f"the database at {shown_url(url)} is at revision {revision}, made by a newer advisor "
+        f"(this one knows revisions up to {SCHEMA_HEAD}); upgrade advisor to use it"
+    )
+
+
+def _out_of_date(url: str, revision: str | None, head: str) -> DatabaseError:
+    if revision is None:
+        return DatabaseError(
+            f"the database at {shown_url(url)} holds no advisor catalog yet (this advisor's "
+            f"schema is revision {head}): {UPGRADE_HINT}"
+        )
+    return DatabaseError(
+        f"the catalog at {shown_url(url)} is at revision {revision}, older than this "
+        f"advisor's {head}: {UPGRADE_HINT}"
+    )
+
+
 def _open(
-    url: str, path: Path | None, engine: Engine, report: OpenReport, *, seed: bool, upgrade: bool
+    url: str,
+    path: Path | None,
+    engine: Engine,
+    report: OpenReport,
+    *,
+    seed: bool,
+    upgrade: bool,
+    server_upgrade: bool = False,
 ) -> Catalog:
     from catalog import bundled
 
@@ -519,27 +651,26 @@ def _open(
         return catalog
     from catalog import migrate
 
-    if revision is not None and not migrate.known_revision(revision):
-        raise DatabaseError(
-            f"the database at {url} is at revision {revision}, made by a newer advisor; "
-            "upgrade advisor to use it"
-        )
-    created = revision is None
     head = migrate.head_revision()
+    if revision is not None and not migrate.known_revision(revision):
+        raise _newer(url, revision)
+    if is_server(url) and revision != head and upgrade and not server_upgrade:
+        raise _out_of_date(url, revision, head)
+    created = revision is None
     backup: Path | None = None
     upgraded_from: str | None = None
-    if revision != head and upgrade:
+    if revision != head and (upgrade or server_upgrade):
         if not created and path is not None:
             backup = _backup(path, revision or "empty")
         _migrate(url, engine)
         upgraded_from = None if created else revision
     catalog = Catalog(url=url, engine=engine, report=OpenReport())
     seeded = 0
-    if created and seed and upgrade:
+    if created and seed and (upgrade or server_upgrade):
         with catalog.session() as session:
             seeded = bundled.sync(session).added
     catalog.report = OpenReport(
-        created=created and upgrade,
+        created=created and (upgrade or server_upgrade),
         upgraded_from=upgraded_from,
         backup=backup,
         seeded=seeded,

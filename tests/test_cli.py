@@ -54,6 +54,7 @@ def _card(run: Run) -> dict[str, Any]:
     return card
 
 
+@pytest.mark.sqlite_only("a new SQLite file is created on first use")
 def test_first_use_creates_and_seeds(run: Run, tmp_path: Path) -> None:
     """The first command creates the catalog, says so on stderr, and lists the formats."""
     path = tmp_path / "first" / "new.db"
@@ -308,6 +309,7 @@ def test_min_memory_filter_and_units(run: Run) -> None:
     )
 
 
+@pytest.mark.sqlite_only("a SQLite file of its own (tests/test_postgres.py has the server's)")
 def test_db_commands(run: Run, tmp_path: Path) -> None:
     """db current, history and upgrade report the schema revision."""
     history = run("db", "history", "--json")
@@ -323,6 +325,7 @@ def test_db_commands(run: Run, tmp_path: Path) -> None:
     assert json.loads(run("--db", db, "db", "current", "--json").stdout)["current"] == head
 
 
+@pytest.mark.sqlite_only("a damaged SQLite file")
 def test_corrupt_database_error(run: Run, tmp_path: Path) -> None:
     """A corrupt catalog file gives a one-line error and stays untouched."""
     path = tmp_path / "broken.db"
@@ -363,6 +366,7 @@ def _first_word(row: str) -> str | None:
     return words[0] if words else None
 
 
+@pytest.mark.sqlite_only("no catalog: the back end does not matter")
 def test_every_command_has_help() -> None:
     """Each command's --help shows its own usage line and the first paragraph of its
     docstring, and every option and argument it takes on a row with its own help text."""
@@ -389,6 +393,7 @@ def test_every_command_has_help() -> None:
             assert _words(param.help) in named[0], f"{path} {param.name}: help not on its row"
 
 
+@pytest.mark.sqlite_only("no catalog: the back end does not matter")
 def test_help_does_not_import_the_orm() -> None:
     """`advisor --help` loads neither the ORM nor the catalog (fast start)."""
     code = (
@@ -402,6 +407,7 @@ def test_help_does_not_import_the_orm() -> None:
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.sqlite_only("no catalog: the back end does not matter")
 def test_python_dash_m(tmp_path: Path) -> None:
     """`python -m advisor` is the same program."""
     result = subprocess.run(
@@ -410,6 +416,7 @@ def test_python_dash_m(tmp_path: Path) -> None:
     assert (result.returncode, result.stdout) == (0, "advisor 0.1.0\n")
 
 
+@pytest.mark.sqlite_only("no catalog: the back end does not matter")
 def test_unusable_database_url(run: Run) -> None:
     """A URL whose database driver does not exist is one line on stderr, exit 1."""
     result = run("--db", "nosuchdb://somewhere", "catalog", "gpus")

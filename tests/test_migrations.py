@@ -130,9 +130,9 @@ def _schema(url: str) -> dict[str, list[str]]:
     return schema
 
 
-def test_empty_to_head_gives_exact_schema(tmp_path: Path) -> None:
+def test_empty_to_head_gives_exact_schema(blank_database: str) -> None:
     """Upgrading an empty database gives exactly the expected tables and columns."""
-    url = f"sqlite:///{tmp_path / 'new.db'}"
+    url = blank_database
     engine = make_engine(url, foreign_keys=False)
     migrate.upgrade(engine)
     assert migrate.current_revision(engine) == migrate.head_revision()
@@ -151,9 +151,9 @@ def test_single_head() -> None:
     assert all(b.down_revision == a.revision for a, b in itertools.pairwise(history))
 
 
-def test_models_match_migrations(tmp_path: Path) -> None:
+def test_models_match_migrations(blank_database: str) -> None:
     """The table models and the migrated schema agree: autogenerate finds nothing to do."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}", foreign_keys=False)
+    engine = make_engine(blank_database, foreign_keys=False)
     migrate.upgrade(engine)
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -162,9 +162,9 @@ def test_models_match_migrations(tmp_path: Path) -> None:
     assert diff == []
 
 
-def test_downgrade_upgrade_round_trip(tmp_path: Path) -> None:
+def test_downgrade_upgrade_round_trip(blank_database: str) -> None:
     """Down to nothing and back up gives the same schema."""
-    url = f"sqlite:///{tmp_path / 'r.db'}"
+    url = blank_database
     engine = make_engine(url, foreign_keys=False)
     migrate.upgrade(engine)
     migrate.downgrade(engine, "base")
@@ -176,25 +176,71 @@ def test_downgrade_upgrade_round_trip(tmp_path: Path) -> None:
 
 
 def _database_at_first_revision(path: Path) -> None:
-    """A catalog made by the first release, holding a GPU the user added, with an alias."""
-    engine = make_engine(f"sqlite:///{path}", foreign_keys=False)
-    migrate.upgrade(engine, "0001")
+    """A catalog file made by the first release, holding a GPU the user added, with an alias."""
+    _first_revision_with_user_rows(f"sqlite:///{path}")
+
+
+def _first_revision_with_user_rows(url: str) -> None:
+    """The database at `url` as the first release left it, holding a GPU the user added, with
+    two aliases (plain SQL that SQLite and PostgreSQL both take)."""
+    engine = make_engine(url, foreign_keys=False)
+    first = migrate.history()[0].revision
+    migrate.upgrade(engine, first)
     with engine.begin() as connection:
         connection.execute(
             text(
                 "INSERT INTO gpu (origin, user_modified, slug, name, vendor, architecture, market, "
-                "memory_bytes, bandwidth_bytes_per_s, source, id) VALUES ('user', 0, 'my-card', "
+                "memory_bytes, bandwidth_bytes_per_s, source) VALUES ('user', false, 'my-card', "
                 "'My Card', 'nvidia', 'Ada Lovelace', 'consumer', 25769803776, 1008000000000, "
-                "'my own measurement', 1)"
+                "'my own measurement')"
             )
         )
         connection.execute(
             text(
-                "INSERT INTO gpu_alias (key, name, gpu_id) VALUES ('mycard', 'My Card', 1), "
-                "('mc', 'mc', 1)"
+                "INSERT INTO gpu_alias (key, name, gpu_id) SELECT 'mycard', 'My Card', id FROM gpu "
+                "UNION ALL SELECT 'mc', 'mc', id FROM gpu"
             )
         )
     engine.dispose()
+
+
+def test_every_revision_upgrades_and_downgrades_one_step(blank_database: str) -> None:
+    """Each revision, one at a time from base to head, upgrades and downgrades on the back end
+    (real ALTERs on PostgreSQL, batch copies on SQLite), then upgrades again."""
+    engine = make_engine(blank_database, foreign_keys=False)
+    try:
+        previous: str | None = None
+        for revision in migrate.history():
+            migrate.upgrade(engine, revision.revision)
+            assert migrate.current_revision(engine) == revision.revision
+            migrate.downgrade(engine, previous or "base")
+            assert migrate.current_revision(engine) == previous
+            migrate.upgrade(engine, revision.revision)
+            previous = revision.revision
+        assert previous == migrate.head_revision()
+    finally:
+        engine.dispose()
+    assert _schema(blank_database) == EXPECTED_SCHEMA
+
+
+def test_user_rows_from_first_revision_to_head(blank_database: str) -> None:
+    """A catalog made by the first release, holding a user's GPU and its aliases, upgraded to
+    head (step by step, as `advisor db upgrade` does), keeps them and opens at head."""
+    _first_revision_with_user_rows(blank_database)
+    engine = make_engine(blank_database, foreign_keys=False)
+    migrate.upgrade(engine)
+    engine.dispose()
+    catalog = open_catalog(blank_database, upgrade=False)
+    try:
+        assert migrate.current_revision(catalog.engine) == migrate.head_revision()
+        from catalog import queries
+
+        with catalog.reading() as session:
+            gpu = queries.get_gpu(session, name="MC")
+            assert (gpu.slug, gpu.memory_bytes, gpu.origin) == ("my-card", 25769803776, "user")
+            assert queries.gpu_public(session, gpu=gpu).aliases == ["mc"]
+    finally:
+        catalog.close()
 
 
 def test_user_rows_survive_upgrade_with_backup(tmp_path: Path) -> None:
@@ -258,8 +304,8 @@ def test_newer_database_refused(tmp_path: Path, seeded_template: Template) -> No
     with pytest.raises(DatabaseError) as error:
         open_catalog(str(path))
     assert str(error.value) == (
-        f"the database at sqlite:///{path} is at revision 9999, made by a newer advisor; "
-        "upgrade advisor to use it"
+        f"the database at sqlite:///{path} is at revision 9999, made by a newer advisor "
+        f"(this one knows revisions up to {migrate.head_revision()}); upgrade advisor to use it"
     )
 
 

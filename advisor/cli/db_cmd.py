@@ -15,19 +15,20 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts
 @app.command("upgrade")
 def upgrade(ctx: typer.Context) -> None:
     """Create or upgrade the database to this advisor's schema (a SQLite file is backed up
-    first)."""
+    first; a database server is upgraded only by this command)."""
     from catalog import migrate
+    from catalog.session import shown_url
 
-    with shared.opened(ctx) as catalog:
+    with shared.opened(ctx, server_upgrade=True) as catalog:
         revision = migrate.current_revision(catalog.engine)
-    typer.echo(f"{catalog.url} is at revision {revision} (head)")
+    typer.echo(f"{shown_url(catalog.url)} is at revision {revision} (head)")
 
 
 @app.command("current")
 def current(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Print the database's revision and this advisor's head revision, changing nothing."""
     from catalog import migrate
-    from catalog.session import open_catalog, resolve_url, sqlite_path
+    from catalog.session import is_server, open_catalog, resolve_url, shown_url, sqlite_path
 
     url = resolve_url(shared.state(ctx).db)
     path = sqlite_path(url)
@@ -39,11 +40,13 @@ def current(ctx: typer.Context, as_json: JsonOption = False) -> None:
         finally:
             catalog.close()
     head = migrate.head_revision()
+    creator = "'advisor db upgrade' creates it" if is_server(url) else "any command creates it"
+    url = shown_url(url)
     if as_json:
         shared.print_json({"url": url, "current": revision, "head": head})
         return
     if revision is None:
-        typer.echo(f"{url}: no catalog yet (head is {head}); any command creates it")
+        typer.echo(f"{url}: no catalog yet (head is {head}); {creator}")
     elif revision == head:
         typer.echo(f"{url}: revision {revision} (head)")
     else:

@@ -55,7 +55,7 @@ def detect_local(ctx: typer.Context) -> tuple[Detection, list[LocalCard]]:
     from advisor.detect import local_cards
 
     found = detect()
-    with shared.session(ctx) as session:
+    with shared.reading(ctx) as session:  # matching cards only reads
         cards = known_cards(session)
     return found, local_cards(found, cards)
 

@@ -40,9 +40,11 @@ def state(ctx: typer.Context) -> CliState:
 
 def announce(catalog: Catalog, *, remind_sync: bool = True) -> None:
     """Say on stderr what opening the catalog did (created, upgraded) or found."""
+    from catalog.session import shown_url
+
     report = catalog.report
     if report.created:
-        note(f"created the catalog at {catalog.url} with {report.seeded} bundled rows")
+        note(f"created the catalog at {shown_url(catalog.url)} with {report.seeded} bundled rows")
     if report.upgraded_from is not None:
         backup = f"; backup at {report.backup}" if report.backup else ""
         note(f"upgraded the catalog from revision {report.upgraded_from}{backup}")
@@ -51,11 +53,14 @@ def announce(catalog: Catalog, *, remind_sync: bool = True) -> None:
 
 
 @contextmanager
-def opened(ctx: typer.Context, *, remind_sync: bool = True) -> Iterator[Catalog]:
-    """Open the catalog (creating, upgrading or seeding it, said on stderr) for one command."""
+def opened(
+    ctx: typer.Context, *, remind_sync: bool = True, server_upgrade: bool = False
+) -> Iterator[Catalog]:
+    """Open the catalog (creating, upgrading or seeding it, said on stderr) for one command;
+    a server catalog is created or upgraded only with `server_upgrade` (`advisor db upgrade`)."""
     from catalog.session import open_catalog
 
-    catalog = open_catalog(state(ctx).db)
+    catalog = open_catalog(state(ctx).db, server_upgrade=server_upgrade)
     announce(catalog, remind_sync=remind_sync)
     try:
         yield catalog
