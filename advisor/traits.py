@@ -57,6 +57,10 @@ class AttentionKernel(StrEnum):
     sdpa = "sdpa"  # PyTorch's fused SDPA kernels
     eager = "eager"  # no SDPA path: `eager_attention_forward` materializes the scores
     math = "math"  # SDPA's math kernel (fp32 scores): PyTorch's choice for mqa_math_fallback
+    # FlashAttention-2 (`attn_implementation="flash_attention_2"`, asked with --attention
+    # flash): fused, grouped KV heads and sliding windows native, the padding mask taken as
+    # sequence lengths (unpadded), so no seq x seq tensor at all.
+    flash = "flash"
 
 
 class KVHeads(StrEnum):
