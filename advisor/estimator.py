@@ -39,6 +39,7 @@ from advisor.errors import InvalidValueError
 from advisor.traits import ALL_PROJECTIONS, AttentionKernel, MLPKind, ModelTraits, Norm
 from advisor.units import GIB, MIB
 from advisor.workload import (
+    ALL_LINEAR,
     Attention,
     Checkpointing,
     KVDtype,
@@ -328,9 +329,18 @@ _MLP_INFERENCE_LIVE: Mapping[MLPKind, int] = MappingProxyType(
         MLPKind.gelu: 2,
     }
 )
-# A frozen gated MLP under LoRA keeps gate, up and act(gate) for the gradient flowing to its
-# input (tokens x intermediate size).
-LORA_GATED_MLP_SAVED = 3
+# What a frozen MLP under LoRA keeps for the gradient flowing to its input (tokens x
+# intermediate size): a frozen down projection saves no input, so SwiGLU keeps gate, up and
+# act(gate); GPT-2's Python GELU its input, tanh, 1 + tanh and 0.5x; exact GELU its input;
+# ReLU its output (which a bf16 adapter on the down projection then shares).
+_LORA_MLP_SAVED: Mapping[MLPKind, int] = MappingProxyType(
+    {
+        MLPKind.gated: 3,
+        MLPKind.gelu_new: 4,
+        MLPKind.relu: 1,
+        MLPKind.gelu: 1,
+    }
+)
 # Saved per token and expert by a routed MLP in training: the expert's input and output
 # (hidden size each) and gate, up, act(gate) and their product (expert width each).
 MOE_SAVED_HIDDEN = 2
@@ -395,6 +405,7 @@ class _Shape:
     largest_tensor: int
     linear_params: int
     lora_dims: Mapping[str, tuple[int, int]]  # only the projections the model type has
+    qkv_linear: bool  # q, k and v come out of one linear layer
 
 
 @dataclass(frozen=True)
@@ -503,6 +514,7 @@ def _shape(arch: Architecture) -> _Shape:
         largest_tensor=largest,
         linear_params=counts.layers - norm_params,
         lora_dims=_lora_dims(arch, traits, attention.q_dim, attention.kv_dim),
+        qkv_linear=traits.qkv_linear,
     )
 
 
@@ -525,7 +537,10 @@ def _shape_with(arch: Architecture, attention: Attention | None) -> _Shape:
 
 
 def _lora_targets(s: _Shape, w: Workload) -> tuple[str, ...]:
-    """The workload's LoRA targets that exist in the model (PEFT skips the others)."""
+    """The workload's LoRA targets that exist in the model (PEFT skips the others); with
+    `all-linear`, every linear layer of the block (`_all_linear_dims`)."""
+    if w.lora_targets == (ALL_LINEAR,):
+        return tuple(_all_linear_dims(s))
     found = tuple(t for t in w.lora_targets if t in s.lora_dims)
     if not found:
         raise InvalidValueError(
@@ -533,6 +548,47 @@ def _lora_targets(s: _Shape, w: Workload) -> tuple[str, ...]:
             "it has " + ",".join(s.lora_dims)
         )
     return found
+
+
+def _target_dims(s: _Shape, w: Workload) -> Mapping[str, tuple[int, int]]:
+    """(in, out) of each adapted projection, by the names `_lora_targets` gives."""
+    if w.lora_targets == (ALL_LINEAR,):
+        return _all_linear_dims(s)
+    return {t: s.lora_dims[t] for t in _lora_targets(s, w)}
+
+
+def _all_linear_dims(s: _Shape) -> dict[str, tuple[int, int]]:
+    """(in, out) of every `nn.Linear` (GPT-2's `Conv1D`) of a block: what PEFT's
+    `target_modules="all-linear"` adapts (peft/tuners/tuners_utils.py
+    `_maybe_include_all_linear_layers`: every linear layer but the output head).
+
+    Fused projections count as one (Phi-3's qkv_proj and gate_up_proj, GPT-NeoX's
+    query_key_value); GPT-2, Falcon and BLOOM's fused query_key_value have the same sizes as
+    separate q, k and v. A routed MLP's experts are 3-D parameters in transformers 5
+    (`MixtralExperts.gate_up_proj`), not linear layers, and its router a plain parameter:
+    PEFT adapts the attention and any shared expert's MLP only.
+    """
+    h = s.hidden
+    dims = (
+        {"qkv": (h, s.q_dim + 2 * s.kv_dim)}
+        if s.qkv_linear
+        else {"q_proj": (h, s.q_dim), "k_proj": (h, s.kv_dim), "v_proj": (h, s.kv_dim)}
+    )
+    dims["o_proj"] = (s.q_dim, h)
+    if s.moe:
+        if s.shared_ffn:
+            dims.update(
+                shared_gate=(h, s.shared_ffn),
+                shared_up=(h, s.shared_ffn),
+                shared_down=(s.shared_ffn, h),
+            )
+    elif s.mlp_kind is MLPKind.gated and s.fused_qkv:
+        dims.update(gate_up=(h, 2 * s.ffn), down_proj=(s.ffn, h))
+    elif s.mlp_kind is MLPKind.gated:
+        dims.update(gate_proj=(h, s.ffn), up_proj=(h, s.ffn), down_proj=(s.ffn, h))
+    else:
+        dims.update(up_proj=(h, s.ffn), down_proj=(s.ffn, h))
+    return dims
 
 
 def _round(n: float) -> int:
@@ -1048,10 +1104,10 @@ class _Trainable:
 def _lora_params(s: _Shape, w: Workload) -> int:
     """A and B of every adapted projection; DoRA adds a magnitude vector (one value per
     output feature: PEFT's `lora_magnitude_vector`)."""
-    targets = _lora_targets(s, w)
-    per_layer = sum(w.lora_rank * (i + o) for i, o in (s.lora_dims[t] for t in targets))
+    dims = _target_dims(s, w).values()
+    per_layer = sum(w.lora_rank * (i + o) for i, o in dims)
     if w.method is Method.dora:
-        per_layer += sum(s.lora_dims[t][1] for t in targets)
+        per_layer += sum(o for _, o in dims)
     return per_layer * s.layers
 
 
@@ -1143,8 +1199,8 @@ def _mlp_saved(s: _Shape, c: int, lora: bool) -> int:
             k * (MOE_SAVED_HIDDEN * s.hidden + MOE_SAVED_FFN * s.expert_ffn) * c
             + MOE_SAVED_FFN * s.shared_ffn * c
         )
-    if lora and s.mlp_kind is MLPKind.gated:
-        return LORA_GATED_MLP_SAVED * s.ffn * c  # frozen linears save no inputs
+    if lora:
+        return _LORA_MLP_SAVED[s.mlp_kind] * s.ffn * c  # frozen linears save no inputs
     return _MLP_SAVED[s.mlp_kind] * s.ffn * c
 
 
@@ -1173,10 +1229,15 @@ _ADAPTER_INPUT: Mapping[str, str] = MappingProxyType(
         "q_proj": "attention input",
         "k_proj": "attention input",
         "v_proj": "attention input",
+        "qkv": "attention input",
         "o_proj": "attention output",
         "gate_proj": "mlp input",
         "up_proj": "mlp input",
+        "gate_up": "mlp input",
         "down_proj": "mlp product",
+        "shared_gate": "mlp input",
+        "shared_up": "mlp input",
+        "shared_down": "shared expert product",
     }
 )
 
@@ -1192,15 +1253,17 @@ def _adapters_saved(s: _Shape, w: Workload, c: int) -> int:
     products: out x (c + a) per adapted projection.
     """
     a = ADAPTER_BYTES[w.adapter_dtype]
-    targets = _lora_targets(s, w)
+    dims = _target_dims(s, w)
     if a == c:
-        shared = {_ADAPTER_INPUT[t]: s.lora_dims[t][0] for t in targets}
+        shared = {_ADAPTER_INPUT[t]: fan_in for t, (fan_in, _) in dims.items()}
+        if s.mlp_kind is MLPKind.relu:
+            shared.pop("mlp product", None)  # ReLU already saves its output
         inputs = sum(shared.values()) * a
     else:
-        inputs = sum(s.lora_dims[t][0] for t in targets) * a
-    saved = inputs + len(targets) * w.lora_rank * a
+        inputs = sum(fan_in for fan_in, _ in dims.values()) * a
+    saved = inputs + len(dims) * w.lora_rank * a
     if w.method is Method.dora:
-        saved += sum(s.lora_dims[t][1] for t in targets) * (c + a)
+        saved += sum(fan_out for _, fan_out in dims.values()) * (c + a)
     return saved
 
 
@@ -1224,8 +1287,7 @@ def _param_tensors(s: _Shape, w: Workload) -> list[tuple[int, int, int]]:
     """
     if w.adapters:
         tensors: list[tuple[int, int, int]] = []
-        for t in _lora_targets(s, w):
-            fan_in, fan_out = s.lora_dims[t]
+        for fan_in, fan_out in _target_dims(s, w).values():
             tensors += [(w.lora_rank, fan_in, s.layers), (fan_out, w.lora_rank, s.layers)]
             if w.method is Method.dora:
                 tensors.append((fan_out, 0, s.layers))
@@ -1409,7 +1471,7 @@ def _training_weights(s: _Shape, w: Workload, b: _Bytes) -> int:
 def _largest_trainable(s: _Shape, w: Workload) -> int:
     """Values of the largest trainable tensor (an adapter's A or B, else the largest matrix)."""
     if w.adapters:
-        return max(w.lora_rank * max(*s.lora_dims[t]) for t in _lora_targets(s, w))
+        return max(w.lora_rank * max(dims) for dims in _target_dims(s, w).values())
     return s.largest_tensor
 
 

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from advisor.arch import Architecture, hf_text_config
 from advisor.errors import TraceExtraMissingError, TraceUnavailableError
 from advisor.workload import (
+    ALL_LINEAR,
     Attention,
     Checkpointing,
     LoraDtype,
@@ -489,7 +490,11 @@ def _run_training(torch: Any, net: Any, ids: Any, mask: Any, workload: Workload)
         lora = peft.LoraConfig(
             r=workload.lora_rank,
             lora_alpha=LORA_ALPHA_PER_RANK * workload.lora_rank,
-            target_modules=list(workload.lora_targets),
+            target_modules=(
+                ALL_LINEAR
+                if workload.lora_targets == (ALL_LINEAR,)
+                else list(workload.lora_targets)
+            ),
             lora_dropout=0.0,
             use_dora=workload.method is Method.dora,
             task_type="CAUSAL_LM",

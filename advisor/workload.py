@@ -156,10 +156,12 @@ TRAINING_PARALLEL = frozenset({Parallel.ddp, Parallel.zero1, Parallel.zero2, Par
 ATTENTION_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_TARGETS = ("gate_proj", "up_proj", "down_proj")
 LORA_TARGET_CHOICES = frozenset({*ATTENTION_TARGETS, *MLP_TARGETS})
-# Named sets of LoRA targets users type: PEFT's default (attention) and every linear layer of
-# a block (PEFT's `target_modules="all-linear"`).
+# Every linear layer of a block, whatever the model type names them (PEFT's
+# `target_modules="all-linear"`): a target of its own, never mixed with names.
+ALL_LINEAR = "all-linear"
+# Named sets of LoRA targets users type: PEFT's default (attention) and every linear layer.
 LORA_TARGET_SETS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {"attention": ATTENTION_TARGETS, "all-linear": (*ATTENTION_TARGETS, *MLP_TARGETS)}
+    {"attention": ATTENTION_TARGETS, ALL_LINEAR: (ALL_LINEAR,)}
 )
 DEFAULT_LORA_TARGETS = "attention"
 
@@ -504,6 +506,8 @@ class Workload:
             check_count("trainable-layers", self.trainable_layers, MAX_TRAINABLE_LAYERS, minimum=0)
 
     def _check_lora_targets(self) -> None:
+        if self.lora_targets == (ALL_LINEAR,):
+            return
         if not self.lora_targets or not LORA_TARGET_CHOICES.issuperset(self.lora_targets):
             unknown = sorted(set(self.lora_targets) - LORA_TARGET_CHOICES)
             raise InvalidValueError(
