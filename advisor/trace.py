@@ -505,6 +505,8 @@ def _run_training(torch: Any, net: Any, ids: Any, mask: Any, workload: Workload)
                 warnings.filterwarnings(
                     "ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning
                 )
+                # all-linear on GPT-2's Conv1D: PEFT sets fan_in_fan_out itself and says so.
+                warnings.filterwarnings("ignore", "fan_in_fan_out is set to False", UserWarning)
                 net = peft.get_peft_model(net, lora)
         except ValueError as error:
             raise TraceUnavailableError(
@@ -526,7 +528,12 @@ def _run_training(torch: Any, net: Any, ids: Any, mask: Any, workload: Workload)
     autocast_name = _AUTOCAST_DTYPE_NAMES.get(workload.precision)
     tracker = _tracker()
     tracker.track_external(net, *optimizers)
-    with tracker:
+    with tracker, warnings.catch_warnings():
+        # MemTracker reads every parameter's gradient after each step; with the optimizer in
+        # backward the others are already freed (None), which it warns about.
+        warnings.filterwarnings(
+            "ignore", "Expected a tensor or a traceable wrapper-subclass", UserWarning
+        )
         for _ in range(TRAINING_ITERATIONS):
             with (
                 torch.autocast("cpu", dtype=_dtype(autocast_name))
