@@ -485,36 +485,7 @@ def _run_training(torch: Any, net: Any, ids: Any, mask: Any, workload: Workload)
         else:
             net.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if workload.method in (Method.lora, Method.dora):
-        peft = _import("peft")
-        net.enable_input_require_grads()
-        lora = peft.LoraConfig(
-            r=workload.lora_rank,
-            lora_alpha=LORA_ALPHA_PER_RANK * workload.lora_rank,
-            target_modules=(
-                ALL_LINEAR
-                if workload.lora_targets == (ALL_LINEAR,)
-                else list(workload.lora_targets)
-            ),
-            lora_dropout=0.0,
-            use_dora=workload.method is Method.dora,
-            task_type="CAUSAL_LM",
-        )
-        try:
-            with _adapters_stay_in_place(), warnings.catch_warnings():
-                # PEFT 0.21 reads transformers 5's deprecated alias; not the user's concern.
-                warnings.filterwarnings(
-                    "ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning
-                )
-                # all-linear on GPT-2's Conv1D: PEFT sets fan_in_fan_out itself and says so.
-                warnings.filterwarnings("ignore", "fan_in_fan_out is set to False", UserWarning)
-                net = peft.get_peft_model(net, lora)
-        except ValueError as error:
-            raise TraceUnavailableError(
-                f"PEFT cannot add LoRA to {','.join(workload.lora_targets)} "
-                f"(--lora-targets): {_first_sentence(error)}"
-            ) from None
-        if workload.adapter_dtype is LoraDtype.bf16:
-            _adapters_to_bf16(torch, peft, net)
+        net = _with_adapters(torch, net, workload)
     elif workload.method is Method.freeze:
         assert workload.trainable_layers is not None  # Workload validates it
         _freeze_all_but_top(net, workload.trainable_layers)
@@ -551,6 +522,39 @@ def _run_training(torch: Any, net: Any, ids: Any, mask: Any, workload: Workload)
                 optimizer.zero_grad(set_to_none=True)
             tracker.reset_mod_stats()
     return _peak(tracker)
+
+
+def _with_adapters(torch: Any, net: Any, workload: Workload) -> Any:
+    """The PEFT model of `net` with the workload's LoRA or DoRA adapters (bf16 when asked)."""
+    peft = _import("peft")
+    net.enable_input_require_grads()
+    lora = peft.LoraConfig(
+        r=workload.lora_rank,
+        lora_alpha=LORA_ALPHA_PER_RANK * workload.lora_rank,
+        target_modules=(
+            ALL_LINEAR if workload.lora_targets == (ALL_LINEAR,) else list(workload.lora_targets)
+        ),
+        lora_dropout=0.0,
+        use_dora=workload.method is Method.dora,
+        task_type="CAUSAL_LM",
+    )
+    try:
+        with _adapters_stay_in_place(), warnings.catch_warnings():
+            # PEFT 0.21 reads transformers 5's deprecated alias; not the user's concern.
+            warnings.filterwarnings(
+                "ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning
+            )
+            # all-linear on GPT-2's Conv1D: PEFT sets fan_in_fan_out itself and says so.
+            warnings.filterwarnings("ignore", "fan_in_fan_out is set to False", UserWarning)
+            net = peft.get_peft_model(net, lora)
+    except ValueError as error:
+        raise TraceUnavailableError(
+            f"PEFT cannot add LoRA to {','.join(workload.lora_targets)} "
+            f"(--lora-targets): {_first_sentence(error)}"
+        ) from None
+    if workload.adapter_dtype is LoraDtype.bf16:
+        _adapters_to_bf16(torch, peft, net)
+    return net
 
 
 def _adapters_to_bf16(torch: Any, peft: Any, net: Any) -> None:
