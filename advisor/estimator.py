@@ -41,8 +41,11 @@ from advisor.gguf import GGUF_ARCHS, gguf_weights
 from advisor.traits import ALL_PROJECTIONS, AttentionKernel, MLPKind, ModelTraits, Norm
 from advisor.units import GIB, MIB
 from advisor.workload import (
+    ALL_LINEAR,
+    Attention,
     Checkpointing,
     KVDtype,
+    LoraDtype,
     Loss,
     Method,
     Optimizer,
@@ -50,6 +53,7 @@ from advisor.workload import (
     Precision,
     Stage,
     WeightFormat,
+    TrainingOffload,
     Workload,
 )
 
@@ -68,17 +72,42 @@ ALLOCATION_GRANULE = 512
 # second moments; momentum for SGD and Lion (Kingma & Ba 2015; Chen et al. 2023).
 ADAM_STATES = 2
 MOMENTUM_STATES = 1
-# bitsandbytes 8-bit optimizers keep each state in 1 byte with one fp32 absmax per block of
-# 2048 values (Dettmers et al. 2022, "8-bit Optimizers via Block-wise Quantization").
-EIGHT_BIT_STATE_BYTES = 1
-EIGHT_BIT_BLOCK = 2048
 FP32_BYTES = 4
-# LoRA adapters are created in fp32 (PEFT's default `autocast_adapter_dtype=True`).
-LORA_DTYPE_BYTES = FP32_BYTES
-# Adafactor's factored second moment is a row and a column vector per matrix, about
-# 2 sqrt(n) values per n-element matrix (Shazeer & Stern 2018); the estimate bounds the
-# states by 1 % of the trainable parameters (in the state dtype).
-ADAFACTOR_STATE_DIVISOR = 100
+BF16_BYTES = 2
+# bitsandbytes' optimizers (bitsandbytes-foundation/bitsandbytes at 51294d90,
+# bitsandbytes/optim/optimizer.py `Optimizer2State.init_state`, `get_state_buffer`, `step`):
+# 8-bit states are one byte per value with one fp32 absmax per block of 256 values
+# (`blocks = n // 256`, block-wise by default); a tensor under `min_8bit_size` = 4096 values
+# keeps both states in fp32; the 32-bit optimizers keep fp32 states whatever the weights' dtype.
+EIGHT_BIT_STATE_BYTES = 1
+EIGHT_BIT_BLOCK = 256
+EIGHT_BIT_MIN_SIZE = 4096
+# Paged optimizers allocate a state with `F.get_paged` (CUDA unified memory, outside PyTorch's
+# allocator, evicted to host RAM under memory pressure) when its tensor has at least 1e5
+# values (`p.numel() < 1e5` stays an ordinary GPU tensor); the step prefetches one tensor's
+# states (`prefetch_state`) and synchronizes before the next, so at the peak the GPU holds the
+# small tensors' states, the absmax blocks and one paged tensor's states being updated.
+PAGED_MIN_SIZE = 100_000
+# The update kernels (`optimizer_update_8bit_blockwise`, `optimizer_update_32bit`) work in
+# place: a bitsandbytes step makes no temporary beyond the gradient it reads.
+# Adafactor as Hugging Face Trainer runs it (`optim="adafactor"`: transformers/optimization.py
+# `Adafactor.step`, default `beta1=None`: no first moment): a matrix keeps a row and a column
+# vector of its second moment, a vector the full moment, all in fp32 (`.to(grad)` after a
+# 16-bit gradient is upcast). The step holds on one tensor: the fp32 gradient (a copy when
+# the gradient is 16-bit), `update = grad**2 + eps`, and its replacement from
+# `_approx_sq_grad` (made before the old one is freed).
+ADAFACTOR_STEP_FP32_COPIES = 2
+# LoRA adapters by dtype: PEFT creates them in fp32; bf16 when cast (QLoRA's recipe).
+ADAPTER_BYTES: Mapping[LoraDtype, int] = MappingProxyType(
+    {LoraDtype.fp32: FP32_BYTES, LoraDtype.bf16: BF16_BYTES}
+)
+# Parameters offloaded with `--offload optimizer+params` (ZeRO-Infinity's CPU offload,
+# DeepSpeed ZeRO-3 `offload_param`, FSDP `CPUOffload(offload_params=True)`) are brought to
+# the GPU one unit at a time (a decoder layer, or the embedding or head) with the next one
+# prefetched (FSDP's `forward_prefetch`/backward prefetch, DeepSpeed's prefetch bucket), so
+# the GPU holds two units' 16-bit parameters and one unit's gradients.
+OFFLOAD_GATHERED_UNITS = 2
+OFFLOAD_GRADIENT_UNITS = 1
 # Offloaded checkpointing (Unsloth's `Unsloth_Offloaded_Gradient_Checkpointer`,
 # unsloth/models/_utils.py): each layer's input is copied to host memory as the forward moves
 # on, and copied back for that layer's backward; the GPU holds the one in transit.
@@ -303,9 +332,18 @@ _MLP_INFERENCE_LIVE: Mapping[MLPKind, int] = MappingProxyType(
         MLPKind.gelu: 2,
     }
 )
-# A frozen gated MLP under LoRA keeps gate, up and act(gate) for the gradient flowing to its
-# input (tokens x intermediate size).
-LORA_GATED_MLP_SAVED = 3
+# What a frozen MLP under LoRA keeps for the gradient flowing to its input (tokens x
+# intermediate size): a frozen down projection saves no input, so SwiGLU keeps gate, up and
+# act(gate); GPT-2's Python GELU its input, tanh, 1 + tanh and 0.5x; exact GELU its input;
+# ReLU its output (which a bf16 adapter on the down projection then shares).
+_LORA_MLP_SAVED: Mapping[MLPKind, int] = MappingProxyType(
+    {
+        MLPKind.gated: 3,
+        MLPKind.gelu_new: 4,
+        MLPKind.relu: 1,
+        MLPKind.gelu: 1,
+    }
+)
 # Saved per token and expert by a routed MLP in training: the expert's input and output
 # (hidden size each) and gate, up, act(gate) and their product (expert width each).
 MOE_SAVED_HIDDEN = 2
@@ -371,6 +409,7 @@ class _Shape:
     linear_params: int
     lora_dims: Mapping[str, tuple[int, int]]  # only the projections the model type has
     arch: Architecture  # what the sizes were derived from (a GGUF file type weighs its tensors)
+    qkv_linear: bool  # q, k and v come out of one linear layer
 
 
 @dataclass(frozen=True)
@@ -480,11 +519,33 @@ def _shape(arch: Architecture) -> _Shape:
         linear_params=counts.layers - norm_params,
         lora_dims=_lora_dims(arch, traits, attention.q_dim, attention.kv_dim),
         arch=arch,
+        qkv_linear=traits.qkv_linear,
     )
 
 
+@functools.lru_cache(maxsize=_SHAPE_CACHE_SIZE)
+def _shape_with(arch: Architecture, attention: Attention | None) -> _Shape:
+    """The sizes of `arch` with the attention kernel `--attention` asks for.
+
+    sdpa (or nothing asked): the model's own path under transformers' sdpa setting (Gemma-2
+    stays eager, Falcon multi-query math). eager: `eager_attention_forward`, the seq x seq
+    scores materialized. flash: FlashAttention-2, which takes grouped KV heads, sliding
+    windows and ALiBi slopes natively and a padding mask as sequence lengths, so the model
+    builds no mask tensor.
+    """
+    s = _shape(arch)
+    if attention is None or attention is Attention.sdpa:
+        return s
+    if attention is Attention.eager:
+        return dataclasses.replace(s, attention=AttentionKernel.eager)
+    return dataclasses.replace(s, attention=AttentionKernel.flash, always_mask=False, alibi=False)
+
+
 def _lora_targets(s: _Shape, w: Workload) -> tuple[str, ...]:
-    """The workload's LoRA targets that exist in the model (PEFT skips the others)."""
+    """The workload's LoRA targets that exist in the model (PEFT skips the others); with
+    `all-linear`, every linear layer of the block (`_all_linear_dims`)."""
+    if w.lora_targets == (ALL_LINEAR,):
+        return tuple(_all_linear_dims(s))
     found = tuple(t for t in w.lora_targets if t in s.lora_dims)
     if not found:
         raise InvalidValueError(
@@ -492,6 +553,47 @@ def _lora_targets(s: _Shape, w: Workload) -> tuple[str, ...]:
             "it has " + ",".join(s.lora_dims)
         )
     return found
+
+
+def _target_dims(s: _Shape, w: Workload) -> Mapping[str, tuple[int, int]]:
+    """(in, out) of each adapted projection, by the names `_lora_targets` gives."""
+    if w.lora_targets == (ALL_LINEAR,):
+        return _all_linear_dims(s)
+    return {t: s.lora_dims[t] for t in _lora_targets(s, w)}
+
+
+def _all_linear_dims(s: _Shape) -> dict[str, tuple[int, int]]:
+    """(in, out) of every `nn.Linear` (GPT-2's `Conv1D`) of a block: what PEFT's
+    `target_modules="all-linear"` adapts (peft/tuners/tuners_utils.py
+    `_maybe_include_all_linear_layers`: every linear layer but the output head).
+
+    Fused projections count as one (Phi-3's qkv_proj and gate_up_proj, GPT-NeoX's
+    query_key_value); GPT-2, Falcon and BLOOM's fused query_key_value have the same sizes as
+    separate q, k and v. A routed MLP's experts are 3-D parameters in transformers 5
+    (`MixtralExperts.gate_up_proj`), not linear layers, and its router a plain parameter:
+    PEFT adapts the attention and any shared expert's MLP only.
+    """
+    h = s.hidden
+    dims = (
+        {"qkv": (h, s.q_dim + 2 * s.kv_dim)}
+        if s.qkv_linear
+        else {"q_proj": (h, s.q_dim), "k_proj": (h, s.kv_dim), "v_proj": (h, s.kv_dim)}
+    )
+    dims["o_proj"] = (s.q_dim, h)
+    if s.moe:
+        if s.shared_ffn:
+            dims.update(
+                shared_gate=(h, s.shared_ffn),
+                shared_up=(h, s.shared_ffn),
+                shared_down=(s.shared_ffn, h),
+            )
+    elif s.mlp_kind is MLPKind.gated and s.fused_qkv:
+        dims.update(gate_up=(h, 2 * s.ffn), down_proj=(s.ffn, h))
+    elif s.mlp_kind is MLPKind.gated:
+        dims.update(gate_proj=(h, s.ffn), up_proj=(h, s.ffn), down_proj=(s.ffn, h))
+    else:
+        dims.update(up_proj=(h, s.ffn), down_proj=(s.ffn, h))
+    return dims
 
 
 def _round(n: float) -> int:
@@ -1055,13 +1157,17 @@ class _Trainable:
 
 
 def _lora_params(s: _Shape, w: Workload) -> int:
-    targets = _lora_targets(s, w)
-    per_layer = sum(w.lora_rank * (i + o) for i, o in (s.lora_dims[t] for t in targets))
+    """A and B of every adapted projection; DoRA adds a magnitude vector (one value per
+    output feature: PEFT's `lora_magnitude_vector`)."""
+    dims = _target_dims(s, w).values()
+    per_layer = sum(w.lora_rank * (i + o) for i, o in dims)
+    if w.method is Method.dora:
+        per_layer += sum(o for _, o in dims)
     return per_layer * s.layers
 
 
 def _trainable(s: _Shape, w: Workload) -> _Trainable:
-    if w.method in (Method.lora, Method.qlora):
+    if w.adapters:
         return _Trainable(0, _lora_params(s, w), s.layers, False)
     if w.method is Method.freeze:
         assert w.trainable_layers is not None
@@ -1095,6 +1201,8 @@ def _masked_layers(s: _Shape, w: Workload, layers: int) -> int:
     (which always builds its causal mask); otherwise the sliding-window layers once the
     context reaches the window (transformers' `_ignore_causal_mask_sdpa` cannot then fall back
     on SDPA's is_causal)."""
+    if s.attention is AttentionKernel.flash:
+        return 0  # FlashAttention-2 takes the padding as sequence lengths, windows natively
     if w.with_attention_mask or s.always_mask:
         return layers
     if s.sliding_window and w.seq >= s.sliding_window:
@@ -1146,26 +1254,20 @@ def _mlp_saved(s: _Shape, c: int, lora: bool) -> int:
             k * (MOE_SAVED_HIDDEN * s.hidden + MOE_SAVED_FFN * s.expert_ffn) * c
             + MOE_SAVED_FFN * s.shared_ffn * c
         )
-    if lora and s.mlp_kind is MLPKind.gated:
-        return LORA_GATED_MLP_SAVED * s.ffn * c  # frozen linears save no inputs
+    if lora:
+        return _LORA_MLP_SAVED[s.mlp_kind] * s.ffn * c  # frozen linears save no inputs
     return _MLP_SAVED[s.mlp_kind] * s.ffn * c
 
 
 def _layer_saved(s: _Shape, b: _Bytes, w: Workload, mask: bool) -> tuple[float, float]:
     """(bytes per token, bytes per batch x seq^2) one layer saves for backward; `mask`: its
     attention gets a mask tensor."""
-    lora = w.method in (Method.lora, Method.qlora)
+    lora = w.adapters
     attn, per_seq_sq = _attention_saved(s, b.compute, mask)
     mlp = _mlp_saved(s, b.compute, lora)
     if lora:
-        # Each adapter keeps an fp32 copy of its input and its rank-r hidden state.
-        targets = _lora_targets(s, w)
-        adapters = (
-            sum(s.lora_dims[t][0] * LORA_DTYPE_BYTES for t in targets)
-            + len(targets) * w.lora_rank * LORA_DTYPE_BYTES
-        )
         norms = s.norms_per_layer * _norm_saved(s, b, 1, frozen=True)
-        return attn + mlp + adapters + norms, per_seq_sq
+        return attn + mlp + _adapters_saved(s, w, b.compute) + norms, per_seq_sq
     norms = (
         _norm_saved(s, b, 3, frozen=False)
         + _norm_saved(s, b, 2, frozen=False)
@@ -1174,29 +1276,163 @@ def _layer_saved(s: _Shape, b: _Bytes, w: Workload, mask: bool) -> tuple[float, 
     return attn + mlp + norms, per_seq_sq
 
 
-def _optimizer_state_bytes(params: int, opt: Optimizer, state: int) -> int:
+# The input each PEFT projection's adapter reads, by the tensor it shares with the others:
+# q, k and v read the attention norm's output, gate and up the MLP norm's; o_proj reads the
+# attention output and down_proj the MLP's product (transformers' Llama-style blocks).
+_ADAPTER_INPUT: Mapping[str, str] = MappingProxyType(
+    {
+        "q_proj": "attention input",
+        "k_proj": "attention input",
+        "v_proj": "attention input",
+        "qkv": "attention input",
+        "o_proj": "attention output",
+        "gate_proj": "mlp input",
+        "up_proj": "mlp input",
+        "gate_up": "mlp input",
+        "down_proj": "mlp product",
+        "shared_gate": "mlp input",
+        "shared_up": "mlp input",
+        "shared_down": "shared expert product",
+    }
+)
+
+
+def _adapters_saved(s: _Shape, w: Workload, c: int) -> int:
+    """Bytes per token one layer's adapters save for backward (PEFT's `Linear.forward`).
+
+    lora_A saves its input: in the adapter dtype, a copy per adapter when that differs from
+    the compute dtype (`_cast_input_dtype`: fp32 adapters on a 16-bit base), else the
+    projection's own input, one per distinct tensor (q, k, v share theirs). lora_B saves the
+    rank-r hidden state. DoRA (`DoraLinearLayer.forward`) also keeps the base projection's
+    output (compute dtype) and the adapter's output (adapter dtype) for the magnitude's
+    products: out x (c + a) per adapted projection.
+    """
+    a = ADAPTER_BYTES[w.adapter_dtype]
+    dims = _target_dims(s, w)
+    if a == c:
+        shared = {_ADAPTER_INPUT[t]: fan_in for t, (fan_in, _) in dims.items()}
+        if s.mlp_kind is MLPKind.relu:
+            shared.pop("mlp product", None)  # ReLU already saves its output
+        inputs = sum(shared.values()) * a
+    else:
+        inputs = sum(fan_in for fan_in, _ in dims.values()) * a
+    saved = inputs + len(dims) * w.lora_rank * a
+    if w.method is Method.dora:
+        saved += sum(fan_out for _, fan_out in dims.values()) * (c + a)
+    return saved
+
+
+@dataclass(slots=True)  # see _RECORDS
+class _OptimizerMemory:
+    """An optimizer's states by where they live, and its step's temporaries on the GPU."""
+
+    gpu: int  # states on the GPU through the step (in PyTorch's allocator)
+    paged: int  # bitsandbytes paged states (unified memory, spilled to host under pressure)
+    step_temp: int  # the step's temporaries (a paged optimizer: one tensor's prefetched states)
+
+
+def _param_tensors(s: _Shape, w: Workload) -> list[tuple[int, int, int]]:
+    """The trainable tensors as (rows, cols, count), cols 0 for a vector: what per-tensor
+    optimizer rules (bitsandbytes' size thresholds, Adafactor's factoring) read.
+
+    Adapters: A (r x in) and B (out x r) per target and layer, and DoRA's magnitude vector.
+    Full and freeze: the embedding and head (V x h), each trained layer's projections and
+    MLP matrices (a routed MLP's experts as expert-width matrices) and the rest of its
+    parameters as hidden-size vectors (norms, biases).
+    """
+    if w.adapters:
+        tensors: list[tuple[int, int, int]] = []
+        for fan_in, fan_out in _target_dims(s, w).values():
+            tensors += [(w.lora_rank, fan_in, s.layers), (fan_out, w.lora_rank, s.layers)]
+            if w.method is Method.dora:
+                tensors.append((fan_out, 0, s.layers))
+        return tensors
+    layers = s.layers if w.trainable_layers is None else min(w.trainable_layers, s.layers)
+    tensors = [(rows, cols, count * layers) for rows, cols, count in _layer_tensors(s)]
+    head = s.counts.output_head
+    if w.method is Method.full:
+        tensors.append((s.vocab, s.hidden, 1))
+        extra = s.counts.embedding - s.vocab * s.hidden  # a learned position table
+        if extra > 0:
+            tensors.append((extra // s.hidden, s.hidden, 1))
+    if head:
+        tensors.append((s.vocab, s.hidden, 1))
+    if s.counts.final_norm:
+        tensors.append((s.counts.final_norm, 0, 1))
+    return tensors
+
+
+def _layer_tensors(s: _Shape) -> list[tuple[int, int, int]]:
+    """One decoder layer's tensors as (rows, cols, count): see `_param_tensors`."""
+    h = s.hidden
+    per_layer = s.counts.layers // s.layers
+    mats = [(s.q_dim + 2 * s.kv_dim, h, 1)] if s.fused_qkv else [(s.q_dim, h, 1), (s.kv_dim, h, 2)]
+    mats.append((h, s.q_dim, 1))
+    if s.moe:
+        attention = sum(r * c * n for r, c, n in mats)
+        mats.append((s.expert_ffn, h, max(0, per_layer - attention) // (s.expert_ffn * h)))
+    elif s.mlp_kind is MLPKind.gated:
+        mats += [(2 * s.ffn, h, 1)] if s.fused_qkv else [(s.ffn, h, 2)]
+        mats.append((h, s.ffn, 1))
+    else:
+        mats += [(s.ffn, h, 1), (h, s.ffn, 1)]
+    rest = per_layer - sum(r * c * n for r, c, n in mats)
+    if rest < 0:  # a layout these shapes do not describe (MLA): hidden-size rows instead
+        mats, rest = [(per_layer // h, h, 1)], per_layer % h
+    vectors = [(h, 0, rest // h)] if rest >= h else []
+    if rest % h:
+        vectors.append((rest % h, 0, 1))
+    return mats + vectors
+
+
+def _bnb_states(
+    tensors: list[tuple[int, int, int]], opt: Optimizer
+) -> tuple[_OptimizerMemory, int]:
+    """bitsandbytes' AdamW states (8-bit or 32-bit, paged or not), and the largest paged
+    tensor's states (the step prefetches one tensor's at a time)."""
+    paged_kind = opt in (Optimizer.paged_adamw_8bit, Optimizer.paged_adamw_32bit)
+    gpu = paged = biggest = 0
+    for rows, cols, count in tensors:
+        n = rows * cols if cols else rows
+        if opt is Optimizer.paged_adamw_32bit or n < EIGHT_BIT_MIN_SIZE:
+            states, absmax = ADAM_STATES * n * FP32_BYTES, 0
+        else:
+            states = ADAM_STATES * n * EIGHT_BIT_STATE_BYTES
+            absmax = ADAM_STATES * -(-n // EIGHT_BIT_BLOCK) * FP32_BYTES
+        if paged_kind and n >= PAGED_MIN_SIZE:
+            paged += count * states
+            gpu += count * absmax
+            biggest = max(biggest, states)
+        else:
+            gpu += count * (states + absmax)
+    return _OptimizerMemory(gpu, paged, 0), biggest
+
+
+def _optimizer_memory(
+    s: _Shape, w: Workload, trainable: int, state: int, grad: int, largest: int
+) -> _OptimizerMemory:
+    """The states of `w.optimizer` over `trainable` parameters (`state` bytes each where the
+    optimizer keeps the parameters' dtype) and the step's temporaries on the `largest`
+    trainable tensor: PyTorch's single-tensor AdamW makes sqrt(v) and its bias-corrected
+    quotient; Lion one update tensor; Adafactor its fp32 buffers (see the constants)."""
+    opt = w.optimizer
     if opt is Optimizer.adamw:
-        return params * ADAM_STATES * state
-    if opt is Optimizer.adamw_8bit:
-        # one fp32 absmax per block
-        absmax = math.ceil(params / EIGHT_BIT_BLOCK) * FP32_BYTES
-        per_state = params * EIGHT_BIT_STATE_BYTES + absmax
-        return ADAM_STATES * per_state
-    if opt in (Optimizer.sgd_momentum, Optimizer.lion):
-        return params * MOMENTUM_STATES * state
+        return _OptimizerMemory(trainable * ADAM_STATES * state, 0, 2 * _round(largest * state))
+    if opt in (Optimizer.adamw_8bit, Optimizer.paged_adamw_8bit, Optimizer.paged_adamw_32bit):
+        memory, biggest_paged = _bnb_states(_param_tensors(s, w), opt)
+        memory.step_temp = _round(biggest_paged)
+        return memory
     if opt is Optimizer.adafactor:
-        return math.ceil(params * state / ADAFACTOR_STATE_DIVISOR)
-    return 0
-
-
-def _optimizer_step_temp(largest: int, opt: Optimizer, state: int) -> int:
-    """Temporaries of the single-tensor (for-loop) step on the largest trainable tensor:
-    Adam's sqrt(v) and its bias-corrected quotient; Lion and Adafactor one update tensor."""
-    if opt is Optimizer.adamw:
-        return 2 * _round(largest * state)
-    if opt in (Optimizer.lion, Optimizer.adafactor):
-        return _round(largest * state)
-    return 0
+        states = sum(
+            count * (rows + cols if cols else rows) for rows, cols, count in _param_tensors(s, w)
+        )
+        copies = ADAFACTOR_STEP_FP32_COPIES + (1 if grad < FP32_BYTES else 0)
+        return _OptimizerMemory(states * FP32_BYTES, 0, copies * _round(largest * FP32_BYTES))
+    if opt is Optimizer.lion:
+        return _OptimizerMemory(trainable * MOMENTUM_STATES * state, 0, _round(largest * state))
+    if opt is Optimizer.sgd_momentum:
+        return _OptimizerMemory(trainable * MOMENTUM_STATES * state, 0, 0)
+    return _OptimizerMemory(0, 0, 0)
 
 
 @dataclass(slots=True)  # see _RECORDS
@@ -1233,6 +1469,10 @@ START_OF_BACKWARD = "start of backward"
 END_OF_BACKWARD = "end of backward"
 FIRST_LAYER_BACKWARD = "backward of the first layer"
 OPTIMIZER_STEP = "optimizer step"
+# --optimizer-in-backward: the first parameter's step (the output head's, in a full
+# fine-tune) runs while every saved activation, the held logits and autocast's weight
+# copies are alive; the estimate charges it with the largest tensor's gradient and step.
+STEP_IN_BACKWARD = "optimizer step in backward"
 
 
 @dataclass(slots=True)  # see _RECORDS
@@ -1249,7 +1489,8 @@ class _TrainingState:
     states: int
     step_temp: int  # the optimizer step's temporaries
     tied_accumulate: int  # the tied embedding's two gradients summed at the end of backward
-    host: int  # optimizer states offloaded to host memory
+    host: int  # optimizer states (and offloaded weights and gradients) in host memory
+    step_in_backward: bool  # --optimizer-in-backward: the steps run during backward
 
 
 @dataclass(slots=True)  # see _RECORDS
@@ -1277,38 +1518,56 @@ def _training_weights(s: _Shape, w: Workload, b: _Bytes) -> int:
     """The model in its dtype; a QLoRA base in its 4-bit format."""
     if w.method is Method.qlora:
         return _weight_bytes(s, w, 2)
-    if w.method is Method.lora and b.cast:
+    if w.adapters and b.cast:
         return s.params * 2
     return math.ceil(s.params * b.weight)
+
+
+def _largest_trainable(s: _Shape, w: Workload) -> int:
+    """Values of the largest trainable tensor (an adapter's A or B, else the largest matrix)."""
+    if w.adapters:
+        return max(w.lora_rank * max(dims) for dims in _target_dims(s, w).values())
+    return s.largest_tensor
 
 
 def _training_state(
     s: _Shape, w: Workload, shard: _Shard, b: _Bytes, tr: _Trainable
 ) -> _TrainingState:
-    lora = w.method in (Method.lora, Method.qlora)
-    grad_bytes = LORA_DTYPE_BYTES if lora else b.grad
-    state_bytes = LORA_DTYPE_BYTES if lora else b.state
+    lora = w.adapters
+    adapter_bytes = ADAPTER_BYTES[w.adapter_dtype] if lora else 0
+    grad_bytes = adapter_bytes if lora else b.grad
+    state_bytes = adapter_bytes if lora else b.state
     trainable = tr.adapter_params if lora else tr.params
-    states = 0
-    step_temp = 0
-    host = 0
-    if w.offload_optimizer:
-        host = shard.states(_optimizer_state_bytes(trainable, w.optimizer, state_bytes))
-    else:
-        states = shard.states(_optimizer_state_bytes(trainable, w.optimizer, state_bytes))
-        largest = (
-            max(w.lora_rank * max(*s.lora_dims[t]) for t in _lora_targets(s, w))
-            if lora
-            else s.largest_tensor
-        )
-        step_temp = _optimizer_step_temp(largest, w.optimizer, state_bytes)
+    largest = _largest_trainable(s, w)
+    memory = _optimizer_memory(s, w, trainable, state_bytes, grad_bytes, largest)
+    states = shard.states(memory.gpu)
+    step_temp = memory.step_temp
+    host = shard.states(memory.paged)
     tied_accumulate = 0
     if tr.embedding_trainable and s.tied:
         tied_accumulate = shard.grads(2 * _round(s.vocab * s.hidden * b.grad))
     weights = shard.weights(_training_weights(s, w, b))
     cast = (s.linear_params + s.vocab * s.hidden) * b.cast if b.cast and not lora else 0
-    adapters = tr.adapter_params * LORA_DTYPE_BYTES
+    adapters = tr.adapter_params * adapter_bytes
     grads = shard.grads(trainable * grad_bytes)
+    if w.optimizer_in_backward:
+        # torchtune's `register_optim_in_bwd_hooks`: each parameter's step runs in its
+        # post-accumulate-grad hook and frees its gradient, so one gradient (at most the
+        # largest tensor's) exists at a time, beside that step's temporaries.
+        grads = _round(largest * grad_bytes)
+    if w.offload is not TrainingOffload.none:
+        host = shard.states(memory.gpu + memory.paged)
+        states = step_temp = 0  # the step runs on the CPU (DeepSpeedCPUAdam)
+        if cast:
+            # ZeRO-Offload keeps the fp32 master weights and gradients with the optimizer on
+            # the host; the GPU runs the 16-bit model and reduces 16-bit gradients.
+            host += shard.states(math.ceil(trainable * (b.weight + b.grad)))
+            weights = shard.weights(s.params * b.cast)
+            grads = shard.grads(trainable * b.cast)
+            cast = 0
+    if w.offload is TrainingOffload.optimizer_params:
+        weights, grads, moved = _offloaded_params(s, w, shard, b, trainable, weights, grads)
+        host += moved
     return _TrainingState(
         weights,
         cast,
@@ -1321,7 +1580,30 @@ def _training_state(
         step_temp,
         tied_accumulate,
         host,
+        w.optimizer_in_backward,
     )
+
+
+def _offloaded_params(
+    s: _Shape, w: Workload, shard: _Shard, b: _Bytes, trainable: int, weights: int, grads: int
+) -> tuple[int, int, int]:
+    """GPU weights, GPU gradients and the host bytes they leave for, with parameters offloaded
+    (FSDP's layout: the host holds each parameter once, in its stored dtype, fp32 under mixed
+    precision, where the previous step already counted it with the optimizer; DeepSpeed also
+    keeps a 16-bit partition there). The GPU gathers `OFFLOAD_GATHERED_UNITS` units (a layer,
+    or the embedding or head when larger) and holds one unit's gradients."""
+    unit = max(s.counts.layers // s.layers, s.vocab * s.hidden)
+    stored = _training_weights(s, w, b)
+    per_weight = b.cast or stored / s.params  # gathered in the compute dtype (QLoRA: 4-bit)
+    mixed = bool(b.cast) and not w.adapters
+    moved = 0 if mixed else weights
+    gpu_weights = OFFLOAD_GATHERED_UNITS * _round(unit * per_weight)
+    if w.adapters:
+        return gpu_weights, grads, moved  # the adapters' gradients stay (a few MB)
+    if not mixed:
+        moved += grads
+    gpu_grads = OFFLOAD_GRADIENT_UNITS * _round(min(unit, trainable) * (b.cast or b.grad))
+    return gpu_weights, gpu_grads, moved
 
 
 def _saved_activations(s: _Shape, w: Workload, shard: _Shard, b: _Bytes, layers: int) -> _Saved:
@@ -1345,8 +1627,7 @@ def _saved_activations(s: _Shape, w: Workload, shard: _Shard, b: _Bytes, layers:
         host = math.ceil(layers * layer_input / shard.tp)
     else:
         saved = masked * layer_bytes + (layers - masked) * unmasked_bytes
-    lora = w.method in (Method.lora, Method.qlora)
-    saved += _round(n * _norm_saved(s, b, 1, frozen=lora))  # the final norm
+    saved += _round(n * _norm_saved(s, b, 1, frozen=w.adapters))  # the final norm
     if s.alibi:
         # ALiBi's per-head float mask, saved by every layer's attention: one tensor.
         saved += _round(w.batch * s.heads * w.seq * w.seq * b.compute)
@@ -1383,12 +1664,13 @@ def _matmul_outputs(s: _Shape, w: Workload, c: int) -> tuple[int, ...]:
         named += [("gate_proj", s.ffn), ("up_proj", s.ffn), ("down_proj", s.hidden)]
     else:
         named += [("up_proj", s.ffn), ("down_proj", s.hidden)]
-    adapted = set(_lora_targets(s, w)) if w.method in (Method.lora, Method.qlora) else set()
+    adapted = set(_lora_targets(s, w)) if w.adapters else set()
+    a = ADAPTER_BYTES[w.adapter_dtype] if adapted else 0
     products: list[int] = []
     for name, width in named:
         products.append(width * c)
         if name in adapted:
-            products += [w.lora_rank * LORA_DTYPE_BYTES, width * LORA_DTYPE_BYTES]
+            products += [w.lora_rank * a, width * a]
     return tuple(products)
 
 
@@ -1468,7 +1750,12 @@ def _training_peak(state: _TrainingState, saved: _Saved, logits: _TrainingLogits
         ),
         (END_OF_BACKWARD, with_grads + logits.held + state.tied_accumulate),
         (FIRST_LAYER_BACKWARD, with_grads + logits.held + saved.one_layer),
-        (OPTIMIZER_STEP, with_grads + state.step_temp),
+        (OPTIMIZER_STEP, with_grads + state.step_temp)
+        if not state.step_in_backward
+        else (
+            STEP_IN_BACKWARD,
+            with_grads + state.step_temp + state.cast + saved.total + logits.held,
+        ),
     )
     moment, peak = candidates[0]
     for name, value in candidates[1:]:
@@ -1488,12 +1775,15 @@ def _training_components(
             logits.held + logits.log_softmax + logits.loss_grads,
             0,
         )
+    elif moment == STEP_IN_BACKWARD:
+        activations, logit_bytes, grads = saved.total, logits.held, state.grads
     else:
         activations = saved.one_layer if moment == FIRST_LAYER_BACKWARD else 0
         logit_bytes = 0 if moment == OPTIMIZER_STEP else logits.held
         grads = state.grads + (state.tied_accumulate if moment == END_OF_BACKWARD else 0)
-    weights = state.weights + (state.cast if start else 0)
-    optimizer = state.states + (state.step_temp if moment == OPTIMIZER_STEP else 0)
+    weights = state.weights + (state.cast if start or moment == STEP_IN_BACKWARD else 0)
+    stepping = moment in (OPTIMIZER_STEP, STEP_IN_BACKWARD)
+    optimizer = state.states + (state.step_temp if stepping else 0)
     kv_cache = 0
     return Components(weights, kv_cache, activations, logit_bytes, grads, optimizer, state.adapters)
 
@@ -1541,7 +1831,7 @@ def _explain_training(
             "optimizer",
             bytes_.optimizer,
             f"{w.optimizer.value} states x trainable params x state bytes"
-            + (" + the step's temporaries" if moment == OPTIMIZER_STEP else ""),
+            + (" + the step's temporaries" if moment in (OPTIMIZER_STEP, STEP_IN_BACKWARD) else ""),
             {
                 "trainable": state.trainable,
                 "state_bytes": state.state_bytes,
@@ -1551,17 +1841,23 @@ def _explain_training(
         Term(
             "adapters",
             bytes_.adapters,
-            "LoRA A and B (rank x (in + out) per target) x 4 bytes",
-            {"adapter_params": tr.adapter_params, "rank": w.lora_rank},
+            "LoRA A and B (rank x (in + out) per target"
+            + (", + DoRA's magnitude (out)" if w.method is Method.dora else "")
+            + ") x adapter bytes",
+            {
+                "adapter_params": tr.adapter_params,
+                "rank": w.lora_rank,
+                "adapter_dtype": w.adapter_dtype.value if w.adapters else "none",
+            },
         ),
     ]
     if moment == START_OF_BACKWARD:
         return [*terms, *_explain_start_of_backward(s, w, saved, logits, bytes_)]
-    return [*terms, *_explain_after_backward(s, w, state, saved, bytes_)]
+    return [*terms, *_explain_after_backward(s, w, state, saved, bytes_, moment)]
 
 
 def _explain_after_backward(
-    s: _Shape, w: Workload, state: _TrainingState, saved: _Saved, bytes_: Components
+    s: _Shape, w: Workload, state: _TrainingState, saved: _Saved, bytes_: Components, moment: str
 ) -> list[Term]:
     terms = [
         Term(
@@ -1585,7 +1881,11 @@ def _explain_after_backward(
             Term(
                 "activations",
                 bytes_.activations,
-                "tokens x saved bytes per token of one layer (+ its mask)",
+                (
+                    "every layer's saved activations (the step runs in backward)"
+                    if moment == STEP_IN_BACKWARD
+                    else "tokens x saved bytes per token of one layer (+ its mask)"
+                ),
                 {"tokens": w.tokens, "bytes_per_token_layer": saved.per_token},
             )
         )
@@ -1676,7 +1976,7 @@ def estimate(
 ) -> Estimate:
     """Peak memory per GPU of `workload` on a model of architecture `arch`."""
     _check_trainable_layers(arch, workload)
-    s = _shape(arch)
+    s = _shape_with(arch, workload.attention)
     shard, valid = _sharding(arch, workload)
     engine = workload.serving.engine
     if workload.stage is Stage.inference:

@@ -43,12 +43,16 @@ from typing import TYPE_CHECKING, Any
 from advisor.arch import Architecture, hf_text_config
 from advisor.errors import TraceExtraMissingError, TraceUnavailableError
 from advisor.workload import (
+    ALL_LINEAR,
+    Attention,
     Checkpointing,
+    LoraDtype,
     Loss,
     Method,
     Optimizer,
     Precision,
     Stage,
+    TrainingOffload,
     Workload,
 )
 
@@ -175,6 +179,12 @@ def _import(name: str) -> Any:
         ) from None
 
 
+# Optimizers a trace cannot build: bitsandbytes' need its CUDA kernels, Lion is not in torch.
+_NOT_IN_TORCH = frozenset(
+    {Optimizer.adamw_8bit, Optimizer.paged_adamw_8bit, Optimizer.paged_adamw_32bit, Optimizer.lion}
+)
+
+
 def _unsupported(workload: Workload) -> str | None:
     """Why this workload cannot be traced on one fake device, or None."""
     if workload.gpus > 1:
@@ -187,13 +197,15 @@ def _unsupported(workload: Workload) -> str | None:
         return "fp8 training needs TransformerEngine on a GPU; it cannot be traced"
     if workload.kv_dtype is not None and workload.kv_dtype.value != workload.precision.value:
         return "--kv-dtype: transformers' default cache keeps keys and values in the model dtype"
-    if workload.offload_optimizer:
-        return "--offload-optimizer moves states off the device; it is not traced"
+    if workload.offload is not TrainingOffload.none:
+        return f"--offload {workload.offload.value} moves state off the device; it is not traced"
+    if workload.attention is Attention.flash:
+        return "--attention flash needs FlashAttention-2's CUDA kernels (not on fake tensors)"
     if workload.checkpointing is Checkpointing.offload:
         return "--checkpointing offload moves checkpoints to host memory; it is not traced"
     if workload.loss is Loss.fused:
         return "--loss fused needs Liger's Triton kernels, which fake tensors cannot run"
-    if workload.training and workload.optimizer in (Optimizer.adamw_8bit, Optimizer.lion):
+    if workload.training and workload.optimizer in _NOT_IN_TORCH:
         return f"--optimizer {workload.optimizer.value} is not in torch.optim; it is not traced"
     return None
 
@@ -369,7 +381,7 @@ def trace(model: Architecture | Mapping[str, Any], workload: Workload) -> Trace:
     config, notes = _build_config(_prepare_config(model))
     dtype = _dtype(_DTYPE_NAMES[workload.precision])
     with fake_tensor.FakeTensorMode(), _quiet(transformers):
-        net = _build_model(transformers, config, dtype, notes)
+        net = _build_model(transformers, config, dtype, notes, workload.attention)
         params = sum(p.numel() for p in net.parameters())
         ids = torch.randint(0, config.vocab_size, (workload.batch, workload.seq))
         mask = torch.ones_like(ids) if workload.with_attention_mask else None
@@ -397,7 +409,7 @@ def trace(model: Architecture | Mapping[str, Any], workload: Workload) -> Trace:
                 "transformers": str(transformers.__version__),
                 **(
                     {"peft": str(_import("peft").__version__)}
-                    if workload.method is Method.lora
+                    if workload.method in (Method.lora, Method.dora)
                     else {}
                 ),
             }
@@ -410,9 +422,16 @@ def _first_sentence(error: BaseException) -> str:
     return text.split(". ")[0].rstrip(".")
 
 
-def _build_model(transformers: Any, config: Any, dtype: Any, notes: list[str]) -> Any:
+def _build_model(
+    transformers: Any, config: Any, dtype: Any, notes: list[str], asked: Attention | None
+) -> Any:
     """The causal LM of `config` with SDPA attention; with eager attention (and a note) for
-    the types transformers gives no SDPA path, as it would on a GPU."""
+    the types transformers gives no SDPA path, as it would on a GPU; with eager attention
+    when `--attention eager` asks for it."""
+    if asked is Attention.eager:
+        return transformers.AutoModelForCausalLM.from_config(
+            config, dtype=dtype, attn_implementation="eager"
+        )
     for attention in ("sdpa", "eager"):
         try:
             net = transformers.AutoModelForCausalLM.from_config(
@@ -465,37 +484,27 @@ def _run_training(torch: Any, net: Any, ids: Any, mask: Any, workload: Workload)
             net.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
             net.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    if workload.method is Method.lora:
-        peft = _import("peft")
-        net.enable_input_require_grads()
-        lora = peft.LoraConfig(
-            r=workload.lora_rank,
-            lora_alpha=LORA_ALPHA_PER_RANK * workload.lora_rank,
-            target_modules=list(workload.lora_targets),
-            lora_dropout=0.0,
-            task_type="CAUSAL_LM",
-        )
-        try:
-            with _adapters_stay_in_place(), warnings.catch_warnings():
-                # PEFT 0.21 reads transformers 5's deprecated alias; not the user's concern.
-                warnings.filterwarnings(
-                    "ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning
-                )
-                net = peft.get_peft_model(net, lora)
-        except ValueError as error:
-            raise TraceUnavailableError(
-                f"PEFT cannot add LoRA to {','.join(workload.lora_targets)} "
-                f"(--lora-targets): {_first_sentence(error)}"
-            ) from None
+    if workload.method in (Method.lora, Method.dora):
+        net = _with_adapters(torch, net, workload)
     elif workload.method is Method.freeze:
         assert workload.trainable_layers is not None  # Workload validates it
         _freeze_all_but_top(net, workload.trainable_layers)
     trainable = [p for p in net.parameters() if p.requires_grad]
-    optimizer = _optimizer(trainable, workload)
+    if workload.optimizer_in_backward:
+        optimizers = _optimizers_in_backward(trainable, workload)
+        optimizer = None
+    else:
+        optimizer = _optimizer(trainable, workload)
+        optimizers = [optimizer]
     autocast_name = _AUTOCAST_DTYPE_NAMES.get(workload.precision)
     tracker = _tracker()
-    tracker.track_external(net, optimizer)
-    with tracker:
+    tracker.track_external(net, *optimizers)
+    with tracker, warnings.catch_warnings():
+        # MemTracker reads every parameter's gradient after each step; with the optimizer in
+        # backward the others are already freed (None), which it warns about.
+        warnings.filterwarnings(
+            "ignore", "Expected a tensor or a traceable wrapper-subclass", UserWarning
+        )
         for _ in range(TRAINING_ITERATIONS):
             with (
                 torch.autocast("cpu", dtype=_dtype(autocast_name))
@@ -508,10 +517,70 @@ def _run_training(torch: Any, net: Any, ids: Any, mask: Any, workload: Workload)
                     out = net(input_ids=ids, attention_mask=mask, labels=ids, use_cache=False)
             (out if workload.loss is Loss.chunked else out.loss).backward()
             del out
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            if optimizer is not None:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
             tracker.reset_mod_stats()
     return _peak(tracker)
+
+
+def _with_adapters(torch: Any, net: Any, workload: Workload) -> Any:
+    """The PEFT model of `net` with the workload's LoRA or DoRA adapters (bf16 when asked)."""
+    peft = _import("peft")
+    net.enable_input_require_grads()
+    lora = peft.LoraConfig(
+        r=workload.lora_rank,
+        lora_alpha=LORA_ALPHA_PER_RANK * workload.lora_rank,
+        target_modules=(
+            ALL_LINEAR if workload.lora_targets == (ALL_LINEAR,) else list(workload.lora_targets)
+        ),
+        lora_dropout=0.0,
+        use_dora=workload.method is Method.dora,
+        task_type="CAUSAL_LM",
+    )
+    try:
+        with _adapters_stay_in_place(), warnings.catch_warnings():
+            # PEFT 0.21 reads transformers 5's deprecated alias; not the user's concern.
+            warnings.filterwarnings(
+                "ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning
+            )
+            # all-linear on GPT-2's Conv1D: PEFT sets fan_in_fan_out itself and says so.
+            warnings.filterwarnings("ignore", "fan_in_fan_out is set to False", UserWarning)
+            net = peft.get_peft_model(net, lora)
+    except ValueError as error:
+        raise TraceUnavailableError(
+            f"PEFT cannot add LoRA to {','.join(workload.lora_targets)} "
+            f"(--lora-targets): {_first_sentence(error)}"
+        ) from None
+    if workload.adapter_dtype is LoraDtype.bf16:
+        _adapters_to_bf16(torch, peft, net)
+    return net
+
+
+def _adapters_to_bf16(torch: Any, peft: Any, net: Any) -> None:
+    """The QLoRA recipe's cast (artidoro/qlora qlora.py): every `LoraLayer` to bf16 after the
+    adapters are added."""
+    layer = _import("peft.tuners.lora").LoraLayer
+    for module in net.modules():
+        if isinstance(module, layer):
+            # `Module.to` would swap fake parameters, which PyTorch refuses: cast in place.
+            for param in module.parameters():
+                if param.dtype == torch.float32:
+                    param.data = param.data.to(torch.bfloat16)
+
+
+def _optimizers_in_backward(params: list[Any], workload: Workload) -> list[Any]:
+    """torchtune's optimizer in backward (`register_optim_in_bwd_hooks`): one optimizer per
+    parameter, stepped and its gradient freed as soon as that gradient is accumulated."""
+    optimizers = {param: _optimizer([param], workload) for param in params}
+
+    def step(param: Any) -> None:
+        optimizers[param].step()
+        optimizers[param].zero_grad(set_to_none=True)
+
+    for param in params:
+        param.register_post_accumulate_grad_hook(step)
+    return list(optimizers.values())
 
 
 # The ops torchtitan's per-op selective checkpointing saves (`_save_list` in

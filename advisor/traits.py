@@ -57,6 +57,10 @@ class AttentionKernel(StrEnum):
     sdpa = "sdpa"  # PyTorch's fused SDPA kernels
     eager = "eager"  # no SDPA path: `eager_attention_forward` materializes the scores
     math = "math"  # SDPA's math kernel (fp32 scores): PyTorch's choice for mqa_math_fallback
+    # FlashAttention-2 (`attn_implementation="flash_attention_2"`, asked with --attention
+    # flash): fused, grouped KV heads and sliding windows native, the padding mask taken as
+    # sequence lengths (unpadded), so no seq x seq tensor at all.
+    flash = "flash"
 
 
 class KVHeads(StrEnum):
@@ -129,6 +133,7 @@ class ModelTraits:
     fp32_norm: bool  # RMSNorm keeps its normalized tensor in fp32
     always_mask: bool  # a causal mask is materialized even when none is needed
     fused_qkv_views: bool  # q, k, v are views of one projection output (v keeps it alive)
+    qkv_linear: bool  # q, k and v come out of one linear layer (all-linear LoRA adapts it once)
     # --- LoRA -------------------------------------------------------------------------------
     lora_targets: tuple[str, ...]  # PEFT projection names the type has, in ALL_PROJECTIONS order
     # --- the trace's config -----------------------------------------------------------------
@@ -191,6 +196,7 @@ LLAMA = ModelTraits(
     fp32_norm=False,
     always_mask=False,
     fused_qkv_views=False,
+    qkv_linear=False,
     lora_targets=ALL_PROJECTIONS,
     clears_window=False,
     window_flag=False,
@@ -238,6 +244,7 @@ GPT2 = ModelTraits(
     fp32_norm=False,
     always_mask=False,
     fused_qkv_views=False,
+    qkv_linear=True,  # c_attn (a Conv1D); GPT-NeoX, Falcon, BLOOM: query_key_value
     # Sized with the Llama projection names; PEFT calls GPT-2's fused module c_attn (and
     # BLOOM's, GPT-NeoX's and Falcon's query_key_value): not traced with PEFT here.
     lora_targets=ALL_PROJECTIONS,
@@ -280,6 +287,7 @@ PHI3 = replace(
     multimodal_wrappers=(),
     option_keys=("partial_rotary_factor",),
     fused_qkv_views=True,
+    qkv_linear=True,
     lora_targets=("o_proj", "down_proj"),
 )
 MIXTRAL = replace(
@@ -355,6 +363,7 @@ OPT = replace(
     qkv_bias=False,
     position_table_offset=2,  # OPTLearnedPositionalEmbedding starts positions at offset 2
     mlp=MLPKind.relu,
+    qkv_linear=False,
     lora_targets=("q_proj", "k_proj", "v_proj"),  # its output is out_proj, its MLP fc1/fc2
 )
 GPT_NEOX = replace(

@@ -117,6 +117,18 @@ class LoraDtype(StrEnum):
     bf16 = "bf16"
 
 
+# Methods that train low-rank adapters beside a frozen base (DoRA adds a magnitude vector).
+ADAPTER_METHODS = frozenset({Method.lora, Method.qlora, Method.dora})
+# The adapter dtype when none is asked. LoRA and DoRA: PEFT's `get_peft_model` creates the
+# adapters in fp32 (`autocast_adapter_dtype=True` upcasts 16-bit ones). QLoRA: the QLoRA
+# recipe casts every `LoraLayer` to bf16 after adding the adapters (artidoro/qlora qlora.py
+# `get_accelerate_model`: `if args.bf16: module = module.to(torch.bfloat16)`, bf16 in all its
+# scripts), and the recipes that copied it (LLaVA, axolotl's early QLoRA path) do the same.
+DEFAULT_LORA_DTYPE: Mapping[Method, LoraDtype] = MappingProxyType(
+    {Method.lora: LoraDtype.fp32, Method.dora: LoraDtype.fp32, Method.qlora: LoraDtype.bf16}
+)
+
+
 class Attention(StrEnum):
     """The attention implementation asked for training: PyTorch SDPA (transformers' default),
     FlashAttention-2 (`attn_implementation="flash_attention_2"`), or eager (the T x T scores
@@ -145,10 +157,12 @@ TRAINING_PARALLEL = frozenset({Parallel.ddp, Parallel.zero1, Parallel.zero2, Par
 ATTENTION_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_TARGETS = ("gate_proj", "up_proj", "down_proj")
 LORA_TARGET_CHOICES = frozenset({*ATTENTION_TARGETS, *MLP_TARGETS})
-# Named sets of LoRA targets users type: PEFT's default (attention) and every linear layer of
-# a block (PEFT's `target_modules="all-linear"`).
+# Every linear layer of a block, whatever the model type names them (PEFT's
+# `target_modules="all-linear"`): a target of its own, never mixed with names.
+ALL_LINEAR = "all-linear"
+# Named sets of LoRA targets users type: PEFT's default (attention) and every linear layer.
 LORA_TARGET_SETS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {"attention": ATTENTION_TARGETS, "all-linear": (*ATTENTION_TARGETS, *MLP_TARGETS)}
+    {"attention": ATTENTION_TARGETS, ALL_LINEAR: (ALL_LINEAR,)}
 )
 DEFAULT_LORA_TARGETS = "attention"
 
@@ -420,6 +434,7 @@ class Workload:
                 "transformers"
             )
         self._check_savers(training)
+        self._check_training_options(training)
         self._check_unmodelled()
 
     def _check_unmodelled(self) -> None:
@@ -428,15 +443,6 @@ class Workload:
         asked = [
             name
             for name, value in (
-                ("--method dora", self.method is Method.dora),
-                (
-                    f"--optimizer {self.optimizer.value}",
-                    self.optimizer in (Optimizer.paged_adamw_8bit, Optimizer.paged_adamw_32bit),
-                ),
-                ("--optimizer-in-backward", self.optimizer_in_backward),
-                ("--offload optimizer+params", self.offload is TrainingOffload.optimizer_params),
-                ("--lora-dtype", self.lora_dtype is not None),
-                ("--attention", self.attention is not None),
                 (
                     "tp/pp/cp degrees in training",
                     self.training
@@ -448,6 +454,46 @@ class Workload:
         ]
         if asked:
             raise InvalidValueError(f"{asked[0]} is not modelled yet")
+
+    def _check_training_options(self, training: bool) -> None:
+        """Optimizer placement, adapter dtype and attention kernel: where each applies, and the
+        combinations no framework runs."""
+        if not training:
+            for asked, name in (
+                (self.optimizer_in_backward, "--optimizer-in-backward"),
+                (self.offload is not TrainingOffload.none, f"--offload {self.offload.value}"),
+                (self.lora_dtype is not None, "--lora-dtype"),
+            ):
+                if asked:
+                    raise InvalidValueError(f"{name} applies to training only")
+        elif self.lora_dtype is not None and self.method not in ADAPTER_METHODS:
+            raise InvalidValueError(
+                f"--lora-dtype applies to lora, qlora and dora, not --method {self.method.value}"
+            )
+        if self.attention is not None and self.serving.engine is not Engine.transformers:
+            raise InvalidValueError(
+                f"--attention picks a transformers kernel; --engine {self.serving.engine.value} "
+                "has its own"
+            )
+        self._check_offload()
+
+    def _check_offload(self) -> None:
+        """Offload is a ZeRO feature: DeepSpeed's `offload_optimizer` is "valid for ZeRO stage
+        1, 2, 3" and `offload_param` "valid only with stage 3" (deepspeed/runtime/zero/config.py,
+        DeepSpeedZeroConfig); FSDP's `CPUOffload(offload_params=True)` shards fully. Plain DDP
+        keeps every state on each GPU and has no offload."""
+        if self.offload is TrainingOffload.none or self.parallel is None:
+            return
+        if self.parallel is Parallel.ddp:
+            raise InvalidValueError(
+                f"--offload {self.offload.value} needs a ZeRO stage: DDP has no offload "
+                "(DeepSpeed offloads under ZeRO 1-3, FSDP under full sharding)"
+            )
+        if self.offload is TrainingOffload.optimizer_params and self.parallel is not Parallel.zero3:
+            raise InvalidValueError(
+                f"--offload optimizer+params needs --parallel zero3, not {self.parallel.value} "
+                "(DeepSpeed's offload_param is valid only with ZeRO stage 3)"
+            )
 
     def _check_method(self, training: bool) -> None:
         if not training and self.method is not Method.full:
@@ -470,6 +516,8 @@ class Workload:
             check_count("trainable-layers", self.trainable_layers, MAX_TRAINABLE_LAYERS, minimum=0)
 
     def _check_lora_targets(self) -> None:
+        if self.lora_targets == (ALL_LINEAR,):
+            return
         if not self.lora_targets or not LORA_TARGET_CHOICES.issuperset(self.lora_targets):
             unknown = sorted(set(self.lora_targets) - LORA_TARGET_CHOICES)
             raise InvalidValueError(
@@ -505,6 +553,18 @@ class Workload:
         return self.stage is not Stage.inference
 
     @property
+    def adapters(self) -> bool:
+        """The method trains adapters beside a frozen base (LoRA, QLoRA, DoRA)."""
+        return self.method in ADAPTER_METHODS
+
+    @property
+    def adapter_dtype(self) -> LoraDtype:
+        """The adapters' dtype: the one asked, else the method's usual one."""
+        if self.lora_dtype is not None:
+            return self.lora_dtype
+        return DEFAULT_LORA_DTYPE[self.method]  # KeyError: not an adapter method
+
+    @property
     def tokens(self) -> int:
         return self.batch * self.seq
 
@@ -514,6 +574,10 @@ class Workload:
         if self.parallel is not None:
             return self.parallel
         if self.training:
+            if self.offload is TrainingOffload.optimizer_params:
+                return Parallel.zero3  # parameters offload only under full sharding
+            if self.offload is TrainingOffload.optimizer and self.gpus == 1:
+                return Parallel.zero2  # ZeRO-Offload is built on ZeRO-2 (Ren et al. 2021)
             return Parallel.zero3 if self.gpus > 1 else Parallel.ddp
         return Parallel.tp
 

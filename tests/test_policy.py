@@ -146,7 +146,7 @@ def test_one_workload_fills_the_model_dependent_defaults(llama: Architecture) ->
 
 def test_lora_target_sets_are_peft_names() -> None:
     assert LORA_TARGET_SETS["attention"] == ("q_proj", "k_proj", "v_proj", "o_proj")
-    assert LORA_TARGET_SETS["all-linear"][-3:] == ("gate_proj", "up_proj", "down_proj")
+    assert LORA_TARGET_SETS["all-linear"] == ("all-linear",)
 
 
 def test_the_policy_loads_no_estimator() -> None:

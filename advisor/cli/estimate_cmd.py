@@ -54,12 +54,16 @@ def workload_json(w: Workload) -> dict[str, Any]:
         "optimizer": w.optimizer.value if w.training else None,
         "checkpointing": w.checkpointing.value if w.training else None,
         "loss": w.loss.value if w.training else None,
-        "lora_rank": w.lora_rank if w.method in (Method.lora, Method.qlora) else None,
-        "lora_targets": list(w.lora_targets) if w.method in (Method.lora, Method.qlora) else None,
+        "lora_rank": w.lora_rank if w.adapters else None,
+        "lora_targets": list(w.lora_targets) if w.adapters else None,
+        "lora_dtype": w.adapter_dtype.value if w.adapters else None,
         "trainable_layers": w.trainable_layers,
         "gpus": w.gpus,
         "parallel": w.strategy.value,
         "offload_optimizer": w.offload_optimizer,
+        "offload": w.offload.value if w.training else None,
+        "optimizer_in_backward": w.optimizer_in_backward if w.training else None,
+        "attention": w.attention.value if w.attention else None,
         "attention_mask": w.with_attention_mask,
         "engine": w.serving.engine.value,
         "engine_settings": engine_settings(w),
@@ -299,7 +303,22 @@ def savers_words(w: Workload) -> str:
         words.append(f"{w.checkpointing.value} checkpointing")
     if w.loss is not DEFAULT_LOSS:
         words.append(f"{w.loss.value} loss")
+    words.extend(training_option_words(w))
     return ", ".join(words)
+
+
+def training_option_words(w: Workload) -> list[str]:
+    """Optimizer placement, adapter dtype and attention kernel, where asked, in words."""
+    words = []
+    if w.optimizer_in_backward:
+        words.append("optimizer in backward")
+    if w.offload is not TrainingOffload.none:
+        words.append(f"{w.offload.value} offloaded")
+    if w.lora_dtype is not None:
+        words.append(f"{w.lora_dtype.value} adapters")
+    if w.attention is not None:
+        words.append(f"{w.attention.value} attention")
+    return words
 
 
 def overhead_line(overhead: RuntimeOverhead, vendor: Vendor, units: Units) -> str:

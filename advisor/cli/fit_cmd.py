@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from advisor.cli import options, shared
-from advisor.cli.estimate_cmd import engine_words, precision_words
+from advisor.cli.estimate_cmd import engine_words, precision_words, training_option_words
 from advisor.cli.shared import NO_FIT, STYLE_FITS, STYLE_NONE, STYLE_TIGHT, level_words
 from advisor.engines import kv_dtype_name
 from advisor.enums import Market, Vendor
@@ -138,7 +138,8 @@ def workload_line(w: Workload, levels: Sequence[Level], cards: str) -> str:
             parts.append(f"{w.checkpointing.value} checkpointing")
         if w.loss is not DEFAULT_LOSS:
             parts.append(f"{w.loss.value} loss")
-        if any(lv.workload.method in (Method.lora, Method.qlora) for lv in levels):
+        parts.extend(training_option_words(w))
+        if any(lv.workload.adapters for lv in levels):
             parts.append(f"LoRA rank {w.lora_rank} on {','.join(w.lora_targets)}")
         parts.append(f"batch {w.batch} x {w.seq:,} tokens")
     else:
@@ -338,6 +339,14 @@ def _number(value: int, units: Units, digits: int = 1) -> str:
     return format_size(value, units, digits=digits).split()[0]
 
 
+def host_bytes(option: Option) -> int:
+    """Host RAM one card's process needs beside the card: llama.cpp's layers kept in system
+    RAM, or training's offloaded states and checkpoints (0: none)."""
+    if option.offload is not None:
+        return option.offload.host_bytes
+    return option.estimate.host_bytes
+
+
 def option_speed_json(found: OptionSpeed | None) -> dict[str, Any] | None:
     """An option's speed: at batch 1 (inference) or its batch (training), and at the
     concurrency that fits (inference); null when nothing fits or the card has no figures."""
@@ -362,6 +371,7 @@ def option_json(option: Option, found: OptionSpeed | None = None) -> dict[str, A
         "method": option.level.method.value if option.level.method else None,
         "count": option.count,
         "per_gpu_bytes": option.per_gpu_bytes,
+        "host_bytes": host_bytes(option),
         "tensor_bytes": option.tensor_bytes,
         "overhead_bytes": option.overhead_bytes,
         "capacity_bytes": option.capacity_bytes,

@@ -170,8 +170,9 @@ OffloadWhatOpt = Annotated[
     TrainingOffload,
     typer.Option(
         "--offload",
-        help="Training state kept in host RAM: none, optimizer (ZeRO-TrainingOffload), "
-        "optimizer+params (ZeRO-Infinity, FSDP CPU offload).",
+        help="Training state kept in host RAM: none, optimizer (ZeRO-Offload), "
+        "optimizer+params (ZeRO-Infinity, FSDP CPU offload). Needs a ZeRO stage "
+        "(optimizer+params: zero3); the default strategy becomes one.",
     ),
 ]
 OptimizerInBackwardOpt = Annotated[
@@ -183,7 +184,11 @@ OptimizerInBackwardOpt = Annotated[
 ]
 LoraDtypeOpt = Annotated[
     LoraDtype | None,
-    typer.Option("--lora-dtype", help="Adapter weights' dtype: fp32 (PEFT's default) or bf16."),
+    typer.Option(
+        "--lora-dtype",
+        help="Adapter weights' dtype: fp32 or bf16. Default: fp32 (PEFT) for lora and dora, "
+        "bf16 for qlora (the QLoRA recipe casts its adapters).",
+    ),
 ]
 AttentionOpt = Annotated[
     Attention | None,

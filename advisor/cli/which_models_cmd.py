@@ -12,7 +12,7 @@ import typer
 
 from advisor.cli import options, shared
 from advisor.cli.estimate_cmd import rate_words
-from advisor.cli.fit_cmd import offload_json, partial_words
+from advisor.cli.fit_cmd import host_bytes, offload_json, partial_words
 from advisor.cli.shared import NO_FIT, STYLE_FITS, STYLE_NONE, STYLE_TIGHT, level_words
 from advisor.errors import InvalidValueError
 from advisor.policy import (
@@ -70,6 +70,7 @@ def model_json(found: ModelFit, family: str) -> dict[str, Any]:
             option.level.method.value if option and found.fits and option.level.method else None
         ),
         "per_gpu_bytes": option.per_gpu_bytes if option else None,
+        "host_bytes": host_bytes(option) if option else None,
         "tensor_bytes": option.tensor_bytes if option else None,
         "overhead_bytes": option.overhead_bytes if option else None,
         "headroom_bytes": option.headroom_bytes if option else None,
