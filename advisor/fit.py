@@ -41,7 +41,14 @@ from advisor.policy import (
     default_context,
     with_parallel,
 )
-from advisor.workload import MAX_SEARCH_GPUS, Parallel, Stage, Workload, check_count
+from advisor.workload import (
+    MAX_SEARCH_GPUS,
+    Parallel,
+    Stage,
+    Workload,
+    check_count,
+    check_replicas,
+)
 
 __all__ = [
     "DEFAULT_MAX_GPUS",
@@ -271,7 +278,8 @@ def candidate_counts(arch: Architecture, workload: Workload, max_gpus: int) -> t
 
     Tensor parallelism splits the heads, so the count must divide the query and KV heads;
     pipeline parallelism needs a layer per card at least; data-parallel training (DDP, ZeRO)
-    runs on any count.
+    runs on any count, or, with training degrees, on whole model replicas (multiples of
+    tp x pp x cp).
     """
     if max_gpus < 1:
         raise InvalidValueError(f"max-gpus must be at least 1, got {max_gpus}")
@@ -280,7 +288,16 @@ def candidate_counts(arch: Architecture, workload: Workload, max_gpus: int) -> t
         if strategy is Parallel.pp:
             return tuple(range(1, min(max_gpus, arch.num_hidden_layers) + 1))
         return valid_tp_counts(arch, limit=max_gpus)
-    return tuple(range(1, max_gpus + 1))
+    spans = workload.model_parallel
+    return tuple(range(spans, max_gpus + 1, spans))
+
+
+def _check_replicas(levels: Sequence[Level], count: int) -> None:
+    """A card count given (`--count`) must hold whole model replicas of the training
+    degrees."""
+    if levels:
+        w = levels[0].workload
+        check_replicas(w.tensor_parallel, w.pipeline_parallel, w.context_parallel, count, "--count")
 
 
 class _Sized:
@@ -444,6 +461,12 @@ def _counts(planner: _Planner, level: Level, count: int | None, max_gpus: int) -
         return (count,)
     arch = planner.arch
     counts = candidate_counts(arch, level.workload, max_gpus)
+    spans = level.workload.model_parallel
+    if not counts and level.workload.training:
+        raise InvalidValueError(
+            f"--parallel {level.workload.degrees_label} spans {spans} cards per model replica, "
+            f"more than --max-gpus {max_gpus}"
+        )
     if not counts:
         raise InvalidValueError(
             f"no card count up to {max_gpus} can split {arch.num_attention_heads} "
@@ -478,6 +501,7 @@ def plan(
     check_count("max-gpus", max_gpus, MAX_SEARCH_GPUS)
     if count is not None:
         check_count("count", count, MAX_SEARCH_GPUS)
+        _check_replicas(levels, count)
     if not levels:
         raise InvalidValueError("nothing to compare: give at least one quantization or method")
     for level in levels:
@@ -514,7 +538,10 @@ def plan(
         levels=tuple(levels),
         options=tuple(options),
         max_gpus=count or max_gpus,
-        breakdowns=tuple(planner.level(lv, shown_overhead).at(count or 1) for lv in levels),
+        breakdowns=tuple(
+            planner.level(lv, shown_overhead).at(count or lv.workload.model_parallel)
+            for lv in levels
+        ),
         breakdown_overhead=shown_overhead,
         note=switched,
     )
@@ -619,6 +646,7 @@ def best_level(
     with a `reason`. The card is charged its vendor's runtime overhead unless `overhead`.
     """
     check_count("count", count, MAX_SEARCH_GPUS)
+    _check_replicas(levels, count)
     first = levels[0].workload
     parallel, reason = _unsizable(arch, first, count, allow_longer_context)
     if reason:

@@ -56,6 +56,10 @@ def workload_json(w: Workload) -> dict[str, Any]:
         "trainable_layers": w.trainable_layers,
         "gpus": w.gpus,
         "parallel": w.strategy.value,
+        "tensor_parallel": w.tensor_parallel,
+        "pipeline_parallel": w.pipeline_parallel,
+        "context_parallel": w.context_parallel,
+        "data_parallel": w.data_parallel,
         "offload_optimizer": w.offload_optimizer,
         "attention_mask": w.with_attention_mask,
         "engine": w.serving.engine.value,
@@ -123,7 +127,7 @@ def workload_header(model: str, params: int, w: Workload) -> str:
     header += f" · batch {w.batch} x {w.seq} tokens · {w.gpus} GPU"
     header += "s" if w.gpus > 1 else ""
     if w.gpus > 1:
-        header += f" ({w.strategy.value})"
+        header += f" ({w.parallel_label})"
     return header
 
 
