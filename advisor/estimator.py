@@ -1212,6 +1212,8 @@ class _Shard:
 # evenly (PyTorch `_HeadTailLoadBalancer`: `assert seq_length % (cp_world_size * 2) == 0`,
 # torch/distributed/tensor/experimental/_load_balancer.py).
 CP_SEQ_CHUNKS = 2
+# Valid tensor-parallel degrees listed in an error: up to 64, beyond any one machine.
+MAX_TP_SHOWN = 64
 # Norm outputs all-gathered over the tensor-parallel GPUs per layer and saved whole: the
 # attention's input (to q/k/v) and the MLP's (to gate/up), torchtitan's `apply_tp` plan
 # (`PrepareModuleInput(desired_input_layouts=Replicate())`).
@@ -1723,30 +1725,34 @@ def _sharding(
     return (_Shard(workload.gpus, strategy, tp),), valid
 
 
-def _check_degrees(arch: Architecture, s: _Shape, w: Workload) -> None:
-    """Training degrees the model cannot be split by: InvalidValueError naming the conflict."""
+def degrees_conflict(arch: Architecture, w: Workload) -> str:
+    """Why the model cannot be split by the workload's training degrees ('' when it can):
+    tensor parallelism must divide both head counts, a pipeline stage holds a layer at least,
+    and context parallelism needs a fused attention kernel and a sequence in 2 x cp chunks."""
     tp, pp, cp = w.tensor_parallel, w.pipeline_parallel, w.context_parallel
     if tp > 1 and (arch.num_attention_heads % tp or arch.num_key_value_heads % tp):
-        valid = ", ".join(str(v) for v in valid_tp_counts(arch) if v <= 64)
-        raise InvalidValueError(
+        valid = ", ".join(str(v) for v in valid_tp_counts(arch) if v <= MAX_TP_SHOWN)
+        return (
             f"--parallel tp:{tp} must divide the model's {arch.num_attention_heads} attention "
             f"and {arch.num_key_value_heads} KV heads; valid degrees: {valid}"
         )
     if pp > arch.num_hidden_layers:
-        raise InvalidValueError(
+        return (
             f"--parallel pp:{pp} exceeds the model's {arch.num_hidden_layers} layers "
             "(a pipeline stage holds at least one)"
         )
-    if cp > 1 and s.attention in (AttentionKernel.eager, AttentionKernel.math):
-        raise InvalidValueError(
+    kernel = _shape(arch).attention
+    if cp > 1 and kernel in (AttentionKernel.eager, AttentionKernel.math):
+        return (
             f"--parallel cp:{cp}: context parallelism runs SDPA's fused kernels as ring "
-            f"attention; this model's attention runs the {s.attention.value} path"
+            f"attention; this model's attention runs the {kernel.value} path"
         )
     if cp > 1 and w.seq % (CP_SEQ_CHUNKS * cp):
-        raise InvalidValueError(
+        return (
             f"--parallel cp:{cp} needs --seq divisible by {CP_SEQ_CHUNKS * cp} "
             f"({CP_SEQ_CHUNKS} x cp load-balanced chunks), got {w.seq:,}"
         )
+    return ""
 
 
 def _training_shards(arch: Architecture, w: Workload) -> tuple[_Shard, ...]:
@@ -1754,7 +1760,9 @@ def _training_shards(arch: Architecture, w: Workload) -> tuple[_Shard, ...]:
     with pipeline parallelism the first stage (the embedding, and `pp` micro-batches in
     flight under 1F1B) and the last (the final norm, the output head and the loss)."""
     s = _shape(arch)
-    _check_degrees(arch, s, w)
+    conflict = degrees_conflict(arch, w)
+    if conflict:
+        raise InvalidValueError(conflict)
     tp, pp, cp = w.tensor_parallel, w.pipeline_parallel, w.context_parallel
     ranks = w.gpus // (tp * pp)
     strategy = w.strategy

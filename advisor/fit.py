@@ -29,6 +29,7 @@ from advisor.estimator import (
     Estimate,
     KVPool,
     RuntimeOverhead,
+    degrees_conflict,
     estimate,
     valid_tp_counts,
     vllm_kv_pool,
@@ -616,6 +617,8 @@ def _unsizable(
 ) -> tuple[Parallel | None, str]:
     """The strategy over `count` cards, and why the model cannot be sized ('' when it can)."""
     parallel, reason = _strategy_for(arch, first, count)
+    if not reason and first.training:
+        reason = degrees_conflict(arch, first)
     if not reason:
         try:
             check_context(arch, first, allow_longer=allow_longer_context)
