@@ -1252,6 +1252,7 @@ class _TrainingState:
     # with the reduce-scatter buffer of the unit being reduced (gradients); 0 otherwise.
     gathered: int = 0
     reduce: int = 0
+    reduce_end: int = 0  # the root unit's, at the end of backward
 
 
 @dataclass(slots=True)  # see _RECORDS
@@ -1367,29 +1368,31 @@ def _gather_units(s: _Shape, w: Workload, shard: _Shard, b: _Bytes, state: _Trai
     """ZeRO-3 as FSDP2 runs it (torchtitan's `apply_fsdp`): every transformer block is one
     unit and the root (embedding, final norm, output head) another; a unit's weights are
     all-gathered in the working dtype (`MixedPrecisionPolicy.param_dtype`) just before use and
-    freed after (`reshard_after_forward=True`), except the root (FSDP2 keeps the root's gathered
-    for backward) and the last block (torchtitan keeps it: backward needs it at once). In
-    backward the next block is prefetched while one runs, and a block's unsharded gradients
-    are copied into a reduce-scatter buffer in the gradient dtype (`reduce_dtype`). With
-    pipeline parallelism torchtitan keeps every unit of the stage gathered
-    (`reshard_after_forward=False`). Replaces autocast's working copy of the weights."""
+    freed after (`reshard_after_forward=True`), except the root (FSDP2's `FSDPState._lazy_init`
+    never reshards the root after forward) and the last block (torchtitan keeps it: backward
+    needs it at once). In backward the next block is prefetched while one runs; a unit's
+    unsharded gradients are copied into a reduce-scatter buffer in the gradient dtype
+    (`reduce_dtype`), the root's only at the end of backward, so the output head's gradient
+    stays unsharded through it. With pipeline parallelism torchtitan keeps every unit of the
+    stage gathered (`reshard_after_forward=False`). Replaces autocast's working copy."""
     lora = w.method in (Method.lora, Method.qlora)
     per_weight = _training_weights(s, w, b) / s.params if lora else b.compute
+    block = s.counts.layers // s.layers
+    root = s.params - s.counts.layers
     if shard.pp > 1:
-        whole = shard.slice(math.ceil(s.params * per_weight))
-        state.cast = state.gathered = whole
+        state.cast = state.gathered = shard.slice(math.ceil(s.params * per_weight))
     else:
-        block = s.counts.layers // s.layers
-        root = s.params - s.counts.layers
         state.cast = math.ceil((root + FSDP_FORWARD_BLOCKS * block) * per_weight / shard.tp)
         state.gathered = math.ceil((root + FSDP_BACKWARD_BLOCKS * block) * per_weight / shard.tp)
     if lora:
         return  # the adapters' gradients are the only ones reduced, already counted
-    block = s.counts.layers // s.layers
     head = s.counts.output_head if shard.last else 0
-    unit = max(block, head)
-    unsharded = (head + block) * b.compute  # the head's gradient lives until the root reduces
-    state.reduce = math.ceil((unsharded + unit * b.grad) / shard.tp)
+    if shard.pp > 1:
+        root = head + (s.counts.embedding if shard.first else 0)
+    # Backward through the blocks: the head's gradient, a block's and its reduce-scatter input.
+    state.reduce = math.ceil(((head + block) * b.compute + block * b.grad) / shard.tp)
+    # End of backward: the root's gradients and their reduce-scatter input.
+    state.reduce_end = math.ceil(root * (b.compute + b.grad) / shard.tp)
 
 
 def _split_saved(s: _Shape, w: Workload, shard: _Shard, b: _Bytes, saved: _Saved) -> None:
@@ -1510,14 +1513,15 @@ def _training_peak(state: _TrainingState, saved: _Saved, logits: _TrainingLogits
     """The moment with the most bytes alive (the earliest one on a tie)."""
     base = state.weights + state.adapters + state.states
     with_grads = base + state.grads
-    sharded = state.gathered + state.reduce
+    end = with_grads + logits.held + state.tied_accumulate + state.gathered + state.reduce_end
+    first_layer = with_grads + logits.held + saved.one_layer + state.gathered + state.reduce
     candidates = (
         (
             START_OF_BACKWARD,
             base + state.cast + saved.total + logits.held + logits.log_softmax + logits.loss_grads,
         ),
-        (END_OF_BACKWARD, with_grads + logits.held + state.tied_accumulate + sharded),
-        (FIRST_LAYER_BACKWARD, with_grads + logits.held + saved.one_layer + sharded),
+        (END_OF_BACKWARD, end),
+        (FIRST_LAYER_BACKWARD, first_layer),
         (OPTIMIZER_STEP, with_grads + state.step_temp),
     )
     moment, peak = candidates[0]
@@ -1544,7 +1548,7 @@ def _training_components(
         grads = state.grads + (state.tied_accumulate if moment == END_OF_BACKWARD else 0)
     in_backward = moment in (END_OF_BACKWARD, FIRST_LAYER_BACKWARD)
     if in_backward:
-        grads += state.reduce
+        grads += state.reduce_end if moment == END_OF_BACKWARD else state.reduce
     weights = state.weights + (state.cast if start else state.gathered if in_backward else 0)
     optimizer = state.states + (state.step_temp if moment == OPTIMIZER_STEP else 0)
     kv_cache = 0
@@ -1766,31 +1770,19 @@ def _training_shards(arch: Architecture, w: Workload) -> tuple[_Shard, ...]:
     tp, pp, cp = w.tensor_parallel, w.pipeline_parallel, w.context_parallel
     ranks = w.gpus // (tp * pp)
     strategy = w.strategy
+    whole = _Shard(w.gpus, strategy, tp, num=1, den=tp, ranks=ranks, cp=cp)
     if pp == 1:
-        return (_Shard(w.gpus, strategy, tp, 1, tp, ranks, cp, 1, s.layers, 1, True, True),)
+        return (dataclasses.replace(whole, stage_layers=s.layers),)
     per_layer = s.counts.layers // s.layers
     stage_layers = -(-s.layers // pp)
     stage = stage_layers * per_layer
-    den = s.params * tp
     # A tied embedding is the output head too: the last stage keeps its own copy.
     head = s.counts.output_head + s.counts.final_norm + (s.counts.embedding if s.tied else 0)
-    first = _Shard(
-        w.gpus,
-        strategy,
-        tp,
-        s.counts.embedding + stage,
-        den,
-        ranks,
-        cp,
-        pp,
-        stage_layers,
-        pp,
-        True,
-        False,
+    split = dataclasses.replace(whole, den=s.params * tp, pp=pp, stage_layers=stage_layers)
+    first = dataclasses.replace(
+        split, num=s.counts.embedding + stage, in_flight=pp, first=True, last=False
     )
-    last = _Shard(
-        w.gpus, strategy, tp, stage + head, den, ranks, cp, pp, stage_layers, 1, False, True
-    )
+    last = dataclasses.replace(split, num=stage + head, in_flight=1, first=False, last=True)
     return first, last
 
 

@@ -534,15 +534,13 @@ def plan(
             shown = sized.at(found if found is not None else tried[-1])
             options.append(sized.option(card, found, shown))
     shown_overhead = _shared_overhead(cards, overhead)
+    shown_count = count or levels[0].workload.model_parallel  # one replica when not asked
     return Plan(
         arch=arch,
         levels=tuple(levels),
         options=tuple(options),
         max_gpus=count or max_gpus,
-        breakdowns=tuple(
-            planner.level(lv, shown_overhead).at(count or lv.workload.model_parallel)
-            for lv in levels
-        ),
+        breakdowns=tuple(planner.level(lv, shown_overhead).at(shown_count) for lv in levels),
         breakdown_overhead=shown_overhead,
         note=switched,
     )
