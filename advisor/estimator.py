@@ -1590,6 +1590,14 @@ def _training_terms(arch: Architecture, s: _Shape, w: Workload, shard: _Shard) -
     return _Peak(components, moment, explain, host)
 
 
+def _working_copy_words(w: Workload, state: _TrainingState) -> str:
+    """How the weights term adds the working copy: FSDP's gathered units under ZeRO-3,
+    autocast's 16-bit copy otherwise."""
+    if w.strategy is Parallel.zero3:
+        return " / ZeRO ranks + FSDP's gathered units (the root and one or two blocks)"
+    return " + autocast's 16-bit copy of the linear weights" if state.cast else ""
+
+
 def _explain_training(
     s: _Shape,
     w: Workload,
@@ -1605,9 +1613,13 @@ def _explain_training(
         Term(
             "weights",
             bytes_.weights,
-            "params x bytes per weight"
-            + (" + autocast's 16-bit copy of the linear weights" if state.cast else ""),
-            {"params": s.params, "bytes_per_weight": b.weight, "cast_bytes": state.cast},
+            "params x bytes per weight" + _working_copy_words(w, state),
+            {
+                "params": s.params,
+                "bytes_per_weight": b.weight,
+                "cast_bytes": state.cast,
+                "gathered_bytes": state.gathered,
+            },
         ),
         Term(
             "optimizer",
