@@ -1374,7 +1374,8 @@ def _gather_units(s: _Shape, w: Workload, shard: _Shard, b: _Bytes, state: _Trai
     unsharded gradients are copied into a reduce-scatter buffer in the gradient dtype
     (`reduce_dtype`), the root's only at the end of backward, so the output head's gradient
     stays unsharded through it. With pipeline parallelism torchtitan keeps every unit of the
-    stage gathered (`reshard_after_forward=False`). Replaces autocast's working copy."""
+    stage gathered (`reshard_after_forward=False`) and its gradients unsharded until the last
+    micro-batch. Replaces autocast's working copy."""
     lora = w.method in (Method.lora, Method.qlora)
     per_weight = _training_weights(s, w, b) / s.params if lora else b.compute
     block = s.counts.layers // s.layers
@@ -1386,9 +1387,13 @@ def _gather_units(s: _Shape, w: Workload, shard: _Shard, b: _Bytes, state: _Trai
         state.gathered = math.ceil((root + FSDP_BACKWARD_BLOCKS * block) * per_weight / shard.tp)
     if lora:
         return  # the adapters' gradients are the only ones reduced, already counted
-    head = s.counts.output_head if shard.last else 0
     if shard.pp > 1:
-        root = head + (s.counts.embedding if shard.first else 0)
+        # The pipeline schedule reduces only after the last micro-batch (PyTorch's
+        # `backward_maybe_with_nosync`): the stage's unsharded gradients accumulate through
+        # the step, upcast to the reduce dtype (FSDP2 `to_accumulated_grad_if_needed`).
+        state.reduce = state.reduce_end = shard.slice(s.params * b.grad)
+        return
+    head = s.counts.output_head if shard.last else 0
     # Backward through the blocks: the head's gradient, a block's and its reduce-scatter input.
     state.reduce = math.ceil(((head + block) * b.compute + block * b.grad) / shard.tp)
     # End of backward: the root's gradients and their reduce-scatter input.
@@ -1402,12 +1407,14 @@ def _split_saved(s: _Shape, w: Workload, shard: _Shard, b: _Bytes, saved: _Saved
     (already divided by `tp`), except that PyTorch's DTensor plan saves, in each layer without
     recomputation, the two all-gathered norm outputs that feed the column-parallel q/k/v and
     gate/up projections at their full size (Megatron-LM gathers them again in backward
-    instead). A first pipeline stage under 1F1B holds `pp` micro-batches' activations."""
+    instead). A first pipeline stage under 1F1B holds `pp` micro-batches' activations at the
+    start of its first backward, and the other micro-batches' while that backward runs."""
     if shard.tp > 1 and w.checkpointing is Checkpointing.none:
         gathered = _round(w.tokens * TP_GATHERED_INPUTS * s.hidden * b.compute)
         extra = gathered - math.ceil(gathered / shard.tp)
         saved.total += saved.layers * extra
         saved.one_layer += extra
+    saved.one_layer += (shard.in_flight - 1) * saved.total
     saved.total *= shard.in_flight
 
 

@@ -85,6 +85,59 @@ def test_torchtitan_runs_within_bound(record: dict[str, Any]) -> None:
     assert abs(error) <= TORCHTITAN_BOUND, f"{record['id']}: {error:+.2%}"
 
 
+# The other multi-GPU tables of the same torchtitan benchmark (context, tensor and pipeline
+# parallelism; tests/data/published/torchtitan_parallel.jsonl, quoted with their source).
+# Most ran torch.compile and Float8 linears, which the estimate cannot express (the 8B runs
+# show compile saving about 5 GiB): 10 % per record, except Table 4's 70B FSDP 32 x TP 8 runs,
+# a known gap (docs/estimates.md "Several GPUs"): held to the side it errs on.
+TORCHTITAN_PARALLEL = DATA / "published" / "torchtitan_parallel.jsonl"
+PARALLEL_BOUND = 0.10
+KNOWN_GAPS = {
+    "titan-l31-70b-fsdp32-tp8": (-0.25, 0.0),
+    "titan-l31-70b-fsdp32-tp8-asynctp": (-0.25, 0.0),
+}
+CATALOG_NAMES = {
+    "meta-llama/Llama-3.1-8B": "llama-3.1-8b",
+    "meta-llama/Llama-3.1-70B": "llama-3.1-70b",
+    "meta-llama/Llama-3.1-405B": "llama-3.1-405b",
+}
+
+
+def _parallel_records() -> list[dict[str, Any]]:
+    return [json.loads(line) for line in TORCHTITAN_PARALLEL.read_text().splitlines() if line]
+
+
+def _degrees(parallelism: str) -> tuple[int, int, int]:
+    """'FSDP 8, TP 8, PP 8, CP 2' -> (tp, pp, cp) (FSDP is the data-parallel rest)."""
+    named = dict(part.split() for part in parallelism.split(", "))
+    return int(named.get("TP", 1)), int(named.get("PP", 1)), int(named.get("CP", 1))
+
+
+@pytest.mark.parametrize("record", _parallel_records(), ids=lambda r: r["id"])
+def test_torchtitan_parallel_runs_within_bound(record: dict[str, Any], session: Any) -> None:
+    """torchtitan's FSDP/TP/PP/CP runs of Llama 3.1 8B, 70B, 405B against their reserved
+    memory; a pipeline's local batch is split into pp micro-batches (torchtitan's default)."""
+    from catalog import queries
+
+    arch = queries.get_model(session, name=CATALOG_NAMES[record["model"]]).architecture()
+    tp, pp, cp = _degrees(record["settings"]["parallelism"])
+    workload = replace(
+        PRETRAIN,
+        batch=record["batch"] // pp,
+        seq=record["seq_len"],
+        gpus=record["n_gpus"],
+        checkpointing=Checkpointing(record["settings"]["activation_checkpointing"]),
+        tensor_parallel=tp,
+        pipeline_parallel=pp,
+        context_parallel=cp,
+    )
+    result = estimate(arch, workload)
+    assert result.params == record["params"]
+    error = (result.per_gpu_bytes - CUDA_CONTEXT_BYTES) / record["value_bytes"] - 1
+    low, high = KNOWN_GAPS.get(record["id"], (-PARALLEL_BOUND, PARALLEL_BOUND))
+    assert low <= error <= high, f"{record['id']}: {error:+.2%}"
+
+
 def test_zero3_weights_are_the_shard_and_the_gathered_units() -> None:
     """At the start of backward each GPU holds its fp32 shard and, in bf16, the root unit
     (embedding, final norm, output head) and the last block, nothing else of the weights."""
