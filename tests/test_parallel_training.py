@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from advisor.arch import Architecture, architecture_from_hf_config, count_params
 from advisor.errors import InvalidValueError
@@ -290,6 +292,32 @@ def test_degrees_the_model_cannot_take_are_refused(changes: dict[str, Any], mess
     with pytest.raises(InvalidValueError) as caught:
         estimate(_arch(), replace(PRETRAIN, **changes))
     assert str(caught.value) == message
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    config=st.sampled_from(["llama-3-8b.json", "llama-3.2-1b.json", "qwen2.5-0.5b.json"]),
+    tp=st.sampled_from([1, 2]),
+    pp=st.sampled_from([1, 2, 4]),
+    replicas=st.integers(1, 4),
+    more=st.integers(0, 4),
+    strategy=st.sampled_from([Parallel.zero1, Parallel.zero2, Parallel.zero3]),
+)
+def test_more_replicas_never_raise_per_gpu_memory(
+    config: str, tp: int, pp: int, replicas: int, more: int, strategy: Parallel
+) -> None:
+    """With the degrees fixed, more data-parallel replicas only shard ZeRO's terms finer."""
+    arch = architecture_from_hf_config(json.loads((DATA / "configs" / config).read_text()))
+    base = Workload(
+        stage=Stage.pretrain,
+        seq=1024,
+        parallel=strategy,
+        gpus=tp * pp * replicas,
+        tensor_parallel=tp,
+        pipeline_parallel=pp,
+    )
+    wider = replace(base, gpus=tp * pp * (replicas + more))
+    assert estimate(arch, wider).per_gpu_bytes <= estimate(arch, base).per_gpu_bytes
 
 
 def test_fit_searches_whole_replicas() -> None:
