@@ -52,8 +52,8 @@ from advisor.workload import (
     Parallel,
     Precision,
     Stage,
-    WeightFormat,
     TrainingOffload,
+    WeightFormat,
     Workload,
 )
 
@@ -1437,16 +1437,48 @@ def _optimizer_memory(
 
 @dataclass(slots=True)  # see _RECORDS
 class _Shard:
-    """Divides each term among GPUs as the strategy does."""
+    """Divides each term among GPUs as the strategy does.
+
+    Inference (tp, pp): weights and KV cache over `gpus`, per-layer activations over `tp`.
+    Training: each GPU holds a slice of the model, `num / den` of its parameters (its pipeline
+    stage's parameters over the tensor-parallel degree `tp`), and ZeRO shards that slice's
+    weights (stage 3), gradients (2, 3) and optimizer states (1, 2, 3) over `ranks` GPUs (the
+    data-parallel x context-parallel ranks: torchtitan's `dp_shard_cp` mesh). A pipeline
+    stage holds `stage_layers` layers and `in_flight` micro-batches' activations; `first` and
+    `last` say whether it holds the embedding and the output head (and so the loss).
+    """
 
     gpus: int
     strategy: Parallel
     tp: int = 1
+    num: int = 1
+    den: int = 1
+    ranks: int = 1
+    cp: int = 1
+    pp: int = 1
+    stage_layers: int = 0
+    in_flight: int = 1
+    first: bool = True
+    last: bool = True
+
+    def slice(self, n: int) -> int:
+        """This GPU's slice of `n` bytes of the whole model, before ZeRO sharding."""
+        if self.num == self.den:
+            return n
+        return -(-n * self.num // self.den)
 
     def weights(self, n: int) -> int:
-        if self.strategy in (Parallel.tp, Parallel.pp, Parallel.zero3):
+        if self.strategy in (Parallel.tp, Parallel.pp):
             return math.ceil(n / self.gpus)
+        n = self.slice(n)
+        if self.strategy is Parallel.zero3:
+            return math.ceil(n / self.ranks)
         return n
+
+    def spread(self, n: int, sharded: bool) -> int:
+        """`n` bytes of one tensor split over the tensor-parallel GPUs, and over the ZeRO
+        ranks when `sharded`."""
+        return math.ceil(n / (self.tp * (self.ranks if sharded else 1)))
 
     def kv(self, n: int) -> int:
         if self.strategy in (Parallel.tp, Parallel.pp):
@@ -1454,14 +1486,35 @@ class _Shard:
         return n
 
     def grads(self, n: int) -> int:
+        n = self.slice(n)
         if self.strategy in (Parallel.zero2, Parallel.zero3):
-            return math.ceil(n / self.gpus)
+            return math.ceil(n / self.ranks)
         return n
 
     def states(self, n: int) -> int:
+        n = self.slice(n)
         if self.strategy in (Parallel.zero1, Parallel.zero2, Parallel.zero3):
-            return math.ceil(n / self.gpus)
+            return math.ceil(n / self.ranks)
         return n
+
+
+# Context parallelism splits each sequence into 2 x cp chunks, each GPU taking one from the
+# head and one from the tail so causal attention's work is balanced: the sequence must divide
+# evenly (PyTorch `_HeadTailLoadBalancer`: `assert seq_length % (cp_world_size * 2) == 0`,
+# torch/distributed/tensor/experimental/_load_balancer.py).
+CP_SEQ_CHUNKS = 2
+# Valid tensor-parallel degrees listed in an error: up to 64, beyond any one machine.
+MAX_TP_SHOWN = 64
+# Norm outputs all-gathered over the tensor-parallel GPUs per layer and saved whole: the
+# attention's input (to q/k/v) and the MLP's (to gate/up), torchtitan's `apply_tp` plan
+# (`PrepareModuleInput(desired_input_layouts=Replicate())`).
+TP_GATHERED_INPUTS = 2
+# FSDP2 blocks gathered at once besides the root: in forward, the last block (torchtitan's
+# `reshard_after_forward=False` for it) at the start of backward; in backward, the block
+# running and the one prefetched (FSDP2's implicit backward prefetch), torchtitan
+# torchtitan/parallelisms/parallelize_llama.py `apply_fsdp` at ba24697 (2024-12-19).
+FSDP_FORWARD_BLOCKS = 1
+FSDP_BACKWARD_BLOCKS = 2
 
 
 # The moments a training step can peak at (see the module docstring).
@@ -1491,6 +1544,11 @@ class _TrainingState:
     tied_accumulate: int  # the tied embedding's two gradients summed at the end of backward
     host: int  # optimizer states (and offloaded weights and gradients) in host memory
     step_in_backward: bool  # --optimizer-in-backward: the steps run during backward
+    # ZeRO-3/FSDP during backward: the units gathered (weights) and the unsharded gradients
+    # with the reduce-scatter buffer of the unit being reduced (gradients); 0 otherwise.
+    gathered: int = 0
+    reduce: int = 0
+    reduce_end: int = 0  # the root unit's, at the end of backward
 
 
 @dataclass(slots=True)  # see _RECORDS
@@ -1547,7 +1605,9 @@ def _training_state(
     if tr.embedding_trainable and s.tied:
         tied_accumulate = shard.grads(2 * _round(s.vocab * s.hidden * b.grad))
     weights = shard.weights(_training_weights(s, w, b))
-    cast = (s.linear_params + s.vocab * s.hidden) * b.cast if b.cast and not lora else 0
+    cast = 0
+    if b.cast and not lora:
+        cast = shard.slice((s.linear_params + s.vocab * s.hidden) * b.cast)
     adapters = tr.adapter_params * adapter_bytes
     grads = shard.grads(trainable * grad_bytes)
     if w.optimizer_in_backward:
@@ -1638,6 +1698,60 @@ def _saved_activations(s: _Shape, w: Workload, shard: _Shard, b: _Bytes, layers:
     # (with checkpointing: recomputed) activations are still alive.
     one_layer = math.ceil(max(layer_bytes, unmasked_bytes) / shard.tp)
     return _Saved(total, one_layer, layers, masked, per_token, per_seq_sq, host)
+
+
+def _gather_units(s: _Shape, w: Workload, shard: _Shard, b: _Bytes, state: _TrainingState) -> None:
+    """ZeRO-3 as FSDP2 runs it (torchtitan's `apply_fsdp`): every transformer block is one
+    unit and the root (embedding, final norm, output head) another; a unit's weights are
+    all-gathered in the working dtype (`MixedPrecisionPolicy.param_dtype`) just before use and
+    freed after (`reshard_after_forward=True`), except the root (FSDP2's `FSDPState._lazy_init`
+    never reshards the root after forward) and the last block (torchtitan keeps it: backward
+    needs it at once). In backward the next block is prefetched while one runs; a unit's
+    unsharded gradients are copied into a reduce-scatter buffer in the gradient dtype
+    (`reduce_dtype`), the root's only at the end of backward, so the output head's gradient
+    stays unsharded through it. With pipeline parallelism torchtitan keeps every unit of the
+    stage gathered (`reshard_after_forward=False`) and its gradients unsharded until the last
+    micro-batch. Replaces autocast's working copy."""
+    lora = w.method in (Method.lora, Method.qlora)
+    per_weight = _training_weights(s, w, b) / s.params if lora else b.compute
+    block = s.counts.layers // s.layers
+    root = s.params - s.counts.layers
+    if shard.pp > 1:
+        state.cast = state.gathered = shard.slice(math.ceil(s.params * per_weight))
+    else:
+        state.cast = math.ceil((root + FSDP_FORWARD_BLOCKS * block) * per_weight / shard.tp)
+        state.gathered = math.ceil((root + FSDP_BACKWARD_BLOCKS * block) * per_weight / shard.tp)
+    if lora:
+        return  # the adapters' gradients are the only ones reduced, already counted
+    if shard.pp > 1:
+        # The pipeline schedule reduces only after the last micro-batch (PyTorch's
+        # `backward_maybe_with_nosync`): the stage's unsharded gradients accumulate through
+        # the step, upcast to the reduce dtype (FSDP2 `to_accumulated_grad_if_needed`).
+        state.reduce = state.reduce_end = shard.slice(s.params * b.grad)
+        return
+    head = s.counts.output_head if shard.last else 0
+    # Backward through the blocks: the head's gradient, a block's and its reduce-scatter input.
+    state.reduce = math.ceil(((head + block) * b.compute + block * b.grad) / shard.tp)
+    # End of backward: the root's gradients and their reduce-scatter input.
+    state.reduce_end = math.ceil(root * (b.compute + b.grad) / shard.tp)
+
+
+def _split_saved(s: _Shape, w: Workload, shard: _Shard, b: _Bytes, saved: _Saved) -> None:
+    """Tensor and pipeline parallelism on what a GPU saves (Korthikanti et al. 2022).
+
+    With sequence parallelism every saved tensor is split over the tensor-parallel GPUs
+    (already divided by `tp`), except that PyTorch's DTensor plan saves, in each layer without
+    recomputation, the two all-gathered norm outputs that feed the column-parallel q/k/v and
+    gate/up projections at their full size (Megatron-LM gathers them again in backward
+    instead). A first pipeline stage under 1F1B holds `pp` micro-batches' activations at the
+    start of its first backward, and the other micro-batches' while that backward runs."""
+    if shard.tp > 1 and w.checkpointing is Checkpointing.none:
+        gathered = _round(w.tokens * TP_GATHERED_INPUTS * s.hidden * b.compute)
+        extra = gathered - math.ceil(gathered / shard.tp)
+        saved.total += saved.layers * extra
+        saved.one_layer += extra
+    saved.one_layer += (shard.in_flight - 1) * saved.total
+    saved.total *= shard.in_flight
 
 
 def _matmul_outputs(s: _Shape, w: Workload, c: int) -> tuple[int, ...]:
@@ -1743,13 +1857,15 @@ def _training_peak(state: _TrainingState, saved: _Saved, logits: _TrainingLogits
     """The moment with the most bytes alive (the earliest one on a tie)."""
     base = state.weights + state.adapters + state.states
     with_grads = base + state.grads
+    end = with_grads + logits.held + state.tied_accumulate + state.gathered + state.reduce_end
+    first_layer = with_grads + logits.held + saved.one_layer + state.gathered + state.reduce
     candidates = (
         (
             START_OF_BACKWARD,
             base + state.cast + saved.total + logits.held + logits.log_softmax + logits.loss_grads,
         ),
-        (END_OF_BACKWARD, with_grads + logits.held + state.tied_accumulate),
-        (FIRST_LAYER_BACKWARD, with_grads + logits.held + saved.one_layer),
+        (END_OF_BACKWARD, end),
+        (FIRST_LAYER_BACKWARD, first_layer),
         (OPTIMIZER_STEP, with_grads + state.step_temp)
         if not state.step_in_backward
         else (
@@ -1781,7 +1897,11 @@ def _training_components(
         activations = saved.one_layer if moment == FIRST_LAYER_BACKWARD else 0
         logit_bytes = 0 if moment == OPTIMIZER_STEP else logits.held
         grads = state.grads + (state.tied_accumulate if moment == END_OF_BACKWARD else 0)
-    weights = state.weights + (state.cast if start or moment == STEP_IN_BACKWARD else 0)
+    in_backward = moment in (END_OF_BACKWARD, FIRST_LAYER_BACKWARD)
+    if in_backward:
+        grads += state.reduce_end if moment == END_OF_BACKWARD else state.reduce
+    cast = start or moment == STEP_IN_BACKWARD
+    weights = state.weights + (state.cast if cast else state.gathered if in_backward else 0)
     stepping = moment in (OPTIMIZER_STEP, STEP_IN_BACKWARD)
     optimizer = state.states + (state.step_temp if stepping else 0)
     kv_cache = 0
@@ -1792,13 +1912,29 @@ def _training_terms(arch: Architecture, s: _Shape, w: Workload, shard: _Shard) -
     b = _PRECISION_BYTES[w.precision]
     tr = _trainable(s, w)
     state = _training_state(s, w, shard, b, tr)
-    saved = _saved_activations(s, w, shard, b, tr.layers_with_grad)
+    # With parameters offloaded, `_offloaded_params` already holds the gathered units.
+    if shard.strategy is Parallel.zero3 and w.offload is not TrainingOffload.optimizer_params:
+        _gather_units(s, w, shard, b, state)
+    # Context parallelism: each GPU runs its 1/cp of every sequence's tokens.
+    local = w if shard.cp == 1 else dataclasses.replace(w, seq=w.seq // shard.cp)
+    saved = _saved_activations(s, local, shard, b, min(tr.layers_with_grad, shard.stage_layers))
+    _split_saved(s, local, shard, b, saved)
     head_grad = (
-        shard.grads(_round(s.vocab * s.hidden * b.grad))
-        if w.method in (Method.full, Method.freeze)  # the output head trains
+        shard.spread(
+            _round(s.vocab * s.hidden * b.grad), shard.strategy in (Parallel.zero2, Parallel.zero3)
+        )
+        if w.method in (Method.full, Method.freeze) and shard.last  # the output head trains
         else 0
     )
-    logits = _training_logits(s, w, b.compute, head_grad)
+    if not shard.last:
+        logits = _TrainingLogits(0, 0, 0, b.compute)  # the loss runs on the last stage
+    elif shard.tp > 1:
+        # Loss parallelism (torchtitan's default with tensor parallelism): each GPU computes
+        # the loss over its share of the vocabulary, the logits never gathered.
+        local_vocab = dataclasses.replace(s, vocab=-(-s.vocab // shard.tp))
+        logits = _training_logits(local_vocab, local, b.compute, head_grad)
+    else:
+        logits = _training_logits(s, local, b.compute, head_grad)
     moment = _training_peak(state, saved, logits)
     components = _training_components(moment, state, saved, logits)
     explain = functools.partial(
@@ -1806,6 +1942,14 @@ def _training_terms(arch: Architecture, s: _Shape, w: Workload, shard: _Shard) -
     )
     host = saved.host + state.host
     return _Peak(components, moment, explain, host)
+
+
+def _working_copy_words(w: Workload, state: _TrainingState) -> str:
+    """How the weights term adds the working copy: FSDP's gathered units under ZeRO-3,
+    autocast's 16-bit copy otherwise."""
+    if w.strategy is Parallel.zero3:
+        return " / ZeRO ranks + FSDP's gathered units (the root and one or two blocks)"
+    return " + autocast's 16-bit copy of the linear weights" if state.cast else ""
 
 
 def _explain_training(
@@ -1823,9 +1967,13 @@ def _explain_training(
         Term(
             "weights",
             bytes_.weights,
-            "params x bytes per weight"
-            + (" + autocast's 16-bit copy of the linear weights" if state.cast else ""),
-            {"params": s.params, "bytes_per_weight": b.weight, "cast_bytes": state.cast},
+            "params x bytes per weight" + _working_copy_words(w, state),
+            {
+                "params": s.params,
+                "bytes_per_weight": b.weight,
+                "cast_bytes": state.cast,
+                "gathered_bytes": state.gathered,
+            },
         ),
         Term(
             "optimizer",
@@ -1929,10 +2077,15 @@ def valid_tp_counts(arch: Architecture, limit: int = 64) -> tuple[int, ...]:
     )
 
 
-def _sharding(arch: Architecture, workload: Workload) -> tuple[_Shard, tuple[int, ...] | None]:
-    """How the workload's strategy divides the terms, and the valid tensor-parallel counts
+def _sharding(
+    arch: Architecture, workload: Workload
+) -> tuple[tuple[_Shard, ...], tuple[int, ...] | None]:
+    """How the workload's strategy divides the terms (training with pipeline stages: the
+    first and the last stage, the two that can peak), and the valid tensor-parallel counts
     (when tensor parallelism is asked for); InvalidValueError for a split that cannot be."""
     strategy = workload.strategy
+    if workload.training:
+        return _training_shards(arch, workload), None
     valid = None
     tp = 1
     if workload.gpus > 1 and strategy is Parallel.tp:
@@ -1949,7 +2102,64 @@ def _sharding(arch: Architecture, workload: Workload) -> tuple[_Shard, tuple[int
             f"pipeline parallelism cannot split {arch.num_hidden_layers} layers over "
             f"{workload.gpus} GPUs"
         )
-    return _Shard(workload.gpus, strategy, tp), valid
+    return (_Shard(workload.gpus, strategy, tp),), valid
+
+
+def degrees_conflict(arch: Architecture, w: Workload) -> str:
+    """Why the model cannot be split by the workload's training degrees ('' when it can):
+    tensor parallelism must divide both head counts, a pipeline stage holds a layer at least,
+    and context parallelism needs a fused attention kernel and a sequence in 2 x cp chunks."""
+    tp, pp, cp = w.tensor_parallel, w.pipeline_parallel, w.context_parallel
+    if tp > 1 and (arch.num_attention_heads % tp or arch.num_key_value_heads % tp):
+        valid = ", ".join(str(v) for v in valid_tp_counts(arch) if v <= MAX_TP_SHOWN)
+        return (
+            f"--parallel tp:{tp} must divide the model's {arch.num_attention_heads} attention "
+            f"and {arch.num_key_value_heads} KV heads; valid degrees: {valid}"
+        )
+    if pp > arch.num_hidden_layers:
+        return (
+            f"--parallel pp:{pp} exceeds the model's {arch.num_hidden_layers} layers "
+            "(a pipeline stage holds at least one)"
+        )
+    kernel = _shape(arch).attention
+    if cp > 1 and kernel in (AttentionKernel.eager, AttentionKernel.math):
+        return (
+            f"--parallel cp:{cp}: context parallelism runs SDPA's fused kernels as ring "
+            f"attention; this model's attention runs the {kernel.value} path"
+        )
+    if cp > 1 and w.seq % (CP_SEQ_CHUNKS * cp):
+        return (
+            f"--parallel cp:{cp} needs --seq divisible by {CP_SEQ_CHUNKS * cp} "
+            f"({CP_SEQ_CHUNKS} x cp load-balanced chunks), got {w.seq:,}"
+        )
+    return ""
+
+
+def _training_shards(arch: Architecture, w: Workload) -> tuple[_Shard, ...]:
+    """The training slice of each GPU: the whole model over one GPU or data parallelism;
+    with pipeline parallelism the first stage (the embedding, and `pp` micro-batches in
+    flight under 1F1B) and the last (the final norm, the output head and the loss)."""
+    s = _shape(arch)
+    conflict = degrees_conflict(arch, w)
+    if conflict:
+        raise InvalidValueError(conflict)
+    tp, pp, cp = w.tensor_parallel, w.pipeline_parallel, w.context_parallel
+    ranks = w.gpus // (tp * pp)
+    strategy = w.strategy
+    whole = _Shard(w.gpus, strategy, tp, num=1, den=tp, ranks=ranks, cp=cp)
+    if pp == 1:
+        return (dataclasses.replace(whole, stage_layers=s.layers),)
+    per_layer = s.counts.layers // s.layers
+    stage_layers = -(-s.layers // pp)
+    stage = stage_layers * per_layer
+    # A tied embedding is the output head too: the last stage keeps its own copy.
+    head = s.counts.output_head + s.counts.final_norm + (s.counts.embedding if s.tied else 0)
+    split = dataclasses.replace(whole, den=s.params * tp, pp=pp, stage_layers=stage_layers)
+    first = dataclasses.replace(
+        split, num=s.counts.embedding + stage, in_flight=pp, first=True, last=False
+    )
+    last = dataclasses.replace(split, num=stage + head, in_flight=1, first=False, last=True)
+    return first, last
 
 
 @functools.lru_cache(maxsize=64)
@@ -1977,14 +2187,18 @@ def estimate(
     """Peak memory per GPU of `workload` on a model of architecture `arch`."""
     _check_trainable_layers(arch, workload)
     s = _shape_with(arch, workload.attention)
-    shard, valid = _sharding(arch, workload)
+    shards, valid = _sharding(arch, workload)
     engine = workload.serving.engine
     if workload.stage is Stage.inference:
         if engine is not Engine.transformers:
             check(workload.serving, workload.weight_format, workload.kv_dtype)
-        peak = _inference_terms(arch, s, workload, shard)
+        peak = _inference_terms(arch, s, workload, shards[0])
     else:
-        peak = _training_terms(arch, s, workload, shard)
+        # Pipeline stages differ: the GPU that needs the most sets the need per GPU.
+        peak = max(
+            (_training_terms(arch, s, workload, shard) for shard in shards),
+            key=lambda p: sum(p.components.in_order()),
+        )
     tensor = peak.components.in_order()
     tensor_bytes = sum(tensor)
     ov = engine_overhead(_DEFAULT_OVERHEAD if overhead is None else overhead, engine)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from advisor import engines
@@ -31,6 +31,7 @@ from advisor.estimator import (
     Estimate,
     KVPool,
     RuntimeOverhead,
+    degrees_conflict,
     estimate,
     valid_tp_counts,
     vllm_kv_pool,
@@ -46,7 +47,14 @@ from advisor.policy import (
     with_parallel,
 )
 from advisor.speed import Compute
-from advisor.workload import MAX_SEARCH_GPUS, Parallel, Stage, Workload, check_count
+from advisor.workload import (
+    MAX_SEARCH_GPUS,
+    Parallel,
+    Stage,
+    Workload,
+    check_count,
+    check_replicas,
+)
 
 __all__ = [
     "DEFAULT_MAX_GPUS",
@@ -280,7 +288,8 @@ def candidate_counts(arch: Architecture, workload: Workload, max_gpus: int) -> t
 
     Tensor parallelism splits the heads, so the count must divide the query and KV heads;
     pipeline parallelism needs a layer per card at least; data-parallel training (DDP, ZeRO)
-    runs on any count.
+    runs on any count, or, with training degrees, on whole model replicas (multiples of
+    tp x pp x cp).
     """
     if max_gpus < 1:
         raise InvalidValueError(f"max-gpus must be at least 1, got {max_gpus}")
@@ -289,7 +298,16 @@ def candidate_counts(arch: Architecture, workload: Workload, max_gpus: int) -> t
         if strategy is Parallel.pp:
             return tuple(range(1, min(max_gpus, arch.num_hidden_layers) + 1))
         return valid_tp_counts(arch, limit=max_gpus)
-    return tuple(range(1, max_gpus + 1))
+    spans = workload.model_parallel
+    return tuple(range(spans, max_gpus + 1, spans))
+
+
+def _check_replicas(levels: Sequence[Level], count: int) -> None:
+    """A card count given (`--count`) must hold whole model replicas of the training
+    degrees."""
+    if levels:
+        w = levels[0].workload
+        check_replicas(w.tensor_parallel, w.pipeline_parallel, w.context_parallel, count, "--count")
 
 
 class _Sized:
@@ -526,6 +544,12 @@ def _counts(planner: _Planner, level: Level, count: int | None, max_gpus: int) -
         return (count,)
     arch = planner.arch
     counts = candidate_counts(arch, level.workload, max_gpus)
+    spans = level.workload.model_parallel
+    if not counts and level.workload.training:
+        raise InvalidValueError(
+            f"--parallel {level.workload.degrees_label} spans {spans} cards per model replica, "
+            f"more than --max-gpus {max_gpus}"
+        )
     if not counts:
         raise InvalidValueError(
             f"no card count up to {max_gpus} can split {arch.num_attention_heads} "
@@ -560,6 +584,7 @@ def plan(
     check_count("max-gpus", max_gpus, MAX_SEARCH_GPUS)
     if count is not None:
         check_count("count", count, MAX_SEARCH_GPUS)
+        _check_replicas(levels, count)
     if not levels:
         raise InvalidValueError("nothing to compare: give at least one quantization or method")
     for level in levels:
@@ -582,17 +607,10 @@ def plan(
             check_buildable(cards[0], count)
         cards = built
     _refuse_unrunnable(cards, levels)
-    options: list[Option] = []
-    for card in cards:
-        for level in levels:
-            sized = planner.level(level, overhead or card.overhead)
-            # Counts beyond one machine only where the card's machines join (whole machines).
-            tried = buildable_counts(card, counts[level.label])
-            found = sized.fewest(tried, sized.budget(card))
-            shown = sized.at(found if found is not None else tried[-1])
-            options.append(sized.option(card, found, shown))
+    options = _options(planner, cards, levels, counts, overhead)
     shown_overhead = _shared_overhead(cards, overhead)
-    breakdowns = tuple(planner.level(lv, shown_overhead).at(count or 1) for lv in levels)
+    shown_count = count or levels[0].workload.model_parallel  # one replica when not asked
+    breakdowns = tuple(planner.level(lv, shown_overhead).at(shown_count) for lv in levels)
     return Plan(
         arch=arch,
         levels=tuple(levels),
@@ -603,6 +621,26 @@ def plan(
         note=switched,
         mixed_precision=_mixed_precision(arch, breakdowns, shown_overhead),
     )
+
+
+def _options(
+    planner: _Planner,
+    cards: Sequence[Card],
+    levels: Sequence[Level],
+    counts: Mapping[str, Sequence[int]],
+    overhead: RuntimeOverhead | None,
+) -> list[Option]:
+    """Every card at every level: the fewest of `counts[level]` cards that hold it."""
+    options: list[Option] = []
+    for card in cards:
+        for level in levels:
+            sized = planner.level(level, overhead or card.overhead)
+            # Counts beyond one machine only where the card's machines join (whole machines).
+            tried = buildable_counts(card, counts[level.label])
+            found = sized.fewest(tried, sized.budget(card))
+            shown = sized.at(found if found is not None else tried[-1])
+            options.append(sized.option(card, found, shown))
+    return options
 
 
 def _mixed_precision(
@@ -761,6 +799,8 @@ def _unsizable(
 ) -> tuple[Parallel | None, str]:
     """The strategy over `count` cards, and why the model cannot be sized ('' when it can)."""
     parallel, reason = _strategy_for(arch, first, count)
+    if not reason and first.training:
+        reason = degrees_conflict(arch, first)
     if not reason:
         try:
             check_context(arch, first, allow_longer=allow_longer_context)
@@ -811,6 +851,7 @@ def best_level(
     The card is charged its vendor's runtime overhead unless `overhead`.
     """
     check_count("count", count, MAX_SEARCH_GPUS)
+    _check_replicas(levels, count)
     first = levels[0].workload
     parallel, reason = _unsizable(arch, first, count, allow_longer_context)
     if reason:

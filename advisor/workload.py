@@ -219,6 +219,42 @@ class ParallelSpec:
     pipeline: int = 1
     context: int = 1
 
+    @property
+    def model_parallel(self) -> int:
+        """GPUs one model replica spans: tensor x pipeline x context degrees."""
+        return self.tensor * self.pipeline * self.context
+
+    def check_divides(self, count: int, option: str) -> None:
+        """InvalidValueError unless `count` GPUs (as `option` names them, e.g. "--count")
+        hold whole model replicas."""
+        check_replicas(self.tensor, self.pipeline, self.context, count, option)
+
+
+def _degrees(tp: int, pp: int, cp: int) -> list[tuple[str, int]]:
+    return [(name, value) for name, value in (("tp", tp), ("pp", pp), ("cp", cp)) if value > 1]
+
+
+def degrees_typed(tp: int, pp: int, cp: int) -> str:
+    """The training degrees above 1 as `--parallel` takes them ('tp:8,pp:8'; '' when none)."""
+    return ",".join(f"{name}:{value}" for name, value in _degrees(tp, pp, cp))
+
+
+def parallel_words(strategy: Parallel, tp: int, pp: int, cp: int) -> str:
+    """A strategy and its training degrees as headers name them ('zero3 x tp 8 x pp 8')."""
+    words = [f"{name} {value}" for name, value in _degrees(tp, pp, cp)]
+    return " x ".join([strategy.value, *words])
+
+
+def check_replicas(tp: int, pp: int, cp: int, count: int, option: str) -> None:
+    """InvalidValueError unless `count` GPUs (`option`) are a whole number of model replicas
+    of tp x pp x cp GPUs each (the data-parallel degree is their quotient)."""
+    spans = tp * pp * cp
+    if count % spans:
+        raise InvalidValueError(
+            f"--parallel {degrees_typed(tp, pp, cp)} spans {spans} GPUs per model replica, "
+            f"which does not divide {option} {count}"
+        )
+
 
 _DEGREES = {"tp": "tensor", "pp": "pipeline", "cp": "context"}
 
@@ -435,25 +471,6 @@ class Workload:
             )
         self._check_savers(training)
         self._check_training_options(training)
-        self._check_unmodelled()
-
-    def _check_unmodelled(self) -> None:
-        """Options the CLI accepts whose terms are being written (this session's training
-        work): refused by name until the estimator models them."""
-        asked = [
-            name
-            for name, value in (
-                (
-                    "tp/pp/cp degrees in training",
-                    self.training
-                    and (self.tensor_parallel, self.pipeline_parallel, self.context_parallel)
-                    != (1, 1, 1),
-                ),
-            )
-            if value
-        ]
-        if asked:
-            raise InvalidValueError(f"{asked[0]} is not modelled yet")
 
     def _check_training_options(self, training: bool) -> None:
         """Optimizer placement, adapter dtype and attention kernel: where each applies, and the
@@ -527,6 +544,9 @@ class Workload:
             )
 
     def _check_parallel(self, training: bool) -> None:
+        model_parallel = self.model_parallel
+        if model_parallel > 1:
+            self._check_degrees(training, model_parallel)
         if self.parallel is not None:
             allowed = TRAINING_PARALLEL if training else INFERENCE_PARALLEL
             if self.parallel not in allowed:
@@ -537,6 +557,31 @@ class Workload:
                 )
         if self.offload_optimizer and not training:
             raise InvalidValueError("optimizer offload applies to training only")
+
+    def _check_degrees(self, training: bool, model_parallel: int) -> None:
+        """Training degrees that cannot run: for inference, not dividing --gpus, or context
+        parallelism where the attention cannot be split (the model's own limits, heads and
+        layers, are the estimator's to check)."""
+        typed = self.degrees_label
+        if not training:
+            raise InvalidValueError(
+                f"--parallel {typed}: tensor, pipeline and context degrees apply to training; "
+                "inference splits over --gpus with --parallel tp or pp"
+            )
+        check_replicas(
+            self.tensor_parallel, self.pipeline_parallel, self.context_parallel, self.gpus, "--gpus"
+        )
+        cp = self.context_parallel
+        if cp > 1 and self.with_attention_mask:
+            raise InvalidValueError(
+                f"--parallel cp:{cp}: context parallelism splits causal attention without a "
+                f"padding mask (PyTorch's ring attention); {self.stage.value} batches carry one"
+            )
+        if cp > 1 and self.attention is Attention.eager:
+            raise InvalidValueError(
+                f"--parallel cp:{cp}: context parallelism runs SDPA's fused kernels as ring "
+                "attention; --attention eager materializes the scores"
+            )
 
     def _check_savers(self, training: bool) -> None:
         if training:
@@ -567,6 +612,28 @@ class Workload:
     @property
     def tokens(self) -> int:
         return self.batch * self.seq
+
+    @property
+    def model_parallel(self) -> int:
+        """GPUs one model replica spans: tensor x pipeline x context degrees."""
+        return self.tensor_parallel * self.pipeline_parallel * self.context_parallel
+
+    @property
+    def data_parallel(self) -> int:
+        """Model replicas: --gpus over the GPUs one replica spans."""
+        return self.gpus // self.model_parallel
+
+    @property
+    def degrees_label(self) -> str:
+        """The training degrees above 1 as typed ('tp:8,pp:8'; '' when none)."""
+        return degrees_typed(self.tensor_parallel, self.pipeline_parallel, self.context_parallel)
+
+    @property
+    def parallel_label(self) -> str:
+        """The strategy in force and the degrees, as headers name them ('zero3 x tp 8 x pp 8')."""
+        return parallel_words(
+            self.strategy, self.tensor_parallel, self.pipeline_parallel, self.context_parallel
+        )
 
     @property
     def strategy(self) -> Parallel:

@@ -68,9 +68,9 @@ def test_no_plan_offers_a_count_that_cannot_be_built(session: Session) -> None:
             assert option.layout == f"{option.count // card.per_node} nodes x {card.per_node}"
     offered = {o.card.slug: o.count for o in result.options}
     assert offered["rtx5090-laptop"] is None and offered["m3-ultra-512gb"] is None
-    assert offered["h100-sxm5-80gb"] == 24  # 3 nodes x 8, not 17
-    assert offered["h200-sxm"] == 5  # within one machine
-    assert offered["gh200-96gb"] == 12  # 6 nodes x 2 (GH200 NVL2)
+    assert offered["h100-sxm5-80gb"] == 32  # 4 nodes x 8, not 26
+    assert offered["h200-sxm"] == 6  # within one machine
+    assert offered["gh200-96gb"] == 14  # 7 nodes x 2 (GH200 NVL2)
 
 
 @pytest.mark.parametrize("market", list(Market))
@@ -150,5 +150,5 @@ def test_fit_json_says_nodes_and_pcie(run: Run, ready_catalog: Path) -> None:
     assert result.exit_code == 0, result.stderr
     options = {o["gpu"]: o for o in json.loads(result.stdout)["options"]}
     h100 = options["h100-sxm5-80gb"]
-    assert (h100["count"], h100["nodes"], h100["per_node"], h100["link"]) == (24, 3, 8, "nvlink")
+    assert (h100["count"], h100["nodes"], h100["per_node"], h100["link"]) == (32, 4, 8, "nvlink")
     assert options["rtx4090"]["count"] is None and options["rtx4090"]["per_node"] == 4

@@ -60,6 +60,11 @@ def workload_json(w: Workload) -> dict[str, Any]:
         "trainable_layers": w.trainable_layers,
         "gpus": w.gpus,
         "parallel": w.strategy.value,
+        # Training degrees (inference splits over `gpus` by `parallel` alone: null).
+        "tensor_parallel": w.tensor_parallel if w.training else None,
+        "pipeline_parallel": w.pipeline_parallel if w.training else None,
+        "context_parallel": w.context_parallel if w.training else None,
+        "data_parallel": w.data_parallel if w.training else None,
         "offload_optimizer": w.offload_optimizer,
         "offload": w.offload.value if w.training else None,
         "optimizer_in_backward": w.optimizer_in_backward if w.training else None,
@@ -282,7 +287,7 @@ def workload_header(model: str, params: int, w: Workload) -> str:
     header += f" · batch {w.batch} x {w.seq} tokens · {w.gpus} GPU"
     header += "s" if w.gpus > 1 else ""
     if w.gpus > 1:
-        header += f" ({w.strategy.value})"
+        header += f" ({w.parallel_label})"
     return header
 
 

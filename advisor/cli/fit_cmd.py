@@ -164,6 +164,8 @@ def _compute_dtype(w: Workload) -> str:
 def strategy_words(w: Workload) -> str:
     if w.stage is Stage.inference:
         return "pipeline parallel" if w.parallel is Parallel.pp else "tensor parallel"
+    if w.model_parallel > 1:
+        return f"{w.parallel_label} (multiples of {w.model_parallel} cards)"
     if w.parallel is None:
         return "ZeRO-3 beyond one card"
     return f"{w.parallel.value} beyond one card"
@@ -795,6 +797,7 @@ def fit_json(slug: str, params: int, result: Plan, speeds: Speeds | None = None)
     workload.pop("quant")
     workload.pop("method")
     workload["gpus"] = None
+    workload["data_parallel"] = None  # per option: its count over the model-parallel degrees
     workload["max_gpus"] = result.max_gpus
     workload["quants"] = [lv.quant for lv in result.levels] if not first.training else None
     workload["methods"] = [lv.method.value for lv in result.levels if lv.method] or None
@@ -1000,7 +1003,7 @@ def fit(
         lora_rank=lora_rank,
         lora_targets=options.lora_targets(lora_targets),
         trainable_layers=trainable_layers,
-        **options.parallel_fields(parallel),
+        **options.parallel_fields(parallel, searched=True),
         offload_optimizer=offload_optimizer,
         offload=offload,
         optimizer_in_backward=optimizer_in_backward,

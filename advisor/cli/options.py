@@ -390,15 +390,20 @@ def levels(
     return build_levels(arch, request, formats, default_quants=default_quants)
 
 
-def parallel_fields(text: str | None) -> dict[str, Any]:
-    """`--parallel` as the Request's fields: the strategy and the training degrees."""
+def parallel_fields(text: str | None, *, searched: bool = False) -> dict[str, Any]:
+    """`--parallel` as the Request's fields: the strategy and the training degrees. For the
+    commands that size card counts (`searched`: fit, which-models), the levels start from the
+    GPUs one model replica spans."""
     spec = parse_parallel(text)
-    return {
+    fields: dict[str, Any] = {
         "parallel": spec.strategy,
         "tensor_parallel": spec.tensor,
         "pipeline_parallel": spec.pipeline,
         "context_parallel": spec.context,
     }
+    if searched:
+        fields["gpus"] = spec.model_parallel
+    return fields
 
 
 def engine(text: str | None) -> Engine | None:

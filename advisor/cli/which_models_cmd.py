@@ -38,6 +38,7 @@ from advisor.workload import (
     Parallel,
     Stage,
     TrainingOffload,
+    parallel_words,
 )
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ def _describe(found: ModelFit, units: Units) -> tuple[Any, str, str, str]:
 def _render(
     card: Card,
     count: int,
-    stage: Stage,
+    request: Request,
     results: list[tuple[ModelFit, str]],
     show_all: bool,
     units: Units,
@@ -131,10 +132,21 @@ def _render(
 
     console = shared.out()
     cards = f"{count} x {card.name}" if count > 1 else card.name
+    degrees = (
+        parallel_words(
+            request.parallel or Parallel.zero3,
+            request.tensor_parallel,
+            request.pipeline_parallel,
+            request.context_parallel,
+        )
+        if request.tensor_parallel * request.pipeline_parallel * request.context_parallel > 1
+        else ""
+    )
     console.print(
         f"{cards}: {format_size(card.capacity_bytes, units)} per card"
         + (" (usable share of unified memory)" if card.usable_fraction < 1 else "")
-        + f" · {stage.value}"
+        + f" · {request.stage.value}"
+        + (f" · {degrees}" if degrees else "")
     )
     fitting = [r for r in results if r[0].fits]
     partial = [r for r in results if r[0].offload is not None]
@@ -145,12 +157,12 @@ def _render(
     table.add_column("family", no_wrap=True)
     table.add_column("model", no_wrap=True, min_width=max(len("model"), longest))
     table.add_column("params", justify="right", no_wrap=True)
-    table.add_column("methods that fit" if stage is not Stage.inference else "best quant")
+    table.add_column("methods that fit" if request.stage is not Stage.inference else "best quant")
     table.add_column("engine", no_wrap=True, min_width=len("transformers"))
     table.add_column(f"per card ({unit_label(units)})", justify="right")
     table.add_column("headroom", justify="right")
     table.add_column(
-        "longest context" if stage is Stage.inference else "longest seq", justify="right"
+        "longest context" if request.stage is Stage.inference else "longest seq", justify="right"
     )
     table.add_column("tokens/s", justify="right", no_wrap=True)
     previous = None
@@ -176,7 +188,7 @@ def _render(
         line += f", {len(partial)} more only with layers in system RAM (partial)"
     if not show_all and len(fitting) < len(results):
         line += "; --all lists the rest and by how much they miss"
-    what = "decode of one sequence" if stage is Stage.inference else "training"
+    what = "decode of one sequence" if request.stage is Stage.inference else "training"
     console.print(f"tokens/s: {what}, from the card's figures (docs/estimates.md).")
     console.print(line + ".")
 
@@ -309,7 +321,7 @@ def which_models(
         loss=loss,
         lora_rank=lora_rank,
         lora_targets=options.lora_targets(lora_targets),
-        **options.parallel_fields(parallel),
+        **options.parallel_fields(parallel, searched=True),
         offload=offload,
         optimizer_in_backward=optimizer_in_backward,
         lora_dtype=lora_dtype,
@@ -352,4 +364,4 @@ def which_models(
     else:
         if detected is not None:
             shared.out().print(f"Detected {detected}")
-        _render(card, count, stage, results, show_all, units)
+        _render(card, count, request, results, show_all, units)
