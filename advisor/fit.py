@@ -47,6 +47,7 @@ from advisor.policy import (
     with_parallel,
 )
 from advisor.speed import Compute
+from advisor.suggest import MORE_CARDS_MAX, Suggestion, cheapest_change, shorter_seq
 from advisor.workload import (
     MAX_SEARCH_GPUS,
     Parallel,
@@ -172,6 +173,9 @@ class Option:
     max_batch: int | None  # most sequences at the workload's context that fit on `count` cards
     # llama.cpp on one card when the model does not fit: the layers that do (None otherwise).
     offload: Offload | None = None
+    # When nothing fits: the longest sequence that fits, then the cheapest change of options
+    # that does (advisor/suggest.py); empty when it fits or none was searched.
+    suggestions: tuple[Suggestion, ...] = ()
 
     @property
     def fits(self) -> bool:
@@ -332,15 +336,17 @@ class _Sized:
         *,
         batch: bool = True,
         offload: bool = True,
+        suggest: bool = True,
     ) -> Option:
         """`card` at this level: `count` cards (None: none fit), sized by `shown`; the largest
         batch is searched only with `batch`. When nothing fits and the engine can keep layers
-        in system RAM, the split on one card."""
+        in system RAM, the split on one card; with `suggest`, what would make it fit."""
         capacity = self.budget(card)
         layers_in_ram = None
         if count is None and offload:
             one = self.at(1)
             layers_in_ram = split(self.arch, one.workload, self.overhead, capacity)
+        suggestions = self.suggestions(card, shown, capacity) if count is None and suggest else ()
         return Option(
             card=card,
             level=self.level,
@@ -349,7 +355,30 @@ class _Sized:
             max_context=None if count is None else self.longest_context(count, capacity),
             max_batch=None if count is None or not batch else self.largest_batch(count, capacity),
             offload=layers_in_ram,
+            suggestions=suggestions,
         )
+
+    def suggestions(self, card: Card, shown: Estimate, capacity: int) -> tuple[Suggestion, ...]:
+        """What would make this level fit `capacity` on `shown.gpus` cards: the longest
+        sequence at the workload's batch, and the cheapest change of options (more cards:
+        counts `card` can be built with)."""
+        gpus, w = shown.gpus, self.level.workload
+        found: list[Suggestion] = []
+        seq = largest_fitting(
+            lambda n: self.at(gpus, seq=n).per_gpu_bytes, 1, max(1, w.seq - 1), capacity
+        )
+        if seq is not None and seq < w.seq:
+            found.append(shorter_seq(seq, self.at(gpus, seq=seq)))
+        more = [n for n in range(gpus + 1, MORE_CARDS_MAX + 1) if card.buildable(n)]
+        change = cheapest_change(
+            lambda changed: estimate(self.arch, changed, overhead=self.overhead),
+            dataclasses.replace(w, gpus=gpus),
+            capacity,
+            more,
+        )
+        if change is not None:
+            found.append(change)
+        return tuple(found)
 
     def budget(self, card: Card) -> int:
         """What this level's engine may use of `card`."""
@@ -840,16 +869,13 @@ def best_level(
     with_batch: bool = False,
     overhead: RuntimeOverhead | None = None,
 ) -> ModelFit:
-    """The highest level of `levels` (ordered best first) that fits on `count` cards.
-
-    With `all_levels`, every level is tried, so that `fitting_levels` lists all that fit
-    (the fine-tuning methods); `with_batch` also searches the largest batch of each fitting
-    level (left None otherwise: which-models does not show it). `ladder`: each level after the
-    first needs no more than the one before (`policy.is_ladder`), so the first that fits is
-    bisected for, with the walk's answer. A model that cannot be sized at all (a context
-    beyond its maximum, a count its strategy cannot split over) comes back with a `reason`.
-    The card is charged its vendor's runtime overhead unless `overhead`.
-    """
+    """The highest level of `levels` (best first) that fits on `count` cards. `all_levels`:
+    try every level (`fitting_levels` lists all that fit); `with_batch`: search each fitting
+    level's largest batch; `ladder`: each level needs no more than the one before
+    (`policy.is_ladder`), so the first that fits is bisected for. A model that cannot be sized
+    (context beyond its maximum, a count its strategy cannot split over) has a `reason`;
+    when no level fits, the last one (training) carries its suggestions. The card's vendor
+    overhead is charged unless `overhead`."""
     check_count("count", count, MAX_SEARCH_GPUS)
     _check_replicas(levels, count)
     first = levels[0].workload
@@ -870,7 +896,11 @@ def best_level(
     last = sized[-1]
     # The split to system RAM is one card's (several cards asked get none), and only the
     # smallest level tried says it (`ModelFit.offload`).
-    closest = options[0] if options else last.option(card, None, last.at(count), offload=count == 1)
+    closest = (
+        options[0]
+        if options
+        else last.option(card, None, last.at(count), offload=count == 1, suggest=first.training)
+    )
     return ModelFit(
         name=name,
         arch=arch,

@@ -37,6 +37,8 @@ from catalog.tables import (
     ModelFamily,
     QuantCreate,
     QuantFormat,
+    RecipeCreate,
+    TrainingRecipe,
     alias_key,
 )
 
@@ -47,6 +49,7 @@ class BundledData:
     models: tuple[ModelCreate, ...]
     gpus: tuple[GPUCreate, ...]
     quants: tuple[QuantCreate, ...]
+    recipes: tuple[RecipeCreate, ...] = ()
 
 
 def _rows(file: Traversable, key: str) -> list[dict[str, Any]]:
@@ -64,11 +67,13 @@ def load() -> BundledData:
     models: list[ModelCreate] = []
     gpus: list[GPUCreate] = []
     quants: list[QuantCreate] = []
+    recipes: list[RecipeCreate] = []
     targets: list[tuple[str, type[SQLModel], list[Any]]] = [
         ("families", FamilyCreate, families),
         ("models", ModelCreate, models),
         ("gpus", GPUCreate, gpus),
         ("quants", QuantCreate, quants),
+        ("recipes", RecipeCreate, recipes),
     ]
     for file in data_files():
         for key, model, out in targets:
@@ -80,7 +85,7 @@ def load() -> BundledData:
                         f"bundled data {file.name} {key}[{index}] "
                         f"({row.get('slug', '?')}): {queries.validation_message(error)}"
                     ) from None
-    return BundledData(tuple(families), tuple(models), tuple(gpus), tuple(quants))
+    return BundledData(tuple(families), tuple(models), tuple(gpus), tuple(quants), tuple(recipes))
 
 
 @dataclass(frozen=True)
@@ -292,6 +297,18 @@ def sync(session: Session) -> SyncResult:
         current=lambda row: QuantCreate.model_validate(row).model_dump(),
         add=lambda d: queries.add_quant(session, data=d, origin=ORIGIN_BUNDLED),
         update=lambda slug, values: queries.update_quant(
+            session, name=slug, changes=values, by_user=False
+        ),
+    )
+    _sync_kind(
+        session,
+        result,
+        kind="recipe",
+        table=TrainingRecipe,
+        rows=data.recipes,
+        current=lambda row: RecipeCreate.model_validate(row).model_dump(),
+        add=lambda d: queries.add_recipe(session, data=d, origin=ORIGIN_BUNDLED),
+        update=lambda slug, values: queries.update_recipe(
             session, name=slug, changes=values, by_user=False
         ),
     )

@@ -30,6 +30,7 @@ def data_files() -> Iterator[Path]:
             key=lambda f: f.name,
         )
     yield root / "quants.json"
+    yield root / "recipes.json"
 
 
 @cache

@@ -38,11 +38,14 @@ from catalog.tables import (
     QuantCreate,
     QuantFormat,
     QuantPublic,
+    RecipeCreate,
+    RecipePublic,
     RemovedBundledRow,
+    TrainingRecipe,
     alias_key,
 )
 
-Row = TypeVar("Row", GPU, LanguageModel, ModelFamily, QuantFormat)
+Row = TypeVar("Row", GPU, LanguageModel, ModelFamily, QuantFormat, TrainingRecipe)
 CreateModel = TypeVar("CreateModel", bound=SQLModel)
 
 
@@ -130,6 +133,10 @@ def get_quant(session: Session, *, name: str) -> QuantFormat:
     return _get_by_slug_or_name(session, QuantFormat, "quantization format", name)
 
 
+def get_recipe(session: Session, *, name: str) -> TrainingRecipe:
+    return _get_by_slug_or_name(session, TrainingRecipe, "recipe", name)
+
+
 # --- listing -------------------------------------------------------------------------------
 
 
@@ -192,6 +199,11 @@ def list_quants(session: Session) -> list[QuantFormat]:
     )
 
 
+def list_recipes(session: Session) -> list[TrainingRecipe]:
+    """Recipes by slug."""
+    return list(session.exec(select(TrainingRecipe).order_by(col(TrainingRecipe.slug))).all())
+
+
 # --- public views --------------------------------------------------------------------------
 
 
@@ -228,6 +240,10 @@ def family_public(session: Session, *, family: ModelFamily) -> FamilyPublic:
 
 def quant_public(quant: QuantFormat) -> QuantPublic:
     return QuantPublic.model_validate(quant)
+
+
+def recipe_public(recipe: TrainingRecipe) -> RecipePublic:
+    return RecipePublic.model_validate(recipe)
 
 
 # --- writing -------------------------------------------------------------------------------
@@ -360,8 +376,21 @@ def add_quant(session: Session, *, data: QuantCreate, origin: str = ORIGIN_USER)
     )
 
 
+def add_recipe(
+    session: Session, *, data: RecipeCreate, origin: str = ORIGIN_USER
+) -> TrainingRecipe:
+    return _insert(
+        session,
+        TrainingRecipe,
+        label="recipe",
+        kind="recipe",
+        origin=origin,
+        values=data.model_dump(),
+    )
+
+
 def _apply(
-    row: GPU | LanguageModel | ModelFamily | QuantFormat,
+    row: GPU | LanguageModel | ModelFamily | QuantFormat | TrainingRecipe,
     values: Mapping[str, Any],
     *,
     by_user: bool,
@@ -487,6 +516,20 @@ def update_quant(
     return quant
 
 
+def update_recipe(
+    session: Session, *, name: str, changes: Mapping[str, Any], by_user: bool = True
+) -> TrainingRecipe:
+    recipe = get_recipe(session, name=name)
+    current = RecipeCreate.model_validate(recipe).model_dump()
+    data = validate(RecipeCreate, {**current, **changes})
+    if data.slug != recipe.slug:
+        _check_new_slug(session, TrainingRecipe, "recipe", data.slug)
+    _apply(recipe, data.model_dump(), by_user=by_user)
+    session.add(recipe)
+    session.flush()
+    return recipe
+
+
 def _edit_aliases(current: list[str], add: Sequence[str], remove: Sequence[str]) -> list[str]:
     keys = {alias_key(a) for a in remove}
     known = {alias_key(a) for a in current}
@@ -538,6 +581,14 @@ def remove_quant(session: Session, *, name: str) -> QuantFormat:
     session.delete(quant)
     session.flush()
     return quant
+
+
+def remove_recipe(session: Session, *, name: str) -> TrainingRecipe:
+    recipe = get_recipe(session, name=name)
+    _remember_removal(session, "recipe", recipe)
+    session.delete(recipe)
+    session.flush()
+    return recipe
 
 
 def removed_bundled(session: Session, *, kind: str) -> set[str]:

@@ -30,7 +30,18 @@ from advisor.arch import Architecture
 from advisor.enums import LinkKind, Market, QuantAppliesTo, QuantKind, QuantScope, Vendor
 from advisor.errors import AmbiguousNameError, DatabaseError, NotFoundError
 from advisor.ggml import QuantRules
-from advisor.workload import WeightFormat
+from advisor.recipes import Recipe
+from advisor.workload import (
+    Attention,
+    Checkpointing,
+    LoraDtype,
+    Loss,
+    Method,
+    Optimizer,
+    Precision,
+    TrainingOffload,
+    WeightFormat,
+)
 from catalog import rules
 from catalog.ambiguity import size_variants
 from catalog.bundled_files import DIGEST_KEY, digest
@@ -40,7 +51,7 @@ if TYPE_CHECKING:
     from sqlmodel import Session
 
     from catalog.session import Catalog
-    from catalog.tables import GPU, LanguageModel, QuantFormat
+    from catalog.tables import GPU, LanguageModel, QuantFormat, TrainingRecipe
 
 # How long a read waits for a writer holding SQLite's lock (milliseconds). In WAL mode, which
 # catalogs use, readers only wait while a writer checkpoints or recovers the log.
@@ -164,6 +175,58 @@ class QuantRecord(NamedTuple):
         )
 
 
+# The enum columns of a recipe and their types (None stays None).
+_RECIPE_ENUMS: dict[str, Any] = {
+    "method": Method,
+    "precision": Precision,
+    "optimizer": Optimizer,
+    "checkpointing": Checkpointing,
+    "loss": Loss,
+    "offload": TrainingOffload,
+    "lora_dtype": LoraDtype,
+    "attention": Attention,
+}
+
+
+class RecipeRecord(NamedTuple):
+    """A catalog training recipe: the columns of catalog.tables.RecipeFields."""
+
+    slug: str
+    name: str
+    framework: str
+    description: str
+    source: str
+    method: Method | None
+    precision: Precision | None
+    optimizer: Optimizer | None
+    optimizer_in_backward: bool | None
+    checkpointing: Checkpointing | None
+    loss: Loss | None
+    offload: TrainingOffload | None
+    lora_dtype: LoraDtype | None
+    lora_targets: str | None
+    lora_rank: int | None
+    attention: Attention | None
+    parallel: str | None
+    batch: int | None
+    seq: int | None
+    notes: str | None
+
+    @classmethod
+    def from_columns(cls, columns: Mapping[str, Any]) -> Self:
+        values = {name: columns[name] for name in cls._fields}
+        for name, kind in _RECIPE_ENUMS.items():
+            if values[name] is not None:
+                values[name] = kind(values[name])
+        if values["optimizer_in_backward"] is not None:
+            values["optimizer_in_backward"] = bool(values["optimizer_in_backward"])
+        return cls(**values)
+
+    def recipe(self) -> Recipe:
+        """The core's view of this row."""
+        return Recipe(**{name: getattr(self, name) for name in self._fields if name != "notes"})
+
+
 class CatalogReader(Protocol):
     """What the read-only commands ask of the catalog; names resolve as in catalog/queries.py."""
 
@@ -177,6 +240,7 @@ class CatalogReader(Protocol):
     def model(self, name: str) -> ModelRecord: ...
     def models(self, *, family: str | None = None) -> list[ModelRecord]: ...
     def quant(self, name: str) -> QuantRecord: ...
+    def recipe(self, name: str) -> RecipeRecord: ...
 
 
 # --- the SQLModel path ----------------------------------------------------------------------
@@ -206,6 +270,10 @@ def _model_of(row: LanguageModel, family: str) -> ModelRecord:
 
 def _quant_of(row: QuantFormat) -> QuantRecord:
     return QuantRecord.from_columns({name: getattr(row, name) for name in QuantRecord._fields})
+
+
+def _recipe_of(row: TrainingRecipe) -> RecipeRecord:
+    return RecipeRecord.from_columns({name: getattr(row, name) for name in RecipeRecord._fields})
 
 
 class SessionReader:
@@ -251,6 +319,11 @@ class SessionReader:
         from catalog import queries
 
         return _quant_of(queries.get_quant(self._session, name=name))
+
+    def recipe(self, name: str) -> RecipeRecord:
+        from catalog import queries
+
+        return _recipe_of(queries.get_recipe(self._session, name=name))
 
 
 # --- the sqlite3 path -----------------------------------------------------------------------
@@ -368,6 +441,13 @@ class SQLiteReader:
             for row in self._db.execute("SELECT * FROM quant_format")
         ]
         return rules.by_slug_or_name(rows, "quantization format", name)
+
+    def recipe(self, name: str) -> RecipeRecord:
+        rows = [
+            RecipeRecord.from_columns(_columns(row))
+            for row in self._db.execute("SELECT * FROM recipe")
+        ]
+        return rules.by_slug_or_name(rows, "recipe", name)
 
 
 def _read_only(path: Path) -> sqlite3.Connection | None:

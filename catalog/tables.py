@@ -32,6 +32,17 @@ from advisor.enums import (
 )
 from advisor.errors import InvalidValueError
 from advisor.ggml import QuantRules
+from advisor.recipes import check_recipe_values
+from advisor.workload import (
+    Attention,
+    Checkpointing,
+    LoraDtype,
+    Loss,
+    Method,
+    Optimizer,
+    Precision,
+    TrainingOffload,
+)
 from catalog import rules
 from catalog.rules import ARCHITECTURE_FIELDS as ARCHITECTURE_FIELDS
 from catalog.rules import alias_key as alias_key
@@ -469,3 +480,70 @@ class CatalogMeta(SQLModel, table=True):
 
     key: str = Field(max_length=64, primary_key=True)
     value: str = Field(sa_type=Text)
+
+
+# --- training recipes ----------------------------------------------------------------------
+
+
+class RecipeFields(SQLModel):
+    """A framework's training defaults (advisor.recipes.Recipe): every option nullable, null
+    meaning the recipe leaves it to the user."""
+
+    slug: str = Field(max_length=64, unique=True, index=True)
+    name: str = Field(min_length=1, max_length=128)
+    framework: str = Field(min_length=1, max_length=64)
+    description: str = Field(min_length=1, sa_type=Text)
+    source: str = Field(min_length=1, sa_type=Text)
+    method: Method | None = Field(default=None, sa_type=String(16))
+    precision: Precision | None = Field(default=None, sa_type=String(16))
+    optimizer: Optimizer | None = Field(default=None, sa_type=String(24))
+    optimizer_in_backward: bool | None = None
+    checkpointing: Checkpointing | None = Field(default=None, sa_type=String(16))
+    loss: Loss | None = Field(default=None, sa_type=String(16))
+    offload: TrainingOffload | None = Field(default=None, sa_type=String(24))
+    lora_dtype: LoraDtype | None = Field(default=None, sa_type=String(8))
+    lora_targets: str | None = Field(default=None, max_length=128)
+    lora_rank: int | None = Field(default=None, gt=0)
+    attention: Attention | None = Field(default=None, sa_type=String(8))
+    parallel: str | None = Field(default=None, max_length=64)
+    batch: int | None = Field(default=None, gt=0)
+    seq: int | None = Field(default=None, gt=0)
+    notes: str | None = Field(default=None, sa_type=Text)
+
+    @field_validator("notes", "lora_targets", "parallel")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value.strip() if value and value.strip() else None
+
+    @field_validator("slug")
+    @classmethod
+    def _valid_slug(cls, value: str) -> str:
+        return _check_slug(value)
+
+    @model_validator(mode="after")
+    def _values_the_options_take(self) -> Self:
+        try:
+            check_recipe_values(
+                lora_targets=self.lora_targets,
+                lora_rank=self.lora_rank,
+                parallel=self.parallel,
+                batch=self.batch,
+                seq=self.seq,
+            )
+        except InvalidValueError as error:
+            raise ValueError(str(error)) from None
+        return self
+
+
+class RecipeCreate(RecipeFields):
+    pass
+
+
+class TrainingRecipe(RecipeFields, Bookkeeping, table=True):
+    __tablename__ = "recipe"
+
+    id: int | None = Field(default=None, primary_key=True)
+
+
+class RecipePublic(RecipeFields):
+    pass

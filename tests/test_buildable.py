@@ -145,6 +145,8 @@ def test_fit_json_says_nodes_and_pcie(run: Run, ready_catalog: Path) -> None:
         "rtx4090",
         "--max-gpus",
         "32",
+        "--recipe",
+        "none",
         "--json",
     )
     assert result.exit_code == 0, result.stderr

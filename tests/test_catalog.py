@@ -139,7 +139,9 @@ def test_sync_refreshes_untouched_and_keeps_user_edits(catalog: Catalog) -> None
 def test_fresh_catalog_is_synced(catalog: Catalog) -> None:
     """A new catalog holds every bundled row and knows it is up to date."""
     data = bundled.load()
-    expected = len(data.families) + len(data.models) + len(data.gpus) + len(data.quants)
+    expected = (len(data.families) + len(data.models) + len(data.gpus) + len(data.quants)) + len(
+        data.recipes
+    )
     assert catalog.report.seeded == expected
     with catalog.session() as session:
         assert not bundled.has_unsynced_changes(session)

@@ -72,8 +72,11 @@ def test_fine_tuning_has_no_rule_of_thumb(run: Run) -> None:
     assert table.exit_code == 0, table.stderr
     assert "rule of thumb" not in table.stdout
     pretrain = json.loads(
-        run("estimate", "--model", "qwen2.5-0.5b", "--stage", "pretrain", "--json").stdout
-    )
+        run(
+            "estimate", "--model", "qwen2.5-0.5b", "--stage", "pretrain", "--recipe", "none",
+            "--json",
+        ).stdout
+    )  # fmt: skip
     params, hidden, layers = 494032768, 896, 24
     activations = 2048 * hidden * layers  # one hidden-size value per token per layer
     assert pretrain["rule_of_thumb_bytes"] == (4 * params + activations) * 4
@@ -116,6 +119,8 @@ def test_table_and_explain(run: Run) -> None:
         "8",
         "--seq",
         "1024",
+        "--recipe",
+        "none",
         "--explain",
     )
     assert result.exit_code == 0, result.stderr

@@ -42,6 +42,7 @@ OPTION_KEYS = [
     "over_pcie",
     "components",
     "speed",
+    "suggestions",
 ]
 MODEL_KEYS = [
     "model",
@@ -63,6 +64,7 @@ MODEL_KEYS = [
     "parallel",
     "reason",
     "tokens_per_s",
+    "suggestions",
 ]
 
 
@@ -142,7 +144,12 @@ def test_70b_at_bf16_does_not_fit_one_card(run: Run) -> None:
 
 
 def test_fine_tuning_compares_the_methods(run: Run) -> None:
-    data = fit_json(run, "--model", "llama-2-7b", "--stage", "finetune", "--gpu", "rtx4090")
+    """Without a recipe (the plain defaults: no checkpointing, AdamW), fine-tuning compares
+    the three methods, each on the fewest cards that hold it."""
+    data = fit_json(
+        run, "--model", "llama-2-7b", "--stage", "finetune", "--gpu", "rtx4090",
+        "--recipe", "none",
+    )  # fmt: skip
     assert data["workload"]["methods"] == ["full", "lora", "qlora"]
     assert data["workload"]["batch"] == 1 and data["workload"]["seq"] == 2048
     options = by_gpu_and_quant(data)
@@ -153,7 +160,9 @@ def test_fine_tuning_compares_the_methods(run: Run) -> None:
     assert options["rtx4090", "lora"]["count"] == 2
     qlora = options["rtx4090", "nf4"]
     assert qlora["method"] == "qlora" and qlora["count"] == 1 and qlora["parallel"] == "ddp"
-    big = fit_json(run, "--model", "llama-2-7b", "--stage", "finetune", "--gpu", "h100")
+    big = fit_json(
+        run, "--model", "llama-2-7b", "--stage", "finetune", "--gpu", "h100", "--recipe", "none"
+    )
     counts = {o["method"]: o["count"] for o in big["options"]}
     assert counts == {"full": 1, "lora": 1, "qlora": 1}
 
@@ -161,13 +170,13 @@ def test_fine_tuning_compares_the_methods(run: Run) -> None:
 def test_training_beyond_one_card_shards_with_zero3(run: Run) -> None:
     data = fit_json(
         run, "--model", "llama-2-13b", "--stage", "finetune", "--method", "full",
-        "--gpu", "h100-sxm5-80gb",
+        "--gpu", "h100-sxm5-80gb", "--recipe", "none",
     )  # fmt: skip
     (option,) = data["options"]
     assert option["count"] == 2 and option["parallel"] == "zero3"
     alone = fit_json(
         run, "--model", "llama-2-13b", "--stage", "finetune", "--method", "full",
-        "--gpu", "h100-sxm5-80gb", "--parallel", "ddp",
+        "--gpu", "h100-sxm5-80gb", "--parallel", "ddp", "--recipe", "none",
     )  # fmt: skip
     assert alone["options"][0]["count"] is None  # DDP keeps a whole copy on every card
 
@@ -372,7 +381,8 @@ def test_which_models_on_a_4090(run: Run) -> None:
     result = run("which-models", "--gpu", "rtx4090", "--json")
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
-    assert list(data) == ["gpu", "count", "stage", "models"]
+    assert list(data) == ["gpu", "count", "stage", "recipe", "recipe_filled", "models"]
+    assert (data["recipe"], data["recipe_filled"]) == (None, {})  # inference takes none
     assert (data["gpu"], data["count"], data["stage"]) == ("rtx4090", 1, "inference")
     models = {m["model"]: m for m in data["models"]}
     assert list(models["llama-2-7b"]) == MODEL_KEYS

@@ -118,6 +118,31 @@ EXPECTED_SCHEMA = {
         "id",
         "gguf_rules",
     ],
+    "recipe": [
+        "origin",
+        "user_modified",
+        "slug",
+        "name",
+        "framework",
+        "description",
+        "source",
+        "method",
+        "precision",
+        "optimizer",
+        "optimizer_in_backward",
+        "checkpointing",
+        "loss",
+        "offload",
+        "lora_dtype",
+        "lora_targets",
+        "lora_rank",
+        "attention",
+        "parallel",
+        "batch",
+        "seq",
+        "notes",
+        "id",
+    ],
     "removed_bundled_row": ["id", "kind", "slug"],
 }
 
@@ -418,3 +443,34 @@ def test_origin_ref_keeps_user_rows(tmp_path: Path) -> None:
     assert [tuple(row) for row in gpu] == [("my-card", "My Card", 25769803776, "user", 0, None)]
     assert [tuple(row) for row in aliases] == [("mc", 1), ("mycard", 1)]
     assert "origin_ref" not in columns and "origin" in columns
+
+
+def test_recipes_revision_keeps_user_rows_and_brings_bundled_recipes(tmp_path: Path) -> None:
+    """Opening a catalog one revision before the recipes table (holding a user's GPU with its
+    aliases) upgrades it to the head: the user's rows stay as they were, the recipe table
+    exists, empty until `catalog sync` brings the bundled recipes in beside them."""
+    path = tmp_path / "before-recipes.db"
+    _database_at_first_revision(path)
+    engine = make_engine(f"sqlite:///{path}", foreign_keys=False)
+    before = _revision_saying("add training recipes").down_revision
+    assert isinstance(before, str)
+    migrate.upgrade(engine, before)
+    engine.dispose()
+    catalog = open_catalog(str(path))
+    try:
+        assert catalog.report.upgraded_from == before
+        from catalog import bundled, queries
+
+        with catalog.session() as session:
+            gpu = queries.get_gpu(session, name="mc")
+            assert (gpu.slug, gpu.origin, gpu.memory_bytes) == ("my-card", "user", 25769803776)
+            assert queries.gpu_public(session, gpu=gpu).aliases == ["mc"]
+            assert queries.list_recipes(session) == []
+            assert bundled.has_unsynced_changes(session)
+            bundled.sync(session)
+            slugs = [r.slug for r in queries.list_recipes(session)]
+            assert slugs == sorted(r.slug for r in bundled.load().recipes)
+            assert queries.get_gpu(session, name="mc").slug == "my-card"
+            assert "torchtitan" in slugs and "common-finetune" in slugs
+    finally:
+        catalog.close()

@@ -27,6 +27,7 @@ from catalog.reader import (
     CatalogReader,
     GPURecord,
     QuantRecord,
+    RecipeRecord,
     SessionReader,
     SQLiteReader,
     open_reader,
@@ -77,6 +78,9 @@ TRICKY_NAMES = (
     "qwen",
     "4090",
     "xyz",
+    "unslot",
+    "TorchTitan",
+    "common finetune",
     "",
     " ",
     "-",
@@ -196,10 +200,26 @@ def test_every_quant_equal(both: Paths) -> None:
         )
 
 
+def test_every_recipe_equal(both: Paths) -> None:
+    """Every training recipe, column for column, and the core's view of it."""
+    fast, slow = both.fast, both.slow
+    rows = queries.list_recipes(both.session)
+    assert len(rows) == len(bundled.load().recipes) >= 8
+    for row in rows:
+        assert fast.recipe(row.slug) == slow.recipe(row.slug)
+        assert fast.recipe(row.slug)._asdict() == {f: getattr(row, f) for f in RecipeRecord._fields}
+        recipe = fast.recipe(row.name).recipe()
+        assert (recipe.slug, recipe.checkpointing, recipe.parallel) == (
+            row.slug,
+            row.checkpointing,
+            row.parallel,
+        )
+
+
 @pytest.mark.parametrize("name", TRICKY_NAMES)
 def test_names_resolve_alike(both: Paths, name: str) -> None:
     """Each tricky name finds the same row, or fails with the same message and suggestions."""
-    for lookup in ("gpu", "model", "quant"):
+    for lookup in ("gpu", "model", "quant", "recipe"):
         fast, slow = getattr(both.fast, lookup), getattr(both.slow, lookup)
         assert _outcome(partial(fast, name)) == _outcome(partial(slow, name)), lookup
     assert _outcome(partial(both.fast.models, family=name)) == _outcome(

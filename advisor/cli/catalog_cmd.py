@@ -15,20 +15,34 @@ from advisor.cli import options, shared
 from advisor.enums import LinkKind, Market, ModelType, Vendor
 from advisor.errors import InvalidValueError
 from advisor.units import GB, Units, format_bandwidth, parse_size, to_unit, unit_label
+from advisor.workload import (
+    Attention,
+    Checkpointing,
+    LoraDtype,
+    Loss,
+    Method,
+    Optimizer,
+    Precision,
+    TrainingOffload,
+)
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from catalog.tables import GPUPublic, ModelPublic, QuantPublic
+    from catalog.tables import GPUPublic, ModelPublic, QuantPublic, RecipePublic
 
 app = typer.Typer(
     help="Browse and edit the catalog of GPUs, models and quantization formats.",
     no_args_is_help=True,
 )
-show_app = typer.Typer(help="Show every field of one GPU or model.", no_args_is_help=True)
-add_app = typer.Typer(help="Add a GPU or a model.", no_args_is_help=True)
-update_app = typer.Typer(help="Change fields of a GPU or a model.", no_args_is_help=True)
-remove_app = typer.Typer(help="Remove a GPU or a model.", no_args_is_help=True)
+show_app = typer.Typer(
+    help="Show every field of one GPU, model or training recipe.", no_args_is_help=True
+)
+add_app = typer.Typer(help="Add a GPU, a model or a training recipe.", no_args_is_help=True)
+update_app = typer.Typer(
+    help="Change fields of a GPU, a model or a training recipe.", no_args_is_help=True
+)
+remove_app = typer.Typer(help="Remove a GPU, a model or a training recipe.", no_args_is_help=True)
 app.add_typer(show_app, name="show")
 app.add_typer(add_app, name="add")
 app.add_typer(update_app, name="update")
@@ -345,6 +359,47 @@ def _effective_bits(
     }
 
 
+@app.command("recipes")
+def list_recipes(
+    ctx: typer.Context, sources: SourcesOption = False, as_json: JsonOption = False
+) -> None:
+    """List training recipes (what `--recipe NAME` fills), by name."""
+    from advisor.recipes import RECIPE_OPTIONS
+    from catalog import queries
+
+    with shared.reading(ctx) as session:
+        rows = [queries.recipe_public(r) for r in queries.list_recipes(session)]
+    if as_json:
+        shared.print_json([row.model_dump(mode="json") for row in rows])
+        return
+    columns = [("Recipe", "left"), ("Framework", "left"), ("Sets", "left")]
+    if sources:
+        columns.append(("Source", "left"))
+    table = _table(
+        f"{len(rows)} training recipes",
+        columns,
+        caption="Sets: the options a recipe fills when you do not type them; "
+        "`advisor catalog show recipe NAME` for its source and description.",
+    )
+    for row in rows:
+        sets = [
+            f"{flag} {_option_text(getattr(row, name))}"
+            for name, flag in RECIPE_OPTIONS.items()
+            if getattr(row, name) is not None
+        ]
+        cells = [row.slug, row.framework, " ".join(sets) or "—"]
+        if sources:
+            cells.append(row.source)
+        table.add_row(*cells)
+    shared.out().print(table)
+
+
+def _option_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(getattr(value, "value", value))
+
+
 # --- show ----------------------------------------------------------------------------------
 
 
@@ -479,6 +534,41 @@ def show_model(
         shared.print_json(model.model_dump(mode="json"))
         return
     _show_table(model.name, _model_pairs(model))
+
+
+def _recipe_pairs(recipe: RecipePublic) -> list[tuple[str, str]]:
+    from advisor.recipes import RECIPE_OPTIONS
+
+    pairs = [
+        ("slug", recipe.slug),
+        ("name", recipe.name),
+        ("framework", recipe.framework),
+        ("description", recipe.description),
+    ]
+    for name, flag in RECIPE_OPTIONS.items():
+        value = getattr(recipe, name)
+        pairs.append((flag, "— (not set)" if value is None else _option_text(value)))
+    pairs += [("source", recipe.source), ("notes", recipe.notes or "—")]
+    return pairs
+
+
+@show_app.command("recipe")
+def show_recipe(
+    ctx: typer.Context,
+    name: Annotated[
+        str, typer.Argument(help="Slug or name: unsloth, 'Unsloth notebook QLoRA'.", metavar="NAME")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Show one training recipe: each option it fills, its source."""
+    from catalog import queries
+
+    with shared.reading(ctx) as session:
+        recipe = queries.recipe_public(queries.get_recipe(session, name=name))
+    if as_json:
+        shared.print_json(recipe.model_dump(mode="json"))
+        return
+    _show_table(recipe.name, _recipe_pairs(recipe))
 
 
 # --- add and update: options generated from one table per kind ------------------------------
@@ -630,6 +720,35 @@ MODEL_OPTIONS = (
     FieldOption("v_head_dim", "--v-head-dim", int, "MLA: value head dim."),
     FieldOption("native_dtype", "--native-dtype", str, "Checkpoint dtype, e.g. bfloat16."),
     FieldOption("source", "--source", str, "Where the architecture comes from."),
+    FieldOption("notes", "--notes", str, "Caveats."),
+)
+
+
+RECIPE_OPTIONS = (
+    FieldOption("slug", "--slug", str, "Unique id users pass to --recipe, e.g. my-team-qlora."),
+    FieldOption("name", "--name", str, "Display name (default: the slug)."),
+    FieldOption("framework", "--framework", str, "Framework, e.g. axolotl, torchtune."),
+    FieldOption("description", "--description", str, "What the recipe does, in a sentence."),
+    FieldOption("source", "--source", str, "Where its defaults come from (file and commit)."),
+    FieldOption("method", "--method", Method, "Fine-tuning method it uses."),
+    FieldOption("precision", "--precision", Precision, "Training precision."),
+    FieldOption("optimizer", "--optimizer", Optimizer, "Optimizer."),
+    FieldOption(
+        "optimizer_in_backward",
+        "--optimizer-in-backward",
+        bool,
+        "Applies each gradient during the backward pass.",
+    ),
+    FieldOption("checkpointing", "--checkpointing", Checkpointing, "Activation checkpointing."),
+    FieldOption("loss", "--loss", Loss, "Cross-entropy implementation."),
+    FieldOption("offload", "--offload", TrainingOffload, "Training state kept in host RAM."),
+    FieldOption("lora_dtype", "--lora-dtype", LoraDtype, "Adapter weights' dtype."),
+    FieldOption("lora_targets", "--lora-targets", str, "attention, all-linear, or a comma list."),
+    FieldOption("lora_rank", "--lora-rank", int, "LoRA rank."),
+    FieldOption("attention", "--attention", Attention, "Attention implementation."),
+    FieldOption("parallel", "--parallel", str, "As --parallel takes it, e.g. zero3 or zero3,tp:8."),
+    FieldOption("batch", "--batch", int, "Sequences per step (micro-batch) per GPU."),
+    FieldOption("seq", "--seq", int, "Tokens per sequence."),
     FieldOption("notes", "--notes", str, "Caveats."),
 )
 
@@ -1098,6 +1217,92 @@ def update_model(
     shared.note(f"updated model {slug!r}")
 
 
+@add_app.command("recipe")
+def add_recipe(
+    ctx: typer.Context,
+    slug: Annotated[str | None, _option(RECIPE_OPTIONS, "slug")] = None,
+    name: Annotated[str | None, _option(RECIPE_OPTIONS, "name")] = None,
+    framework: Annotated[str | None, _option(RECIPE_OPTIONS, "framework")] = None,
+    description: Annotated[str | None, _option(RECIPE_OPTIONS, "description")] = None,
+    source: Annotated[str | None, _option(RECIPE_OPTIONS, "source")] = None,
+    method: Annotated[Method | None, _option(RECIPE_OPTIONS, "method")] = None,
+    precision: Annotated[Precision | None, _option(RECIPE_OPTIONS, "precision")] = None,
+    optimizer: Annotated[Optimizer | None, _option(RECIPE_OPTIONS, "optimizer")] = None,
+    optimizer_in_backward: Annotated[
+        bool | None, _option(RECIPE_OPTIONS, "optimizer_in_backward")
+    ] = None,
+    checkpointing: Annotated[Checkpointing | None, _option(RECIPE_OPTIONS, "checkpointing")] = None,
+    loss: Annotated[Loss | None, _option(RECIPE_OPTIONS, "loss")] = None,
+    offload: Annotated[TrainingOffload | None, _option(RECIPE_OPTIONS, "offload")] = None,
+    lora_dtype: Annotated[LoraDtype | None, _option(RECIPE_OPTIONS, "lora_dtype")] = None,
+    lora_targets: Annotated[str | None, _option(RECIPE_OPTIONS, "lora_targets")] = None,
+    lora_rank: Annotated[int | None, _option(RECIPE_OPTIONS, "lora_rank")] = None,
+    attention: Annotated[Attention | None, _option(RECIPE_OPTIONS, "attention")] = None,
+    parallel: Annotated[str | None, _option(RECIPE_OPTIONS, "parallel")] = None,
+    batch: Annotated[int | None, _option(RECIPE_OPTIONS, "batch")] = None,
+    seq: Annotated[int | None, _option(RECIPE_OPTIONS, "seq")] = None,
+    notes: Annotated[str | None, _option(RECIPE_OPTIONS, "notes")] = None,
+) -> None:
+    """Add a training recipe (a team's own setup): one option per field, each training option
+    spelled as `fit` and `estimate` take it."""
+    from catalog import queries
+    from catalog.tables import RecipeCreate
+
+    # Every field option is a parameter named after its field.
+    given = _values(RECIPE_OPTIONS, locals())
+    if "slug" in given:
+        given.setdefault("name", given["slug"])
+    data = _validate(RecipeCreate, given, RECIPE_OPTIONS)
+    with shared.session(ctx) as session:
+        slug = queries.add_recipe(session, data=data).slug
+    shared.note(f"added recipe {slug!r}")
+
+
+@update_app.command("recipe")
+def update_recipe(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help="Slug or name.", metavar="NAME")],
+    slug: Annotated[str | None, _option(RECIPE_OPTIONS, "slug")] = None,
+    name: Annotated[str | None, _option(RECIPE_OPTIONS, "name")] = None,
+    framework: Annotated[str | None, _option(RECIPE_OPTIONS, "framework")] = None,
+    description: Annotated[str | None, _option(RECIPE_OPTIONS, "description")] = None,
+    source: Annotated[str | None, _option(RECIPE_OPTIONS, "source")] = None,
+    method: Annotated[Method | None, _option(RECIPE_OPTIONS, "method")] = None,
+    precision: Annotated[Precision | None, _option(RECIPE_OPTIONS, "precision")] = None,
+    optimizer: Annotated[Optimizer | None, _option(RECIPE_OPTIONS, "optimizer")] = None,
+    optimizer_in_backward: Annotated[
+        bool | None, _option(RECIPE_OPTIONS, "optimizer_in_backward")
+    ] = None,
+    checkpointing: Annotated[Checkpointing | None, _option(RECIPE_OPTIONS, "checkpointing")] = None,
+    loss: Annotated[Loss | None, _option(RECIPE_OPTIONS, "loss")] = None,
+    offload: Annotated[TrainingOffload | None, _option(RECIPE_OPTIONS, "offload")] = None,
+    lora_dtype: Annotated[LoraDtype | None, _option(RECIPE_OPTIONS, "lora_dtype")] = None,
+    lora_targets: Annotated[str | None, _option(RECIPE_OPTIONS, "lora_targets")] = None,
+    lora_rank: Annotated[int | None, _option(RECIPE_OPTIONS, "lora_rank")] = None,
+    attention: Annotated[Attention | None, _option(RECIPE_OPTIONS, "attention")] = None,
+    parallel: Annotated[str | None, _option(RECIPE_OPTIONS, "parallel")] = None,
+    batch: Annotated[int | None, _option(RECIPE_OPTIONS, "batch")] = None,
+    seq: Annotated[int | None, _option(RECIPE_OPTIONS, "seq")] = None,
+    notes: Annotated[str | None, _option(RECIPE_OPTIONS, "notes")] = None,
+    clear: ClearOption = None,
+) -> None:
+    """Change fields of a training recipe; only the options given change (--clear FIELD
+    leaves an option to the user again)."""
+    from catalog import queries
+
+    # Every field option is a parameter named after its field.
+    changes = {**_values(RECIPE_OPTIONS, locals()), **_clears(RECIPE_OPTIONS, clear)}
+    if not changes:
+        raise InvalidValueError("nothing to change: give at least one option")
+    with shared.session(ctx) as session:
+        try:
+            recipe = queries.update_recipe(session, name=target, changes=changes)
+        except InvalidValueError as error:
+            raise _flagged(error, RECIPE_OPTIONS) from None
+        slug = recipe.slug
+    shared.note(f"updated recipe {slug!r}")
+
+
 # --- remove --------------------------------------------------------------------------------
 
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
@@ -1108,8 +1313,12 @@ def _remove(ctx: typer.Context, *, kind: str, name: str, yes: bool) -> None:
     thinks), then remove it by slug in a write transaction of its own."""
     from catalog import queries
 
-    get = queries.get_gpu if kind == "GPU" else queries.get_model
-    remove = queries.remove_gpu if kind == "GPU" else queries.remove_model
+    looked_up: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
+        "GPU": (queries.get_gpu, queries.remove_gpu),
+        "model": (queries.get_model, queries.remove_model),
+        "recipe": (queries.get_recipe, queries.remove_recipe),
+    }
+    get, remove = looked_up[kind]
     with shared.opened(ctx) as catalog:
         with catalog.reading() as session:
             row = get(session, name=name)
@@ -1131,6 +1340,17 @@ def remove_gpu(ctx: typer.Context, name: NameArgument, yes: YesOption = False) -
 def remove_model(ctx: typer.Context, name: NameArgument, yes: YesOption = False) -> None:
     """Remove a model (asks first unless --yes)."""
     _remove(ctx, kind="model", name=name, yes=yes)
+
+
+@remove_app.command("recipe")
+def remove_recipe(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Slug or name.", metavar="NAME")],
+    yes: YesOption = False,
+) -> None:
+    """Remove a training recipe (asks first unless --yes; `catalog sync` does not bring a
+    removed bundled recipe back)."""
+    _remove(ctx, kind="recipe", name=name, yes=yes)
 
 
 # --- import, export, sync ------------------------------------------------------------------

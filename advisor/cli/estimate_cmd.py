@@ -35,6 +35,7 @@ from advisor.workload import (
 if TYPE_CHECKING:
     from advisor.arch import Architecture
     from advisor.estimator import Estimate, RuntimeOverhead
+    from advisor.recipes import Applied
     from advisor.speed import Compute, Speed
     from advisor.workload import Workload
 
@@ -143,14 +144,16 @@ def estimate_json(
     gpu: str | None = None,
     *,
     mixed: Estimate | None = None,
+    applied: Applied | None = None,
 ) -> dict[str, Any]:
-    """The estimate as `--json` prints it; `speed` on `gpu` (null figures without one);
+    """The estimate as `--json` prints it, its workload naming the recipe that filled it
+    (`applied`; None: none); `speed` on `gpu` (null figures without one);
     `mixed_precision`: a pure 16-bit full training's need with fp32 master weights and states,
     where it is shown (null otherwise)."""
     return {
         "model": model,
         "params": result.params,
-        "workload": workload_json(result.workload),
+        "workload": {**workload_json(result.workload), **options.recipe_json(applied)},
         "gpus": result.gpus,
         "per_gpu_bytes": result.per_gpu_bytes,
         "host_bytes": result.host_bytes,
@@ -344,6 +347,7 @@ def _render(
     units: Units,
     explain: bool,
     mixed: Estimate | None = None,
+    applied: Applied | None = None,
 ) -> None:
     from rich.table import Table
 
@@ -352,6 +356,8 @@ def _render(
     console = shared.out()
     w = result.workload
     console.print(workload_header(model, result.params, w))
+    if applied is not None:
+        console.print(applied.words())
     overhead = engine_overhead(OVERHEAD_BY_VENDOR[vendor], w.serving.engine)
     line = overhead_line(overhead, vendor, units)
     if w.serving.engine is Engine.vllm and not w.training:
@@ -419,6 +425,7 @@ def estimate(
     model: options.ModelOpt,
     offline: options.OfflineOpt = False,
     stage: options.StageOpt = Stage.inference,
+    recipe: options.RecipeOpt = None,
     method: options.MethodOpt = Method.full,
     precision: options.PrecisionOpt = DEFAULT_PRECISION,
     quant: options.QuantOpt = None,
@@ -495,7 +502,11 @@ def estimate(
         engine=options.engine(engine),
         serving=options.serving(ubatch, flash_attn, gpu_memory_utilization),
     )
-    slug, arch, workload = resolve(ctx, model, request, offline=offline)
+    request, applied = options.with_recipe(ctx, request, recipe)
+    try:
+        slug, arch, workload = resolve(ctx, model, request, offline=offline)
+    except InvalidValueError as error:
+        raise options.recipe_conflict(error, applied) from None
     check_context(arch, workload, allow_longer=allow_longer_context)
     compute, gpu_slug = None, None
     if gpu is not None:
@@ -508,9 +519,11 @@ def estimate(
     mixed = mixed_precision_estimate(arch, result, OVERHEAD_BY_VENDOR[vendor])
     found = None if compute is None else _speed(arch, workload, compute, run_tokens, gpu_slug)
     if as_json:
-        shared.print_json(estimate_json(slug, result, found, gpu_slug, mixed=mixed))
+        shared.print_json(
+            estimate_json(slug, result, found, gpu_slug, mixed=mixed, applied=applied)
+        )
     else:
-        _render(slug, result, vendor, units, explain, mixed)
+        _render(slug, result, vendor, units, explain, mixed, applied)
         if found is not None and compute is not None:
             console = shared.out()
             console.print(f"speed on {gpu_slug}:")

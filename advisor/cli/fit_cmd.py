@@ -53,7 +53,8 @@ if TYPE_CHECKING:
     from advisor.offload import Offload
     from advisor.plans import Choice, OptionSpeed
     from advisor.policy import Level
-    from advisor.workload import Workload
+    from advisor.recipes import Applied
+    from advisor.workload import WeightFormat, Workload
 
 BAR_WIDTH = 16
 # Marks a tight cell in plain text too (colour is lost in a pipe).
@@ -292,7 +293,11 @@ def cell(
         return Text(f"partial {layers}\n{host} RAM", style=STYLE_TIGHT)
     if not option.fits:
         short = _number(-option.headroom_bytes, units)
-        return Text(f"-{short}" if compact else f"{NO_FIT} short {short}", style=STYLE_NONE)
+        if compact:
+            return Text(f"-{short}", style=STYLE_NONE)
+        words = f"{NO_FIT} short {short}"
+        hint = suggestion_brief(option)
+        return Text(f"{words}\n{hint}" if hint else words, style=STYLE_NONE)
     mark = TIGHT_MARK if option.tight else ""
     pcie = PCIE_MARK if option.over_pcie else ""
     style = STYLE_TIGHT if option.tight else STYLE_FITS
@@ -303,6 +308,38 @@ def cell(
     second = f"{option.max_context or 0:,} · {option.max_batch or 0:,}"
     third = speed_words(found)
     return Text(f"{first}\n{second}" + (f"\n{third}" if third else ""), style=style)
+
+
+def suggestion_words(option: Option, units: Units) -> str:
+    """What would make a level fit, as typed: 'fits at --seq 1,912, or with --checkpointing
+    full (11.5 GiB)'; '' when there is nothing to say."""
+    parts = []
+    for found in option.suggestions:
+        if found.change[0][0] == "seq" and len(found.change) == 1:
+            parts.append(f"fits at --seq {int(found.change[0][1]):,}")
+            continue
+        size = format_size(found.per_gpu_bytes, units)
+        host = f", {format_size(found.host_bytes, units)} host RAM" if found.host_bytes else ""
+        if found.fits:
+            parts.append(f"with {found.flags()} ({size}{host})")
+        else:
+            parts.append(f"not even with {found.flags()} ({size}{host})")
+    if parts and parts[0].startswith("with"):
+        parts[0] = "fits " + parts[0]
+    return ", or ".join(parts)
+
+
+def suggestion_brief(option: Option) -> str:
+    """A table cell's short form of `suggestion_words`: 'seq ≤ 1,277 or +checkpointing'."""
+    parts = []
+    for found in option.suggestions:
+        options = [name for name, _ in found.change]
+        if options == ["seq"]:
+            parts.append(f"seq ≤ {int(found.change[0][1]):,}")
+        elif found.fits:
+            more = "+" + options[0] if len(options) == 1 else f"+{len(options)} changes"
+            parts.append(more)
+    return " or ".join(parts)
 
 
 def partial_words(offload: Offload, units: Units) -> str:
@@ -395,6 +432,7 @@ def option_json(option: Option, found: OptionSpeed | None = None) -> dict[str, A
         "over_pcie": option.over_pcie,
         "components": estimate.components,
         "speed": option_speed_json(found),
+        "suggestions": [found.as_json() for found in option.suggestions],
     }
 
 
@@ -544,6 +582,10 @@ def _render_single(result: Plan, units: Units, speeds: Speeds) -> None:
         f"up to {result.max_gpus} card{'s' if result.max_gpus != 1 else ''}:"
     )
     console.print(table)
+    for option in result.options:
+        hint = suggestion_words(option, units)
+        if hint:
+            console.print(f"{level_words(option.level)} {NO_FIT} {hint}")
     if result.levels[0].workload.training:
         console.print(
             "per card: tensors + runtime overhead; longest context: the longest sequence that "
@@ -557,8 +599,16 @@ def _render_single(result: Plan, units: Units, speeds: Speeds) -> None:
         )
 
 
-def _print_header(slug: str, params: int, result: Plan, cards_what: str, units: Units) -> None:
-    """The model, the workload, and each level's need per card by term."""
+def _print_header(
+    slug: str,
+    params: int,
+    result: Plan,
+    cards_what: str,
+    units: Units,
+    applied: Applied | None = None,
+) -> None:
+    """The model, the workload (and the recipe that filled it), and each level's need per card
+    by term."""
     console = shared.out()
     levels = result.levels
     first = levels[0].workload
@@ -568,6 +618,8 @@ def _print_header(slug: str, params: int, result: Plan, cards_what: str, units: 
         n = result.max_gpus
         cards = f"{n} card{'s, ' + strategy_words(first) if n > 1 else ''}"
     console.print(workload_line(first, levels, cards))
+    if applied is not None:
+        console.print(applied.words())
     n = result.breakdowns[0].gpus
     runtime = result.breakdown_overhead.runtime.value
     console.print(
@@ -586,8 +638,9 @@ def _render(
     sort: SortBy,
     speeds: Speeds,
     view: CardView,
+    applied: Applied | None = None,
 ) -> None:
-    _print_header(slug, params, result, cards_what, units)
+    _print_header(slug, params, result, cards_what, units, applied)
     if len(result.options) == len(result.levels):
         shared.out().print()
         _render_single(result, units, speeds)
@@ -706,11 +759,17 @@ def _legend(
         if result.levels[0].workload.stage is Stage.inference
         else "the longest sequence at the batch · the largest batch at the length."
     )
+    hint = (
+        " Under a level that does not fit: the longest sequence that fits, or the cheapest change "
+        "of options that does (--gpu CARD --count N names it; --json lists it)."
+        if any(o.suggestions for o in result.options)
+        else ""
+    )
     return (
         f"{fitting} of {cards} cards fit at some level. {label}: memory per card; {price}"
         "Each cell: cards needed x share of the card's memory needed (tensors + its runtime "
         f"overhead) +headroom per card in {label}, {marks}; only counts "
-        f"one machine takes, or whole machines where they join; below it, {below}"
+        f"one machine takes, or whole machines where they join; below it, {below}{hint}"
         + (
             " partial N/M: llama.cpp with N of M layers on the GPU, the rest in system RAM."
             if any(o.offload is not None for o in result.options)
@@ -881,11 +940,32 @@ def _speeds_and_choice(
     return speeds, choice
 
 
+def _fit_levels(
+    ctx: typer.Context,
+    arch: Architecture,
+    request: Request,
+    own: WeightFormat | None,
+    applied: Applied | None,
+) -> list[Level]:
+    """The levels `fit` compares; a recipe's option the estimator refuses names the recipe."""
+    try:
+        if own is not None and not request.quants and request.stage is Stage.inference:
+            # A pre-quantized checkpoint: its own weights, byte for byte, are the level.
+            from advisor.policy import build_levels
+
+            request = dataclasses.replace(request, quants=(own.slug,))
+            return list(build_levels(arch, request, {own.slug: own}, default_quants=FIT_QUANTS))
+        return list(options.levels(ctx, arch, request, FIT_QUANTS))
+    except InvalidValueError as error:
+        raise options.recipe_conflict(error, applied) from None
+
+
 def fit(
     ctx: typer.Context,
     model: options.ModelOpt,
     offline: options.OfflineOpt = False,
     stage: options.StageOpt = Stage.inference,
+    recipe: options.RecipeOpt = None,
     method: Annotated[
         Method | None,
         typer.Option(
@@ -1012,17 +1092,11 @@ def fit(
         engine=options.engine(engine),
         serving=options.serving(ubatch, flash_attn, gpu_memory_utilization),
     )
+    request, applied = options.with_recipe(ctx, request, recipe)
     slug, arch, own, own_kv = options.load_model_and_format(ctx, model, offline=offline)
     if own_kv is not None and request.kv_dtype is None and stage is Stage.inference:
         request = dataclasses.replace(request, kv_dtype=own_kv)
-    if own is not None and not request.quants and stage is Stage.inference:
-        # A pre-quantized checkpoint: its own weights, byte for byte, are the level.
-        from advisor.policy import build_levels
-
-        request = dataclasses.replace(request, quants=(own.slug,))
-        levels = build_levels(arch, request, {own.slug: own}, default_quants=FIT_QUANTS)
-    else:
-        levels = options.levels(ctx, arch, request, FIT_QUANTS)
+    levels = _fit_levels(ctx, arch, request, own, applied)
     if gpu == [options.LOCAL_GPU]:
         from advisor.cli.detect_cmd import local_fit_cards
 
@@ -1049,12 +1123,13 @@ def fit(
     )
     if as_json:
         data = fit_json(slug, params, result, speeds)
+        data["workload"].update(options.recipe_json(applied))
         if choice is not None:
             data["cheapest"] = choice_json(choice)
         shared.print_json(data)
     else:
         view = CardView.all if all_cards else cards_view
-        _render(slug, params, result, what, units, sort, speeds, view)
+        _render(slug, params, result, what, units, sort, speeds, view, applied)
         if choice is not None:
             console = shared.out()
             for line in choice_lines(choice, target_tps, budget_per_hour):

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from advisor.arch import Architecture
     from advisor.fit import Card
     from advisor.policy import Level, Request
+    from advisor.recipes import Applied
     from advisor.speed import Compute
     from advisor.workload import WeightFormat
     from catalog.reader import GPURecord
@@ -427,3 +428,106 @@ def serving(
     return Serving(
         ubatch=ubatch, flash_attention=flash_attn, gpu_memory_utilization=gpu_memory_utilization
     )
+
+
+RecipeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--recipe",
+        help="Training recipe from `advisor catalog recipes`: fills the options you do not "
+        "type as that framework does (explicit flags win). Default: common-finetune for "
+        "finetune, torchtitan for pretrain; `none` for the plain defaults.",
+    ),
+]
+TraceRecipeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--recipe",
+        help="Training recipe from `advisor catalog recipes` to fill the options you do not "
+        "type. Default: none (the trace measures what you type).",
+    ),
+]
+# The command parameters behind each recipe column, when they are not the column's own name:
+# an alias typed counts as the option typed.
+_RECIPE_PARAMETERS = {
+    "checkpointing": ("checkpointing", "grad_checkpointing"),
+    "offload": ("offload", "offload_optimizer"),
+    "seq": ("seq", "context"),
+}
+
+
+# The parameter sources (click's ParameterSource names) that mean the user gave the option.
+_TYPED_SOURCES = frozenset({"COMMANDLINE", "ENVIRONMENT"})
+
+
+def typed_options(ctx: typer.Context) -> frozenset[str]:
+    """The recipe columns (advisor.recipes.RECIPE_OPTIONS) whose options the user gave on the
+    command line or through the environment: the one way the CLI tells a typed option from
+    its default (click's parameter source)."""
+    from advisor.recipes import RECIPE_OPTIONS
+
+    def given(param: str) -> bool:
+        source = ctx.get_parameter_source(param)
+        return source is not None and source.name in _TYPED_SOURCES
+
+    return frozenset(
+        name
+        for name in RECIPE_OPTIONS
+        if any(given(param) for param in _RECIPE_PARAMETERS.get(name, (name,)))
+    )
+
+
+def with_recipe(
+    ctx: typer.Context, request: Request, name: str | None
+) -> tuple[Request, Applied | None]:
+    """`request` with the recipe `name` (None: the stage's default; `none`: no recipe) filled
+    into the options the user did not type, and what it filled. A default recipe missing
+    from the catalog (removed, or not synced yet) is said on stderr and skipped; an unknown
+    recipe asked by name is an error (did you mean)."""
+    from advisor.errors import NotFoundError
+    from advisor.recipes import NO_RECIPE, apply, default_recipe
+
+    if name == NO_RECIPE:
+        return request, None
+    default = name is None
+    chosen = default_recipe(request.stage) if name is None else name
+    if chosen is None:
+        return request, None
+    with shared.reader(ctx) as catalog:
+        try:
+            recipe = catalog.recipe(chosen).recipe()
+        except NotFoundError:
+            if not default:
+                raise
+            shared.note(
+                f"the default recipe {chosen!r} is not in the catalog (`advisor catalog sync` "
+                "brings it back unless you removed it): sized without a recipe"
+            )
+            return request, None
+    return apply(request, recipe, typed_options(ctx), default=default)
+
+
+def recipe_json(applied: Applied | None) -> dict[str, Any]:
+    """The recipe keys of a workload's JSON: its slug and the options it filled."""
+    return {
+        "recipe": applied.recipe if applied else None,
+        "recipe_filled": applied.as_json() if applied else {},
+    }
+
+
+def recipe_conflict(error: Exception, applied: Applied | None) -> Exception:
+    """A refusal of a workload a recipe filled, naming the options the recipe set that the
+    message is about (one line); other refusals are left as they are."""
+    from advisor.errors import InvalidValueError
+
+    if applied is None or not isinstance(error, InvalidValueError):
+        return error
+    message = str(error)
+    named = [
+        f"{flag} {value}"
+        for flag, value in applied.filled
+        if flag in message or flag[2:] in message
+    ]
+    if not named:  # the refusal is about what the user typed, not the recipe
+        return error
+    return InvalidValueError(f"{message} (--recipe {applied.recipe} sets {', '.join(named)})")

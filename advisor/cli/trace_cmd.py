@@ -14,6 +14,7 @@ import typer
 
 from advisor.cli import options, shared
 from advisor.cli.estimate_cmd import estimate_json, resolve, workload_header
+from advisor.errors import InvalidValueError
 from advisor.policy import Request, checkpointing_asked
 from advisor.units import Units, format_size
 from advisor.workload import (
@@ -29,6 +30,7 @@ from advisor.workload import (
 
 if TYPE_CHECKING:
     from advisor.estimator import Estimate
+    from advisor.recipes import Applied
     from advisor.trace import Comparison, Trace
 
 # What each compared group sums, for the table's legend.
@@ -38,13 +40,15 @@ GROUP_LEGEND = (
 )
 
 
-def trace_json(model: str, result: Trace, est: Estimate) -> dict[str, Any]:
+def trace_json(
+    model: str, result: Trace, est: Estimate, applied: Applied | None = None
+) -> dict[str, Any]:
     """The estimate's JSON shape plus `traced` and the estimate's `error_pct` by group."""
     from advisor.trace import compare
 
     rows = compare(result, est)
     return {
-        **estimate_json(model, est),
+        **estimate_json(model, est, applied=applied),
         "traced": {
             "peak_bytes": result.peak_bytes,
             "by_category": dict(result.by_category),
@@ -117,6 +121,7 @@ def trace(
     ctx: typer.Context,
     model: options.ModelOpt,
     stage: options.StageOpt = Stage.inference,
+    recipe: options.TraceRecipeOpt = None,
     method: options.MethodOpt = Method.full,
     precision: options.PrecisionOpt = DEFAULT_PRECISION,
     quant: options.QuantOpt = None,
@@ -168,7 +173,13 @@ def trace(
         lora_dtype=lora_dtype,
         attention=attention,
     )
-    slug, arch, workload = resolve(ctx, model, request)
+    from advisor.recipes import NO_RECIPE
+
+    request, applied = options.with_recipe(ctx, request, recipe or NO_RECIPE)
+    try:
+        slug, arch, workload = resolve(ctx, model, request)
+    except InvalidValueError as error:
+        raise options.recipe_conflict(error, applied) from None
     traced: Any = arch
     path = Path(model)
     if path.is_dir():
@@ -180,6 +191,6 @@ def trace(
     result = run_trace(traced, workload)
     est = estimate(arch, workload)
     if as_json:
-        shared.print_json(trace_json(slug, result, est))
+        shared.print_json(trace_json(slug, result, est, applied))
     else:
         _render(slug, result, est, units)

@@ -12,7 +12,7 @@ import typer
 
 from advisor.cli import options, shared
 from advisor.cli.estimate_cmd import rate_words
-from advisor.cli.fit_cmd import host_bytes, offload_json, partial_words
+from advisor.cli.fit_cmd import host_bytes, offload_json, partial_words, suggestion_brief
 from advisor.cli.shared import NO_FIT, STYLE_FITS, STYLE_NONE, STYLE_TIGHT, level_words
 from advisor.errors import InvalidValueError
 from advisor.policy import (
@@ -43,6 +43,7 @@ from advisor.workload import (
 
 if TYPE_CHECKING:
     from advisor.fit import Card, ModelFit
+    from advisor.recipes import Applied
 
 
 def tokens_per_s(found: ModelFit) -> float | None:
@@ -81,6 +82,9 @@ def model_json(found: ModelFit, family: str) -> dict[str, Any]:
         "parallel": found.parallel.value if found.parallel else None,
         "reason": found.reason,
         "tokens_per_s": None if rate is None else round(rate, 4),
+        "suggestions": (
+            [s.as_json() for s in option.suggestions] if option and not found.fits else []
+        ),
     }
 
 
@@ -102,8 +106,13 @@ def _describe(found: ModelFit, units: Units) -> tuple[Any, str, str, str]:
         )
     if not found.fits:
         short = format_size(-option.headroom_bytes, units)
+        hint = suggestion_brief(option)
         return (
-            Text(f"{NO_FIT} (short {short} at {level_words(option.level)})", style=STYLE_NONE),
+            Text(
+                f"{NO_FIT} (short {short} at {level_words(option.level)})"
+                + (f"; {hint}" if hint else ""),
+                style=STYLE_NONE,
+            ),
             memory,
             "",
             "",
@@ -127,6 +136,7 @@ def _render(
     results: list[tuple[ModelFit, str]],
     show_all: bool,
     units: Units,
+    applied: Applied | None = None,
 ) -> None:
     from rich.table import Table
 
@@ -148,6 +158,8 @@ def _render(
         + f" · {request.stage.value}"
         + (f" · {degrees}" if degrees else "")
     )
+    if applied is not None:
+        console.print(applied.words())
     fitting = [r for r in results if r[0].fits]
     partial = [r for r in results if r[0].offload is not None]
     shown = results if show_all else fitting + partial
@@ -245,6 +257,7 @@ def which_models(
         typer.Option("--count", help="How many of them. Default: 1, or as many as detected."),
     ] = None,
     stage: options.StageOpt = Stage.inference,
+    recipe: options.RecipeOpt = None,
     method: Annotated[
         Method | None,
         typer.Option(
@@ -338,7 +351,11 @@ def which_models(
         target = max(cards, key=lambda c: c.capacity_bytes)
         count = count or (local_count if len(cards) == 1 else 1)
     count = count or 1
-    card, results = _answers(ctx, request, target, count, family, allow_longer_context)
+    request, applied = options.with_recipe(ctx, request, recipe)
+    try:
+        card, results = _answers(ctx, request, target, count, family, allow_longer_context)
+    except InvalidValueError as error:
+        raise options.recipe_conflict(error, applied) from None
     switched = sum(1 for f, _ in results if f.parallel is Parallel.pp and parallel is None)
     if switched:
         shared.note(
@@ -354,6 +371,7 @@ def which_models(
                 "gpu": card.slug,
                 "count": count,
                 "stage": stage.value,
+                **options.recipe_json(applied),
                 "models": [
                     model_json(f, fam)
                     for f, fam in results
@@ -364,4 +382,4 @@ def which_models(
     else:
         if detected is not None:
             shared.out().print(f"Detected {detected}")
-        _render(card, count, request, results, show_all, units)
+        _render(card, count, request, results, show_all, units, applied)
