@@ -139,7 +139,7 @@ def test_pure_bf16_full_fine_tuning_shows_the_fp32_master_figure(run: Run) -> No
     """Issue 16: a full fine-tune in pure bf16 says so, and gives the need with fp32 master
     weights and states (--precision mixed-bf16) beside it when that is over 20 % more, in
     the table and the JSON; LoRA, which keeps its adapters in fp32 already, shows none."""
-    args = ("estimate", "--model", "llama-3.1-8b", "--stage", "finetune")
+    args = ("estimate", "--model", "llama-3.1-8b", "--stage", "finetune", "--recipe", "none")
     mixed = json.loads(run(*args, "--precision", "mixed-bf16", "--json").stdout)
     pure = json.loads(run(*args, "--json").stdout)
     assert mixed["per_gpu_bytes"] > 1.2 * pure["per_gpu_bytes"]

@@ -651,12 +651,12 @@ def test_a_pure_bf16_full_fine_tune_shows_its_fp32_master_figure(run: Run) -> No
     """Issue 16: fit says the full fine-tune is pure bf16 and shows the need with fp32 master
     weights and states beside it (a `full, mixed` row; `mixed_precision` in the JSON): what
     `estimate --precision mixed-bf16` gives."""
-    args = ("--model", "llama-3.1-8b", "--stage", "finetune", "--gpu", "h100")
+    args = ("--model", "llama-3.1-8b", "--stage", "finetune", "--gpu", "h100", "--recipe", "none")
     data = fit_json(run, *args)
     mixed = json.loads(
         run(
             "estimate", "--model", "llama-3.1-8b", "--stage", "finetune", "--precision",
-            "mixed-bf16", "--json",
+            "mixed-bf16", "--recipe", "none", "--json",
         ).stdout
     )  # fmt: skip
     assert data["mixed_precision"] == {

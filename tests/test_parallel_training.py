@@ -357,7 +357,7 @@ def test_bad_degrees_exit_2_with_one_line(run: Run) -> None:
 def test_fit_with_degrees(run: Run) -> None:
     """fit sizes whole replicas, names the degrees, and refuses a count that splits one."""
     args = ("fit", "--model", "llama-3.1-70b", "--stage", "pretrain", "--gpu", "h100-sxm5-80gb",
-            "--parallel", "zero3,tp:8", "--max-gpus", "64")  # fmt: skip
+            "--parallel", "zero3,tp:8", "--max-gpus", "64", "--recipe", "none")  # fmt: skip
     data = json.loads(run(*args, "--json").stdout)
     (option,) = data["options"]
     assert option["count"] % 8 == 0

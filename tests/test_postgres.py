@@ -93,6 +93,7 @@ def test_blank_database_is_created_by_db_upgrade_only(pg_databases: Databases) -
     upgraded = _ok(url, "db", "upgrade")
     data = bundled.load()
     rows = len(data.families) + len(data.models) + len(data.gpus) + len(data.quants)
+    rows += len(data.recipes)
     assert upgraded.stdout == f"{url} is at revision {head} (head)\n"
     assert upgraded.stderr == f"advisor: created the catalog at {url} with {rows} bundled rows\n"
     listed = _ok(url, "catalog", "gpus", "--json")

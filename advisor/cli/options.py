@@ -9,6 +9,7 @@ them.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
@@ -523,10 +524,11 @@ def recipe_conflict(error: Exception, applied: Applied | None) -> Exception:
     if applied is None or not isinstance(error, InvalidValueError):
         return error
     message = str(error)
+    # The flag as a whole word ("--offload optimizer" does not name --optimizer).
     named = [
         f"{flag} {value}"
         for flag, value in applied.filled
-        if flag in message or flag[2:] in message
+        if re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", message)
     ]
     if not named:  # the refusal is about what the user typed, not the recipe
         return error
