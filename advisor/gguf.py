@@ -14,8 +14,9 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
-from advisor.arch import Architecture, count_params
+from advisor.arch import Architecture, count_params, layer_kinds
 from advisor.enums import ModelType
 from advisor.errors import InvalidValueError
 from advisor.ggml import (
@@ -28,7 +29,7 @@ from advisor.ggml import (
     Role,
     Tensor,
     When,
-    weigh,
+    tensor_nbytes,
 )
 from advisor.traits import MLPKind, ParamLayout
 
@@ -172,40 +173,59 @@ def _ffn(arch: Architecture, i: int) -> list[Tensor]:
     return out
 
 
+@dataclass(frozen=True)
+class _Parts:
+    """The tensors of a GGUF file in three parts: those before the blocks (embeddings), each
+    run of alike blocks as (its first block's matrices, first index, count: `layer_kinds`),
+    those after (the output layer), and the values of every vector, summed."""
+
+    before: tuple[Tensor, ...]
+    runs: tuple[tuple[tuple[Tensor, ...], int, int], ...]
+    after: tuple[Tensor, ...]
+    vectors: int
+
+
+def _layer_matrices(arch: Architecture, i: int) -> tuple[Tensor, ...]:
+    return tuple(_attention(arch, i) + _ffn(arch, i))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parts(arch: Architecture) -> _Parts:
+    h, v = arch.hidden_size, arch.vocab_size
+    width = int(arch.option("word_embed_proj_dim", h) or h)
+    before = [_matrix("token_embd.weight", Role.token_embd, None, width, v)]
+    if arch.traits.position_table_offset is not None:
+        rows = arch.max_position_embeddings + arch.traits.position_table_offset
+        before.append(Tensor("position_embd.weight", Role.kept, None, h, rows * h, 1, GGMLType.f16))
+    if width != h:  # OPT's projections in and out of the embedding width
+        before.append(
+            Tensor("token_embd_proj.weight", Role.kept, None, width, 2 * width * h, 1, GGMLType.f16)
+        )
+    after = (
+        [] if arch.tie_word_embeddings else [_matrix("output.weight", Role.output, None, width, v)]
+    )
+    runs = tuple((_layer_matrices(arch, first), first, n) for first, n in layer_kinds(arch))
+    listed = sum(t.elements for t in (*before, *after))
+    listed += sum(n * sum(t.elements for t in matrices) for matrices, _, n in runs)
+    vectors = count_params(arch).total - listed
+    if vectors < 0:
+        raise InvalidValueError(f"the tensors of this {arch.model_type.value} do not add up")
+    return _Parts(tuple(before), runs, tuple(after), vectors)
+
+
 @functools.lru_cache(maxsize=1024)
 def gguf_tensors(arch: Architecture) -> tuple[Tensor, ...]:
     """The tensors of `arch` in a GGUF file, in file order (layer by layer, as llama.cpp's
     loader lists them). Matrices are listed one by one; every vector (norms, biases, routing
     biases, attention sinks) is summed into one F32 `vector` entry at the end, so the values
     add up to `count_params(arch).total` exactly."""
-    h, v = arch.hidden_size, arch.vocab_size
-    counts = count_params(arch)
-    width = int(arch.option("word_embed_proj_dim", h) or h)
-    tensors = [_matrix("token_embd.weight", Role.token_embd, None, width, v)]
-    listed = v * width
-    if arch.traits.position_table_offset is not None:
-        rows = arch.max_position_embeddings + arch.traits.position_table_offset
-        tensors.append(
-            Tensor("position_embd.weight", Role.kept, None, h, rows * h, 1, GGMLType.f16)
-        )
-        listed += rows * h
-    if width != h:  # OPT's projections in and out of the embedding width
-        tensors.append(
-            Tensor("token_embd_proj.weight", Role.kept, None, width, 2 * width * h, 1, GGMLType.f16)
-        )
-        listed += 2 * width * h
+    parts = _parts(arch)
+    tensors = list(parts.before)
     for i in range(arch.num_hidden_layers):
-        matrices = _attention(arch, i) + _ffn(arch, i)
-        tensors += matrices
-        listed += sum(t.elements for t in matrices)
-    if not arch.tie_word_embeddings:
-        tensors.append(_matrix("output.weight", Role.output, None, width, v))
-        listed += v * width
-    vectors = counts.total - listed
-    if vectors < 0:
-        raise InvalidValueError(f"the tensors of this {arch.model_type.value} do not add up")
-    if vectors:
-        tensors.append(Tensor("vectors (norms, biases)", Role.vector, None, 1, vectors))
+        tensors += _layer_matrices(arch, i)
+    tensors += parts.after
+    if parts.vectors:
+        tensors.append(Tensor("vectors (norms, biases)", Role.vector, None, 1, parts.vectors))
     return tuple(tensors)
 
 
@@ -224,15 +244,23 @@ class _Context:
 
 
 def _context(arch: Architecture, tensors: Sequence[Tensor]) -> _Context:
+    return _context_of(
+        arch,
+        n_attn_v=sum(1 for t in tensors if t.role is Role.attn_v),
+        tied=not any(t.role is Role.output for t in tensors),
+    )
+
+
+def _context_of(arch: Architecture, *, n_attn_v: int, tied: bool) -> _Context:
     name = GGUF_ARCHS[arch.model_type].name
     return _Context(
         n_layers=arch.num_hidden_layers,
-        n_attn_v=sum(1 for t in tensors if t.role is Role.attn_v),
+        n_attn_v=n_attn_v,
         gqa=arch.num_attention_heads / arch.num_key_value_heads,
         experts=arch.num_experts or 0,
         falcon=name == "falcon",
         type_70b=name in TYPE_70B_ARCHS and arch.num_hidden_layers == TYPE_70B_LAYERS,
-        tied=not any(t.role is Role.output for t in tensors),
+        tied=tied,
     )
 
 
@@ -264,6 +292,11 @@ _TESTS: Mapping[When, _Test] = MappingProxyType(
 )
 
 
+# The rules and model passed to the position tests, which read only (i, n).
+_NO_RULES = QuantRules(GGMLType.f32)
+_NO_CONTEXT = _Context(0, 0, 0.0, 0, falcon=False, type_70b=False, tied=False)
+
+
 def _fallback(kind: GGMLType, row: int) -> GGMLType:
     if row % GGML_BLOCKS[kind].weights == 0:
         return kind
@@ -273,13 +306,47 @@ def _fallback(kind: GGMLType, row: int) -> GGMLType:
     return fallback
 
 
+def _position(t: Tensor, rank: int, ctx: _Context, layer: int | None = None) -> tuple[int, int]:
+    """(i, n) of a quantizable tensor for the rules: the rank among attn_v tensors over their
+    count, else its layer (`layer`, else the tensor's: an MoE model's FFN) or its rank among
+    its role, over the layers."""
+    if t.role is Role.attn_v:
+        return rank, ctx.n_attn_v
+    at = t.layer if layer is None else layer
+    return (at if (at is not None and ctx.experts > 1) else rank), ctx.n_layers
+
+
+def _type_of(t: Tensor, i: int, n: int, ctx: _Context, rules: QuantRules) -> GGMLType:
+    """The type llama.cpp's quantizer gives the quantizable tensor `t` at position (i, n)."""
+    if rules.base in FLOAT_TYPES:
+        return rules.base
+    role = Role.output if (t.role is Role.token_embd and ctx.tied) else t.role
+    # Everything the conditions read: the position only through the position tests.
+    key: tuple[object, ...] = (rules, role, t.row, t.experts > 1, _where(i, n))
+    key += (ctx.gqa, ctx.experts, ctx.falcon, ctx.type_70b)
+    found = _TYPE_MEMO.get(key)
+    if found is not None:
+        return found
+    kind = rules.base
+    for rule in rules.for_role(role):
+        if all(_TESTS[c](t, i, n, ctx, rules) for c in rule.when):
+            kind = rule.kind
+            break
+    found = _TYPE_MEMO[key] = _fallback(kind, t.row)
+    return found
+
+
+# `_type_of`'s answers by what its conditions read (a few thousand entries at most: rules x
+# roles x row widths x position-test results), so a format's rules are run once per case.
+_TYPE_MEMO: dict[tuple[object, ...], GGMLType] = {}
+
+
 def assign_types(
     arch: Architecture, rules: QuantRules, tensors: Sequence[Tensor] | None = None
 ) -> tuple[tuple[Tensor, GGMLType], ...]:
     """Each tensor of `arch` with the type llama.cpp's quantizer gives it under `rules`."""
     tensors = gguf_tensors(arch) if tensors is None else tensors
     ctx = _context(arch, tensors)
-    quantized = rules.base not in FLOAT_TYPES
     seen: dict[Role, int] = {}
     out: list[tuple[Tensor, GGMLType]] = []
     for t in tensors:
@@ -288,25 +355,138 @@ def assign_types(
             continue
         rank = seen.get(t.role, 0)
         seen[t.role] = rank + 1
-        if not quantized:
-            out.append((t, rules.base))
-            continue
-        role = Role.output if (t.role is Role.token_embd and ctx.tied) else t.role
-        if role is Role.attn_v:
-            i, n = rank, ctx.n_attn_v
-        else:
-            i = t.layer if (t.layer is not None and ctx.experts > 1) else rank
-            n = ctx.n_layers
-        kind = rules.base
-        for rule in rules.for_role(role):
-            if all(_TESTS[c](t, i, n, ctx, rules) for c in rule.when):
-                kind = rule.kind
-                break
-        out.append((t, _fallback(kind, t.row)))
+        out.append((t, _type_of(t, *_position(t, rank, ctx), ctx, rules)))
     return tuple(out)
+
+
+# The conditions that read a tensor's position (i, n); two tensors alike in everything else
+# whose positions pass the same of these get the same type (`_groups`).
+_POSITION_TESTS = (
+    When.more_bits,
+    When.first_eighth,
+    When.first_sixteenth,
+    When.first_two,
+    When.first_four,
+    When.middle,
+)
+
+
+@functools.lru_cache(maxsize=65536)
+def _where(i: int, n: int) -> tuple[bool, ...]:
+    """Which of the position tests (i, n) passes (they read no tensor, model or rules)."""
+    probe = Tensor("", Role.other, None, 1, 1)
+    return tuple(_TESTS[c](probe, i, n, _NO_CONTEXT, _NO_RULES) for c in _POSITION_TESTS)
+
+
+@dataclass(frozen=True)
+class _Group:
+    tensor: Tensor  # one of the group, with its position
+    i: int
+    n: int
+    count: int
+
+
+@functools.lru_cache(maxsize=4096)
+def _position_counts(
+    start: int, step: int, count: int, n: int
+) -> tuple[tuple[tuple[bool, ...], int, int], ...]:
+    """Over the positions i = start + j·step (j < count) of n: each distinct result of the
+    position tests, the first i giving it, and how many give it."""
+    out: dict[tuple[bool, ...], list[int]] = {}
+    for i in range(start, start + count * step, step):
+        entry = out.setdefault(_where(i, n), [i, 0])
+        entry[1] += 1
+    return tuple((where, i, times) for where, (i, times) in out.items())
+
+
+def _add_run(
+    matrices: Sequence[Tensor],
+    first: int,
+    count: int,
+    ctx: _Context,
+    seen: dict[Role, int],
+    found: dict[tuple[object, ...], list[Any]],
+) -> None:
+    """`count` blocks alike from block `first` on, grouped as block-by-block adding would: the
+    m-th of a role's k tensors in a block has rank seen + j·k + m in the run's j-th block."""
+    per_block: dict[Role, int] = {}
+    for t in matrices:
+        per_block[t.role] = per_block.get(t.role, 0) + 1
+    nth: dict[Role, int] = {}
+    for t in matrices:
+        m = nth.get(t.role, 0)
+        nth[t.role] = m + 1
+        k, base = per_block[t.role], seen.get(t.role, 0)
+        key = (t.role, t.kept_type, t.row, t.elements, t.experts, "")
+        if t.role is Role.attn_v:
+            start, step, n = base + m, k, ctx.n_attn_v
+        elif ctx.experts > 1:
+            start, step, n = first, 1, ctx.n_layers
+        else:
+            start, step, n = base + m, k, ctx.n_layers
+        for where, i, times in _position_counts(start, step, count, n):
+            found.setdefault((*key, *where), [t, i, n, 0])[3] += times
+    for role, k in per_block.items():
+        seen[role] = seen.get(role, 0) + k * count
+
+
+@functools.lru_cache(maxsize=1024)
+def _groups(arch: Architecture) -> tuple[_Context, tuple[_Group, ...]]:
+    """The tensors of `arch` as groups that every rule treats alike (same role, shape, experts
+    and position tests), so that weighing a file type costs a few dozen rule checks instead of
+    one per tensor (`gguf_weights`; `assign_types` gives the same bytes, tested)."""
+    parts = _parts(arch)
+    ctx = _context_of(
+        arch,
+        n_attn_v=sum(n * sum(1 for t in m if t.role is Role.attn_v) for m, _, n in parts.runs)
+        + sum(1 for t in (*parts.before, *parts.after) if t.role is Role.attn_v),
+        tied=not any(t.role is Role.output for t in parts.after),
+    )
+    seen: dict[Role, int] = {}
+    found: dict[tuple[object, ...], list[Any]] = {}
+
+    def add(t: Tensor, layer: int | None) -> None:
+        i = n = 0
+        if t.role not in (Role.vector, Role.kept):
+            rank = seen.get(t.role, 0)
+            seen[t.role] = rank + 1
+            i, n = _position(t, rank, ctx, layer)
+        key = (t.role, t.kept_type, t.row, t.elements, t.experts, t.name if n == 0 else "")
+        found.setdefault((*key, *_where(i, n)), [t, i, n, 0])[3] += 1
+
+    for t in parts.before:
+        add(t, None)
+    for matrices, first, count in parts.runs:
+        _add_run(matrices, first, count, ctx, seen, found)
+    for t in parts.after:
+        add(t, None)
+    if parts.vectors:
+        add(Tensor("vectors (norms, biases)", Role.vector, None, 1, parts.vectors), None)
+    return ctx, tuple(_Group(t, i, n, count) for t, i, n, count in found.values())
 
 
 @functools.lru_cache(maxsize=4096)
 def gguf_weights(arch: Architecture, rules: QuantRules) -> GGUFWeights:
-    """The bytes of a GGUF file of `arch` quantized by `rules` (tensor data only)."""
-    return weigh(assign_types(arch, rules))
+    """The bytes of a GGUF file of `arch` quantized by `rules` (tensor data only): each group
+    of alike tensors (`_groups`) in its type, as `weigh(assign_types(arch, rules))` gives."""
+    ctx, groups = _groups(arch)
+    by_type: dict[str, int] = {}
+    embd = output = 0
+    for g in groups:
+        t = g.tensor
+        if t.role in (Role.vector, Role.kept):
+            kind = t.kept_type
+        else:
+            kind = _type_of(t, g.i, g.n, ctx, rules)
+        one = tensor_nbytes(kind, t.elements, t.row)
+        by_type[kind.value] = by_type.get(kind.value, 0) + one * g.count
+        if t.role is Role.token_embd:
+            embd = one
+        elif t.role is Role.output:
+            output = one
+    return GGUFWeights(
+        total=sum(by_type.values()),
+        token_embd=embd,
+        output=output,
+        by_type=tuple(sorted(by_type.items(), key=lambda kv: -kv[1])),
+    )

@@ -197,3 +197,19 @@ def test_every_condition_has_a_test() -> None:
 
     assert set(_TESTS) == set(When)
     assert Role.vector not in [role for role, _ in _rules("q4_k_m").rules]
+
+
+@pytest.mark.parametrize("slug", sorted(MODELS))
+def test_grouped_weighing_equals_tensor_by_tensor(slug: str) -> None:
+    """`gguf_weights` weighs groups of alike tensors (`_groups`): for every bundled model and
+    every GGUF file type, with and without an importance matrix, it gives exactly what
+    weighing each tensor in its assigned type gives."""
+    from advisor.ggml import weigh
+
+    arch = MODELS[slug]
+    for fmt, row in QUANTS.items():
+        if row.get("gguf_rules") is None:
+            continue
+        for imatrix in (False, True):
+            rules = _rules(fmt, imatrix)
+            assert gguf_weights(arch, rules) == weigh(assign_types(arch, rules)), (fmt, imatrix)
