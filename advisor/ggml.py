@@ -12,7 +12,7 @@ Source of the mechanisms: ggml-org/llama.cpp src/llama-quant.cpp at commit 007db
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -271,11 +271,17 @@ class GGUFWeights:
 
 
 def weigh(assigned: Sequence[tuple[Tensor, GGMLType]]) -> GGUFWeights:
+    return weigh_groups((t, kind, 1) for t, kind in assigned)
+
+
+def weigh_groups(groups: Iterable[tuple[Tensor, GGMLType, int]]) -> GGUFWeights:
+    """The weights of `count` tensors like `tensor` in type `kind`, for each group (the token
+    embedding and the output layer are single tensors)."""
     by_type: dict[str, int] = {}
     embd = output = 0
-    for t, kind in assigned:
+    for t, kind, count in groups:
         n = tensor_nbytes(kind, t.elements, t.row)
-        by_type[kind.value] = by_type.get(kind.value, 0) + n
+        by_type[kind.value] = by_type.get(kind.value, 0) + n * count
         if t.role is Role.token_embd:
             embd = n
         elif t.role is Role.output:

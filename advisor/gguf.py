@@ -29,7 +29,7 @@ from advisor.ggml import (
     Role,
     Tensor,
     When,
-    tensor_nbytes,
+    weigh_groups,
 )
 from advisor.traits import MLPKind, ParamLayout
 
@@ -470,23 +470,13 @@ def gguf_weights(arch: Architecture, rules: QuantRules) -> GGUFWeights:
     """The bytes of a GGUF file of `arch` quantized by `rules` (tensor data only): each group
     of alike tensors (`_groups`) in its type, as `weigh(assign_types(arch, rules))` gives."""
     ctx, groups = _groups(arch)
-    by_type: dict[str, int] = {}
-    embd = output = 0
-    for g in groups:
-        t = g.tensor
-        if t.role in (Role.vector, Role.kept):
-            kind = t.kept_type
-        else:
-            kind = _type_of(t, g.i, g.n, ctx, rules)
-        one = tensor_nbytes(kind, t.elements, t.row)
-        by_type[kind.value] = by_type.get(kind.value, 0) + one * g.count
-        if t.role is Role.token_embd:
-            embd = one
-        elif t.role is Role.output:
-            output = one
-    return GGUFWeights(
-        total=sum(by_type.values()),
-        token_embd=embd,
-        output=output,
-        by_type=tuple(sorted(by_type.items(), key=lambda kv: -kv[1])),
+    return weigh_groups(
+        (
+            g.tensor,
+            g.tensor.kept_type
+            if g.tensor.role in (Role.vector, Role.kept)
+            else _type_of(g.tensor, g.i, g.n, ctx, rules),
+            g.count,
+        )
+        for g in groups
     )
