@@ -1,6 +1,6 @@
 """The inference engines: one entry per `Engine`, holding what sets each one's memory.
 
-Pure: it imports only enums, errors and workload. The estimator reads `ENGINES` for the terms
+Pure: it imports only enums, errors, units and workload. The estimator reads `ENGINES` for the terms
 (`advisor.estimator._inference_terms` dispatches on the engine), the policy for the default
 engine of a weight format, the CLI only passes the choice in. Every entry is complete (no
 field has a default) and `tests/test_engines.py` checks that every `Engine`, and every
@@ -13,6 +13,9 @@ Sources (read at a named commit; facts only, no code copied):
   attention `auto` turns on; a quantized V cache needs flash attention), src/llama-model.cpp
   (the input embedding stays on the CPU), ggml/src/ggml-alloc.c (one buffer per backend
   sized to the graph's peak of live tensors, in-place ops reuse their input).
+- llama.cpp's backend context (`LLAMA_CPP_BACKEND_CONTEXT`): its own memory breakdown, printed
+  on exit since ggml-org/llama.cpp PR #15860 (total = free + model + context + compute +
+  "unaccounted"), read on a CUDA card and on Apple silicon.
 - vLLM, vllm-project/vllm: the worker's `determine_num_available_blocks` / memory profiling
   (PR #10511: total memory x gpu_memory_utilization, minus weights, the profile run's
   activation peak and non-torch memory, is the KV cache), block size 16.
@@ -27,6 +30,7 @@ from types import MappingProxyType
 
 from advisor.enums import Engine, QuantKind, Vendor
 from advisor.errors import InvalidValueError
+from advisor.units import MIB
 from advisor.workload import KVDtype, Serving, WeightFormat
 
 # What users type for an engine that runs another: Ollama and LM Studio run llama.cpp.
@@ -35,6 +39,57 @@ ENGINE_ALIASES: Mapping[str, Engine] = MappingProxyType(
 )
 # A float format at fewer bits than this is an FP8/FP4 checkpoint, which vLLM serves.
 FLOAT_16_BITS = 16
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendContext:
+    """What an engine's GPU backend holds on a card beyond the tensors it sizes (driver
+    context, kernels, library handles, scratch pools), in bytes. `measured` False: no public
+    measurement for this backend was found and `basis` names the stand-in."""
+
+    context_bytes: int
+    measured: bool
+    basis: str
+
+
+# llama.cpp on CUDA: what a llama.cpp process holds on a card beyond its model, KV and compute
+# buffers (the CUDA context with ggml's kernels, cuBLAS handles, ggml's CUDA pool). llama.cpp's
+# own breakdown (ggml-org/llama.cpp PR #15860, JohannesGaessler's example: three RTX 4090s, all
+# layers offloaded) reads 451, 456 and 456 MiB "unaccounted" (total - free - model - context -
+# compute); the largest is charged. PR #20595 puts the CUDA primary context alone at 120-550 MB
+# depending on the GPU, PyTorch's 1343 MiB carries its own kernel library on top.
+LLAMA_CPP_CUDA_CONTEXT_BYTES = 456 * MIB
+# llama.cpp on Metal: the breakdown reads "Unaccounted: 0" on an M1 Max (ggml-org/llama.cpp
+# PR #22673, a tester's baseline run without MTP): nothing beyond the buffers, as for PyTorch's
+# MPS (the working-set limit is the card's capacity).
+LLAMA_CPP_METAL_CONTEXT_BYTES = 0
+# llama.cpp on ROCm (HIP) and SYCL (Intel): no published breakdown of an idle card was found
+# (the ROCm ones in llama.cpp issues come from `--fit` trial allocations, with negative
+# "unaccounted"); the CUDA figure stands in, flagged unmeasured.
+LLAMA_CPP_STAND_IN_CONTEXT_BYTES = LLAMA_CPP_CUDA_CONTEXT_BYTES
+_LLAMA_CPP_STAND_IN = BackendContext(
+    context_bytes=LLAMA_CPP_STAND_IN_CONTEXT_BYTES,
+    measured=False,
+    basis="no published llama.cpp breakdown for this backend; llama.cpp's CUDA figure stands in",
+)
+LLAMA_CPP_BACKEND_CONTEXT: Mapping[Vendor, BackendContext] = MappingProxyType(
+    {
+        Vendor.nvidia: BackendContext(
+            context_bytes=LLAMA_CPP_CUDA_CONTEXT_BYTES,
+            measured=True,
+            basis="llama.cpp's memory breakdown, 'unaccounted' on RTX 4090s "
+            "(ggml-org/llama.cpp#15860)",
+        ),
+        Vendor.amd: _LLAMA_CPP_STAND_IN,
+        Vendor.apple: BackendContext(
+            context_bytes=LLAMA_CPP_METAL_CONTEXT_BYTES,
+            measured=True,
+            basis="llama.cpp's memory breakdown, 'unaccounted' 0 on an M1 Max "
+            "(ggml-org/llama.cpp#22673)",
+        ),
+        Vendor.intel: _LLAMA_CPP_STAND_IN,
+    }
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +108,9 @@ class EngineTraits:
     preallocates: bool  # the engine takes gpu_memory_utilization of the card up front
     layer_offload: bool  # layers can stay in system RAM (llama.cpp -ngl)
     vendors: frozenset[Vendor]  # the GPU vendors it has a backend for
+    # Its own backend's context per vendor; None: it runs on PyTorch, whose runtime overhead
+    # (`advisor.estimator.OVERHEAD_BY_VENDOR`) applies.
+    backend_context: Mapping[Vendor, BackendContext] | None
     source: str
 
 
@@ -73,6 +131,7 @@ ENGINES: Mapping[Engine, EngineTraits] = MappingProxyType(
             preallocates=False,
             layer_offload=False,
             vendors=frozenset(Vendor),  # PyTorch's CUDA, ROCm, MPS and XPU devices
+            backend_context=None,
             source="Hugging Face transformers on PyTorch (docs/estimates.md)",
         ),
         Engine.vllm: EngineTraits(
@@ -93,6 +152,7 @@ ENGINES: Mapping[Engine, EngineTraits] = MappingProxyType(
             # the CPU only (vllm docs, getting_started/installation: "GPU" lists NVIDIA CUDA,
             # AMD ROCm, Intel XPU; "CPU" lists Apple silicon), with no Metal backend.
             vendors=frozenset({Vendor.nvidia, Vendor.amd, Vendor.intel}),
+            backend_context=None,  # PyTorch's context (vLLM's workers run on it)
             source="vllm-project/vllm worker memory profiling (PR #10511), block size 16",
         ),
         Engine.llama_cpp: EngineTraits(
@@ -117,6 +177,7 @@ ENGINES: Mapping[Engine, EngineTraits] = MappingProxyType(
             preallocates=False,
             layer_offload=True,
             vendors=frozenset(Vendor),  # CUDA, HIP (ROCm), Metal, SYCL/Vulkan backends
+            backend_context=LLAMA_CPP_BACKEND_CONTEXT,
             source="ggml-org/llama.cpp at 4c7103b9 (src/llama-context.cpp, ggml-alloc.c)",
         ),
     }

@@ -217,6 +217,9 @@ OVERHEAD_BY_VENDOR: Mapping[Vendor, RuntimeOverhead] = MappingProxyType(
     }
 )
 _DEFAULT_OVERHEAD = CUDA_OVERHEAD
+_VENDOR_BY_RUNTIME: Mapping[Runtime, Vendor] = MappingProxyType(
+    {ov.runtime: vendor for vendor, ov in OVERHEAD_BY_VENDOR.items()}
+)
 
 
 @dataclass(frozen=True)
@@ -2166,8 +2169,17 @@ def _training_shards(arch: Architecture, w: Workload) -> tuple[_Shard, ...]:
 def engine_overhead(ov: RuntimeOverhead, engine: Engine) -> RuntimeOverhead:
     """The runtime overhead under `engine`: llama.cpp's ggml buffers and vLLM's one KV
     allocation are sized exactly, so PyTorch's caching-allocator reserve applies only to
-    transformers; the backend's context (CUDA, ROCm, Metal, Level Zero) is the vendor's."""
-    if ENGINES[engine].allocator_reserve:
+    transformers. The context is PyTorch's for the vendor, except where the engine runs its
+    own backend (llama.cpp: `ENGINES[...].backend_context`) and `ov` is that vendor's PyTorch
+    default; an overhead of your own (a measurement) is kept as given."""
+    traits = ENGINES[engine]
+    vendor = _VENDOR_BY_RUNTIME[ov.runtime]
+    if traits.backend_context is not None and ov == OVERHEAD_BY_VENDOR[vendor]:
+        backend = traits.backend_context[vendor]
+        ov = dataclasses.replace(
+            ov, context_bytes=backend.context_bytes, measured=backend.measured, basis=backend.basis
+        )
+    if traits.allocator_reserve:
         return ov
     return dataclasses.replace(ov, allocator_reserve_fraction=0.0)
 

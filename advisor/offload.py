@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from advisor.arch import Architecture
 from advisor.engines import ENGINES
-from advisor.estimator import RuntimeOverhead, llama_cpp_layout
+from advisor.estimator import RuntimeOverhead, engine_overhead, llama_cpp_layout
 from advisor.workload import Workload
 
 
@@ -43,11 +43,13 @@ def split(
     arch: Architecture, workload: Workload, overhead: RuntimeOverhead, budget: int
 ) -> Offload | None:
     """The most layers of `workload` (llama.cpp, one GPU) that fit in `budget` bytes with the
-    rest in system RAM; None when the engine cannot offload or not one layer fits."""
+    rest in system RAM; None when the engine cannot offload or not one layer fits. `overhead`
+    is the vendor's; the engine's own backend context replaces its context
+    (`advisor.estimator.engine_overhead`)."""
     if not ENGINES[workload.serving.engine].layer_offload or workload.gpus != 1:
         return None
     layout = llama_cpp_layout(arch, workload)
-    context = overhead.context_bytes
+    context = engine_overhead(overhead, workload.serving.engine).context_bytes
     fitting = [
         n for n in range(1, layout.total_layers + 1) if layout.gpu_bytes(n) + context <= budget
     ]

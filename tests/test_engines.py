@@ -13,13 +13,24 @@ from typing import Any
 import pytest
 
 from advisor.arch import Architecture, architecture_from_hf_config, load_hf_config
-from advisor.engines import ENGINES, budget_bytes, check, default_engine, parse_engine
+from advisor.engines import (
+    ENGINES,
+    LLAMA_CPP_CUDA_CONTEXT_BYTES,
+    budget_bytes,
+    check,
+    default_engine,
+    parse_engine,
+)
 from advisor.enums import Engine, Market, ModelType, QuantKind, Vendor
 from advisor.errors import InvalidValueError
 from advisor.estimator import (
+    CUDA_CONTEXT_BYTES,
     CUDA_OVERHEAD,
     LLAMA_CPP_CTX_PAD,
+    OVERHEAD_BY_VENDOR,
     Estimate,
+    RuntimeOverhead,
+    engine_overhead,
     estimate,
     llama_cpp_layout,
     vllm_kv_pool,
@@ -258,6 +269,42 @@ def test_vllm_llama2_7b_a100_blocks_match_log() -> None:
     assert pool.max_concurrency == pool.tokens / 4096
 
 
+def test_llama_cpp_backend_context_by_vendor() -> None:
+    """llama.cpp charges its own backend's context: 456 MiB on CUDA (its memory breakdown on
+    RTX 4090s), none on Metal, the CUDA figure flagged unmeasured on ROCm and SYCL; no
+    allocator reserve. transformers and vLLM keep PyTorch's 1343 MiB CUDA context."""
+    contexts = {
+        vendor: engine_overhead(ov, Engine.llama_cpp) for vendor, ov in OVERHEAD_BY_VENDOR.items()
+    }
+    assert contexts[Vendor.nvidia].context_bytes == 456 * MIB
+    assert contexts[Vendor.nvidia].measured
+    assert contexts[Vendor.apple].context_bytes == 0
+    assert contexts[Vendor.apple].measured
+    for vendor in (Vendor.amd, Vendor.intel):
+        assert contexts[vendor].context_bytes == 456 * MIB
+        assert not contexts[vendor].measured
+    assert all(ov.allocator_reserve_fraction == 0 for ov in contexts.values())
+    assert {ov.runtime for ov in contexts.values()} == {
+        ov.runtime for ov in OVERHEAD_BY_VENDOR.values()
+    }
+    for engine in (Engine.transformers, Engine.vllm):
+        assert engine_overhead(CUDA_OVERHEAD, engine).context_bytes == CUDA_CONTEXT_BYTES
+    assert CUDA_CONTEXT_BYTES == 1343 * MIB
+
+
+def test_llama_cpp_keeps_an_overhead_of_ones_own() -> None:
+    """An overhead passed in (a measurement of one's own) is charged as given under
+    llama.cpp, only the allocator reserve dropped."""
+    mine = RuntimeOverhead(context_bytes=100 * MIB, allocator_reserve_fraction=0.1)
+    assert engine_overhead(mine, Engine.llama_cpp) == replace(mine, allocator_reserve_fraction=0)
+    result = _run(LLAMA_7B, 512, LLAMA_CPP)
+    own = estimate(
+        LLAMA_7B, Workload(stage=Stage.inference, seq=512, serving=LLAMA_CPP), overhead=mine
+    )
+    assert result.components["runtime_overhead"] == 456 * MIB
+    assert own.components["runtime_overhead"] == 100 * MIB
+
+
 # --- fits, partial, no ----------------------------------------------------------------------
 
 RTX_4090 = Card(
@@ -301,7 +348,7 @@ def test_offload_when_the_model_does_not_fit() -> None:
     assert offload is not None
     layout = llama_cpp_layout(arch, level.workload)
     n = offload.gpu_layers
-    context = CUDA_OVERHEAD.context_bytes
+    context = LLAMA_CPP_CUDA_CONTEXT_BYTES  # llama.cpp's CUDA backend, not PyTorch's
     assert layout.gpu_bytes(n) + context <= 24 * GIB < layout.gpu_bytes(n + 1) + context
     assert offload.total_layers == 81
     assert (
@@ -323,7 +370,7 @@ def test_no_offload_where_it_fits_or_the_engine_cannot() -> None:
         option = plan(arch, [_level(arch, serving, None, 8192)], [RTX_4090], max_gpus=1)
         assert option.options[0].verdict is Verdict.no
     tiny = Card(
-        slug="tiny", name="tiny", vendor=Vendor.nvidia, market=Market.consumer, memory_bytes=2 * GIB
+        slug="tiny", name="tiny", vendor=Vendor.nvidia, market=Market.consumer, memory_bytes=1 * GIB
     )
     w = _level(arch, LLAMA_CPP, Q4_K_M, 8192).workload
     assert split(arch, w, CUDA_OVERHEAD, tiny.capacity_bytes) is None
@@ -450,3 +497,39 @@ def test_cli_which_models_partial(run: Run) -> None:
     text = run("which-models", "--gpu", "rtx4090", "--family", "llama-3.1")
     assert "partial: " in text.stdout
     assert "more only with layers in system RAM (partial)" in text.stdout
+
+
+@pytest.mark.usefixtures("ready_catalog")
+def test_cli_toy_gguf_overhead_is_llama_cpp_context(run: Run) -> None:
+    """The README's 100k-parameter GGUF file: the overhead is llama.cpp's CUDA context,
+    456 MiB, not PyTorch's 1343 MiB."""
+    result = run("estimate", "--model", str(DATA / "toy-llama.gguf"), "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["components"]["runtime_overhead"] == 456 * MIB
+    assert data["overhead_bytes"] == 478_150_656
+
+
+@pytest.mark.usefixtures("ready_catalog")
+def test_cli_gemma_2_9b_q4_k_m_fits_an_8_gb_card(run: Run) -> None:
+    """Issue 12's example: gemma-2-9b Q4_K_M at 4,096 tokens on an RTX 4060 (8 GiB) under
+    llama.cpp: 5,755,000,860 weights + 1,409,286,144 KV + 531,628,032 compute + 456 MiB
+    context = 8,174,065,692 bytes (7.61 GiB), fitting with 415,868,900 bytes to spare (it was
+    0.48 GiB short with PyTorch's 1343 MiB context)."""
+    result = run(
+        "fit",
+        *("--model", "gemma-2-9b", "--quant", "q4_k_m", "--seq", "4096"),
+        *("--gpu", "rtx4060", "--json"),
+    )
+    assert result.exit_code == 0, result.stderr
+    option = json.loads(result.stdout)["options"][0]
+    assert option["engine"] == "llama.cpp"
+    assert option["count"] == 1
+    assert option["overhead_bytes"] == 456 * MIB
+    assert option["per_gpu_bytes"] == 5_755_000_860 + 1_409_286_144 + 531_628_032 + 456 * MIB
+    assert option["per_gpu_bytes"] == 8_174_065_692
+    assert option["capacity_bytes"] == 8 * GIB
+    assert option["headroom_bytes"] == 415_868_900
+    assert (option["fits"], option["verdict"]) == (True, "fits")
+    with_pytorch_context = option["per_gpu_bytes"] - 456 * MIB + CUDA_CONTEXT_BYTES
+    assert with_pytorch_context > 8 * GIB
