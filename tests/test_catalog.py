@@ -225,7 +225,10 @@ def test_import_conflict_rolls_back(catalog: Catalog) -> None:
             "slug,name\nx,y\n",
             "f: not JSON, and not a CSV export (its first column must be 'table')",
         ),
-        ("table,slug\nplanet,x\n", "f line 2: table 'planet' is not family, model, gpu or quant"),
+        (
+            "table,slug\nplanet,x\n",
+            "f line 2: table 'planet' is not family, model, gpu, quant or recipe",
+        ),
         ("table,slug,name\ngpu,x\n", "f line 2: 2 cells, the header has 3"),
         (
             "table,slug,organisation\ngpu,x,y\n",
