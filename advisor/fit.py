@@ -18,6 +18,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from advisor import engines
 from advisor.arch import Architecture, count_params
@@ -46,8 +47,6 @@ from advisor.policy import (
     mixed_precision_differs,
     with_parallel,
 )
-from advisor.speed import Compute
-from advisor.suggest import MORE_CARDS_MAX, Suggestion, cheapest_change, shorter_seq
 from advisor.workload import (
     MAX_SEARCH_GPUS,
     Parallel,
@@ -56,6 +55,11 @@ from advisor.workload import (
     check_count,
     check_replicas,
 )
+
+if TYPE_CHECKING:
+    # Types only: the speed and suggestion modules load when a command uses them.
+    from advisor.speed import Compute
+    from advisor.suggest import Suggestion
 
 __all__ = [
     "DEFAULT_MAX_GPUS",
@@ -136,6 +140,10 @@ class Card:
         if count <= self.per_node:
             return count >= 1
         return self.joins_nodes and count % self.per_node == 0
+
+    def most_buildable(self, limit: int) -> int:
+        """The largest count up to `limit` that can be built (one for a laptop or a Mac)."""
+        return next((n for n in range(limit, 0, -1) if self.buildable(n)), 1)
 
     def nodes(self, count: int) -> int:
         """How many machines `count` cards take (whole machines beyond one)."""
@@ -362,6 +370,8 @@ class _Sized:
         """What would make this level fit `capacity` on `shown.gpus` cards: the longest
         sequence at the workload's batch, and the cheapest change of options (more cards:
         counts `card` can be built with)."""
+        from advisor.suggest import MORE_CARDS_MAX, cheapest_change, shorter_seq
+
         gpus, w = shown.gpus, self.level.workload
         found: list[Suggestion] = []
         seq = largest_fitting(

@@ -154,3 +154,21 @@ def test_fit_json_says_nodes_and_pcie(run: Run, ready_catalog: Path) -> None:
     h100 = options["h100-sxm5-80gb"]
     assert (h100["count"], h100["nodes"], h100["per_node"], h100["link"]) == (32, 4, 8, "nvlink")
     assert options["rtx4090"]["count"] is None and options["rtx4090"]["per_node"] == 4
+
+
+@pytest.mark.parametrize(
+    ("gpu", "header"),
+    [
+        ("rtx4060-laptop", "(8.00 GiB each), up to 1 card:"),
+        ("rtx4090", "(24.00 GiB each), up to 4 cards:"),
+        ("h100", "(80.00 GiB each), up to 8 cards:"),
+    ],
+)
+def test_one_card_view_names_the_most_that_can_be_built(
+    run: Run, ready_catalog: Path, gpu: str, header: str
+) -> None:
+    """`fit --gpu X` says how many of X it tried: never more than one machine of that card
+    takes (a laptop GPU is one device), nor more than --max-gpus."""
+    result = run("fit", "--model", "llama-3.1-8b", "--quant", "q4_k_m", "--gpu", gpu)
+    assert result.exit_code == 0, result.stderr
+    assert any(line.endswith(header) for line in result.stdout.splitlines())

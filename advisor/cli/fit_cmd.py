@@ -576,10 +576,11 @@ def _render_single(result: Plan, units: Units, speeds: Speeds) -> None:
     card = result.options[0].card
     # Each level on the fewest cards that hold it (exactly the count asked with --count), up
     # to max_gpus; the `cards` column says how many.
+    most = card.most_buildable(result.max_gpus)
     console.print(
         f"on {card.name} ({format_size(card.capacity_bytes, units, digits=2)} each"
         f"{', usable share of unified memory' if card.usable_fraction < 1 else ''}), "
-        f"up to {result.max_gpus} card{'s' if result.max_gpus != 1 else ''}:"
+        f"up to {most} card{'s' if most != 1 else ''}:"
     )
     console.print(table)
     for option in result.options:
