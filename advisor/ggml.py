@@ -21,7 +21,15 @@ from typing import Any
 from advisor.errors import InvalidValueError
 
 
-class GGMLType(StrEnum):
+class _Name(StrEnum):
+    """A StrEnum hashed as its value, in C: every member's name is its value (tested), so the
+    hash is Enum's own (`hash(name)`) at a fraction of the cost; the weighing of GGUF files
+    keys its dicts by these members thousands of times per command."""
+
+    __hash__ = str.__hash__
+
+
+class GGMLType(_Name):
     """ggml tensor types a GGUF file stores weights in (lower case of ggml's names)."""
 
     f32 = "f32"
@@ -118,7 +126,7 @@ def tensor_nbytes(kind: GGMLType, elements: int, row: int) -> int:
     return elements // block.weights * block.nbytes
 
 
-class Role(StrEnum):
+class Role(_Name):
     """A tensor's role as llama.cpp's quantizer sees it (`tensor_get_category`).
 
     attn_v covers the fused attn_qkv and MLA's attn_kv_b (`category_is_attn_v`); `other` is any
@@ -156,7 +164,7 @@ class Tensor:
     kept_type: GGMLType = GGMLType.f32  # the type a never-quantized tensor stays in
 
 
-class When(StrEnum):
+class When(_Name):
     """Conditions llama.cpp's rules test; a rule holds when all of its conditions hold.
 
     i: the tensor's index (its layer for the FFN of an MoE model, else its rank among the
@@ -195,6 +203,13 @@ class QuantRules:
     base: GGMLType
     rules: tuple[tuple[Role, tuple[Rule, ...]], ...] = ()
     imatrix: bool = False
+
+    def __post_init__(self) -> None:
+        # Hashed once: `advisor.gguf` keys its memo of answers by the rules, per tensor group.
+        object.__setattr__(self, "_hash", hash((self.base, self.rules, self.imatrix)))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[no-any-return,attr-defined]
 
     def for_role(self, role: Role) -> tuple[Rule, ...]:
         for r, rules in self.rules:
@@ -271,24 +286,24 @@ class GGUFWeights:
 
 
 def weigh(assigned: Sequence[tuple[Tensor, GGMLType]]) -> GGUFWeights:
-    return weigh_groups((t, kind, 1) for t, kind in assigned)
+    return weigh_groups((t.role, kind, t.elements, t.row) for t, kind in assigned)
 
 
-def weigh_groups(groups: Iterable[tuple[Tensor, GGMLType, int]]) -> GGUFWeights:
-    """The weights of `count` tensors like `tensor` in type `kind`, for each group (the token
-    embedding and the output layer are single tensors)."""
-    by_type: dict[str, int] = {}
+def weigh_groups(groups: Iterable[tuple[Role, GGMLType, int, int]]) -> GGUFWeights:
+    """The weights of groups of tensors, each (role, type, values of them all, values per row
+    of each). The token embedding and the output layer are single tensors, weighed alone."""
+    by_type: dict[GGMLType, int] = {}
     embd = output = 0
-    for t, kind, count in groups:
-        n = tensor_nbytes(kind, t.elements, t.row)
-        by_type[kind.value] = by_type.get(kind.value, 0) + n * count
-        if t.role is Role.token_embd:
+    for role, kind, values, row in groups:
+        n = tensor_nbytes(kind, values, row)
+        by_type[kind] = by_type.get(kind, 0) + n
+        if role is Role.token_embd:
             embd = n
-        elif t.role is Role.output:
+        elif role is Role.output:
             output = n
     return GGUFWeights(
         total=sum(by_type.values()),
         token_embd=embd,
         output=output,
-        by_type=tuple(sorted(by_type.items(), key=lambda kv: -kv[1])),
+        by_type=tuple(sorted(((k.value, n) for k, n in by_type.items()), key=lambda kv: -kv[1])),
     )

@@ -10,7 +10,9 @@ commit 007dbbf3.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -241,6 +243,7 @@ class _Context:
     falcon: bool
     type_70b: bool
     tied: bool
+    model_tests: tuple[bool, ...] = ()  # which of `_MODEL_TESTS` hold (`_context_of`)
 
 
 def _context(arch: Architecture, tensors: Sequence[Tensor]) -> _Context:
@@ -253,7 +256,7 @@ def _context(arch: Architecture, tensors: Sequence[Tensor]) -> _Context:
 
 def _context_of(arch: Architecture, *, n_attn_v: int, tied: bool) -> _Context:
     name = GGUF_ARCHS[arch.model_type].name
-    return _Context(
+    ctx = _Context(
         n_layers=arch.num_hidden_layers,
         n_attn_v=n_attn_v,
         gqa=arch.num_attention_heads / arch.num_key_value_heads,
@@ -262,6 +265,9 @@ def _context_of(arch: Architecture, *, n_attn_v: int, tied: bool) -> _Context:
         type_70b=name in TYPE_70B_ARCHS and arch.num_hidden_layers == TYPE_70B_LAYERS,
         tied=tied,
     )
+    probe = Tensor("", Role.other, None, 1, 1)
+    tests = tuple(_TESTS[c](probe, 0, 0, ctx, _NO_RULES) for c in _MODEL_TESTS)
+    return dataclasses.replace(ctx, model_tests=tests)
 
 
 def _more_bits(i: int, n: int) -> bool:
@@ -316,29 +322,43 @@ def _position(t: Tensor, rank: int, ctx: _Context, layer: int | None = None) -> 
     return (at if (at is not None and ctx.experts > 1) else rank), ctx.n_layers
 
 
-def _type_of(t: Tensor, i: int, n: int, ctx: _Context, rules: QuantRules) -> GGMLType:
-    """The type llama.cpp's quantizer gives the quantizable tensor `t` at position (i, n)."""
+def _rule_key(t: Tensor, i: int, n: int, ctx: _Context) -> tuple[object, ...]:
+    """Everything the rules' conditions read of a quantizable tensor at position (i, n) of a
+    model, each only through what the conditions test: the role as the rules see it, the row
+    by its remainder over `ROW_PERIOD`, whether it stacks experts, the position tests' and the
+    model tests' results. Tensors of other models alike in these get the same type."""
+    role = Role.output if (t.role is Role.token_embd and ctx.tied) else t.role
+    return (role, t.row % ROW_PERIOD, t.experts > 1, _where(i, n), ctx.model_tests)
+
+
+def _rules_type(t: Tensor, i: int, n: int, ctx: _Context, rules: QuantRules) -> GGMLType:
+    """The type llama.cpp's quantizer gives the quantizable tensor `t` at position (i, n):
+    the rules run as written (no memo; `assign_types`, the reference, uses this)."""
     if rules.base in FLOAT_TYPES:
         return rules.base
     role = Role.output if (t.role is Role.token_embd and ctx.tied) else t.role
-    # Everything the conditions read: the position only through the position tests.
-    key: tuple[object, ...] = (rules, role, t.row, t.experts > 1, _where(i, n))
-    key += (ctx.gqa, ctx.experts, ctx.falcon, ctx.type_70b)
-    found = _TYPE_MEMO.get(key)
-    if found is not None:
-        return found
     kind = rules.base
     for rule in rules.for_role(role):
         if all(_TESTS[c](t, i, n, ctx, rules) for c in rule.when):
             kind = rule.kind
             break
-    found = _TYPE_MEMO[key] = _fallback(kind, t.row)
+    return _fallback(kind, t.row)
+
+
+def _type_of(
+    t: Tensor, i: int, n: int, ctx: _Context, rules: QuantRules, key: tuple[object, ...]
+) -> GGMLType:
+    """`_rules_type`, memoized per rules by the tensor's `_rule_key`."""
+    memo = _TYPE_MEMO.setdefault(rules, {})
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = _rules_type(t, i, n, ctx, rules)
     return found
 
 
-# `_type_of`'s answers by what its conditions read (a few thousand entries at most: rules x
-# roles x row widths x position-test results), so a format's rules are run once per case.
-_TYPE_MEMO: dict[tuple[object, ...], GGMLType] = {}
+# `_type_of`'s answers per file type's rules, by what its conditions read (`_rule_key`: a few
+# hundred entries per rules at most), so a format's rules are run once per kind of tensor.
+_TYPE_MEMO: dict[QuantRules, dict[tuple[object, ...], GGMLType]] = {}
 
 
 def assign_types(
@@ -355,12 +375,12 @@ def assign_types(
             continue
         rank = seen.get(t.role, 0)
         seen[t.role] = rank + 1
-        out.append((t, _type_of(t, *_position(t, rank, ctx), ctx, rules)))
+        out.append((t, _rules_type(t, *_position(t, rank, ctx), ctx, rules)))
     return tuple(out)
 
 
 # The conditions that read a tensor's position (i, n); two tensors alike in everything else
-# whose positions pass the same of these get the same type (`_groups`).
+# whose positions pass the same of these get the same type (`_classes`).
 _POSITION_TESTS = (
     When.more_bits,
     When.first_eighth,
@@ -371,6 +391,23 @@ _POSITION_TESTS = (
 )
 
 
+# The conditions that read the model only (not the tensor, its position or the rules).
+_MODEL_TESTS = (
+    When.gqa_4,
+    When.experts_4,
+    When.experts_8,
+    When.type_70b,
+    When.falcon,
+    When.not_falcon,
+)
+# The conditions that read the tensor's shape, and those that read the rules.
+_TENSOR_TESTS = (When.misaligned, When.expert_tensor)
+_RULES_TESTS = (When.imatrix, When.no_imatrix)
+# Every ggml block width divides this, so a row's remainder by it decides every divisibility
+# test the quantizer makes (`When.misaligned`, `_fallback`).
+ROW_PERIOD = math.lcm(*(block.weights for block in GGML_BLOCKS.values()))
+
+
 @functools.lru_cache(maxsize=65536)
 def _where(i: int, n: int) -> tuple[bool, ...]:
     """Which of the position tests (i, n) passes (they read no tensor, model or rules)."""
@@ -379,11 +416,40 @@ def _where(i: int, n: int) -> tuple[bool, ...]:
 
 
 @dataclass(frozen=True)
-class _Group:
-    tensor: Tensor  # one of the group, with its position
+class _Class:
+    """Tensors of a model that every file type gives one type (same role, row width, experts
+    and position tests; never-quantized ones: the same kept type): `tensor` is the first of
+    them, at position (i, n); `key` its `_rule_key` (None: never quantized); `values` the
+    values of them all (their bytes are linear in it once a type's blocks divide a row)."""
+
+    tensor: Tensor
     i: int
     n: int
-    count: int
+    key: tuple[object, ...] | None
+    values: int
+
+
+def _tally(
+    found: dict[tuple[object, ...], list[Any]],
+    t: Tensor,
+    i: int,
+    n: int,
+    times: int,
+    ctx: _Context,
+) -> None:
+    """Add `times` tensors like `t` at position (i, n) to their class in `found`."""
+    key: tuple[object, ...] | None
+    ident: tuple[object, ...]
+    if t.role in (Role.vector, Role.kept):
+        key, ident = None, (t.role, t.kept_type, t.row)
+    else:
+        key = _rule_key(t, i, n, ctx)
+        ident = (t.role, t.row, *key)
+    entry = found.get(ident)
+    if entry is None:
+        found[ident] = [t, i, n, key, times * t.elements]
+    else:
+        entry[4] += times * t.elements
 
 
 @functools.lru_cache(maxsize=4096)
@@ -417,24 +483,25 @@ def _add_run(
         m = nth.get(t.role, 0)
         nth[t.role] = m + 1
         k, base = per_block[t.role], seen.get(t.role, 0)
-        key = (t.role, t.kept_type, t.row, t.elements, t.experts, "")
         if t.role is Role.attn_v:
             start, step, n = base + m, k, ctx.n_attn_v
         elif ctx.experts > 1:
             start, step, n = first, 1, ctx.n_layers
         else:
             start, step, n = base + m, k, ctx.n_layers
-        for where, i, times in _position_counts(start, step, count, n):
-            found.setdefault((*key, *where), [t, i, n, 0])[3] += times
+        for _, i, times in _position_counts(start, step, count, n):
+            _tally(found, t, i, n, times, ctx)
     for role, k in per_block.items():
         seen[role] = seen.get(role, 0) + k * count
 
 
 @functools.lru_cache(maxsize=1024)
-def _groups(arch: Architecture) -> tuple[_Context, tuple[_Group, ...]]:
-    """The tensors of `arch` as groups that every rule treats alike (same role, shape, experts
-    and position tests), so that weighing a file type costs a few dozen rule checks instead of
-    one per tensor (`gguf_weights`; `assign_types` gives the same bytes, tested)."""
+def _classes(arch: Architecture) -> tuple[_Context, tuple[_Class, ...]]:
+    """The tensors of `arch` as classes that every rule types alike (`_Class`), so that weighing
+    a file type costs a few dozen rule checks instead of one per tensor (`gguf_weights`;
+    `assign_types` gives the same bytes, tested). Runs of identical blocks are counted, not
+    walked (`_add_run`); classes are listed in the order their first tensor comes in the file,
+    so types are met, and ties between them sorted, as tensor by tensor."""
     parts = _parts(arch)
     ctx = _context_of(
         arch,
@@ -451,8 +518,7 @@ def _groups(arch: Architecture) -> tuple[_Context, tuple[_Group, ...]]:
             rank = seen.get(t.role, 0)
             seen[t.role] = rank + 1
             i, n = _position(t, rank, ctx, layer)
-        key = (t.role, t.kept_type, t.row, t.elements, t.experts, t.name if n == 0 else "")
-        found.setdefault((*key, *_where(i, n)), [t, i, n, 0])[3] += 1
+        _tally(found, t, i, n, 1, ctx)
 
     for t in parts.before:
         add(t, None)
@@ -462,21 +528,24 @@ def _groups(arch: Architecture) -> tuple[_Context, tuple[_Group, ...]]:
         add(t, None)
     if parts.vectors:
         add(Tensor("vectors (norms, biases)", Role.vector, None, 1, parts.vectors), None)
-    return ctx, tuple(_Group(t, i, n, count) for t, i, n, count in found.values())
+    return ctx, tuple(_Class(*entry) for entry in found.values())
 
 
 @functools.lru_cache(maxsize=4096)
 def gguf_weights(arch: Architecture, rules: QuantRules) -> GGUFWeights:
-    """The bytes of a GGUF file of `arch` quantized by `rules` (tensor data only): each group
-    of alike tensors (`_groups`) in its type, as `weigh(assign_types(arch, rules))` gives."""
-    ctx, groups = _groups(arch)
+    """The bytes of a GGUF file of `arch` quantized by `rules` (tensor data only): each class
+    of tensors typed alike (`_classes`) in its type, as `weigh(assign_types(arch, rules))`
+    gives."""
+    ctx, classes = _classes(arch)
+    memo = _TYPE_MEMO.setdefault(rules, {})
     return weigh_groups(
         (
-            g.tensor,
-            g.tensor.kept_type
-            if g.tensor.role in (Role.vector, Role.kept)
-            else _type_of(g.tensor, g.i, g.n, ctx, rules),
-            g.count,
+            c.tensor.role,
+            c.tensor.kept_type
+            if c.key is None
+            else (memo.get(c.key) or _type_of(c.tensor, c.i, c.n, ctx, rules, c.key)),
+            c.values,
+            c.tensor.row,
         )
-        for g in groups
+        for c in classes
     )

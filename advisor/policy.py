@@ -69,6 +69,17 @@ COMPARED_METHODS = (Method.full, Method.lora, Method.qlora)
 # QLoRA's base format unless one is asked: bitsandbytes NF4 without double quantization
 # (BitsAndBytesConfig's default, bnb_4bit_use_double_quant=False).
 DEFAULT_QLORA_QUANT = "nf4"
+# `--recipe none`: no recipe at all, the advisor's plain defaults (Hugging Face Trainer-like:
+# no checkpointing, the unfused loss, AdamW).
+NO_RECIPE = "none"
+# The recipe each training stage uses when none is asked. Fine-tuning: `common-finetune`, what
+# the public fine-tuning recipes share (every one checked turns activation checkpointing on,
+# most use an 8-bit or paged optimizer; docs/estimates.md "Recipes" lists them). Pretraining:
+# `torchtitan`, PyTorch's reference pretraining recipe (FSDP2, selective checkpointing).
+DEFAULT_RECIPES: Mapping[Stage, str] = MappingProxyType(
+    {Stage.finetune: "common-finetune", Stage.pretrain: "torchtitan"}
+)
+
 # Full training in pure 16 bit keeps the weights and AdamW's states in that dtype; Hugging
 # Face's Trainer on a model loaded in fp32 with `bf16=True` keeps fp32 master weights and
 # states and computes under autocast (`--precision mixed-bf16`). The commands show that
@@ -78,6 +89,11 @@ MIXED_PRECISION_SHOWN_ABOVE = 0.20
 MIXED_OF_PURE: Mapping[Precision, Precision] = MappingProxyType(
     {Precision.bf16: Precision.mixed_bf16, Precision.fp16: Precision.mixed_fp16}
 )
+
+
+def default_recipe(stage: Stage) -> str | None:
+    """The recipe a stage uses when none is asked (None: inference has none)."""
+    return DEFAULT_RECIPES.get(stage)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 from advisor.errors import InvalidValueError
-from advisor.policy import Request
+from advisor.policy import DEFAULT_RECIPES, NO_RECIPE, Request, default_recipe
 from advisor.workload import (
     LORA_TARGET_CHOICES,
     LORA_TARGET_SETS,
@@ -59,22 +59,6 @@ RECIPE_OPTIONS: Mapping[str, str] = MappingProxyType(
         "seq": "--seq",
     }
 )
-
-# `--recipe none`: no recipe at all, the advisor's plain defaults (Hugging Face Trainer-like:
-# no checkpointing, the unfused loss, AdamW).
-NO_RECIPE = "none"
-# The recipe each training stage uses when none is asked. Fine-tuning: `common-finetune`, what
-# the public fine-tuning recipes share (every one checked turns activation checkpointing on,
-# most use an 8-bit or paged optimizer; docs/estimates.md "Recipes" lists them). Pretraining:
-# `torchtitan`, PyTorch's reference pretraining recipe (FSDP2, selective checkpointing).
-DEFAULT_RECIPES: Mapping[Stage, str] = MappingProxyType(
-    {Stage.finetune: "common-finetune", Stage.pretrain: "torchtitan"}
-)
-
-
-def default_recipe(stage: Stage) -> str | None:
-    """The recipe a stage uses when none is asked (None: inference has none)."""
-    return DEFAULT_RECIPES.get(stage)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -30,7 +30,6 @@ from advisor.arch import Architecture
 from advisor.enums import LinkKind, Market, QuantAppliesTo, QuantKind, QuantScope, Vendor
 from advisor.errors import AmbiguousNameError, DatabaseError, NotFoundError
 from advisor.ggml import QuantRules
-from advisor.recipes import Recipe
 from advisor.workload import (
     Attention,
     Checkpointing,
@@ -50,6 +49,7 @@ from catalog.location import SCHEMA_HEAD, database_value, plain_sqlite_file
 if TYPE_CHECKING:
     from sqlmodel import Session
 
+    from advisor.recipes import Recipe
     from catalog.session import Catalog
     from catalog.tables import GPU, LanguageModel, QuantFormat, TrainingRecipe
 
@@ -224,6 +224,8 @@ class RecipeRecord(NamedTuple):
 
     def recipe(self) -> Recipe:
         """The core's view of this row."""
+        from advisor.recipes import Recipe  # only commands given a recipe pay for its import
+
         return Recipe(**{name: getattr(self, name) for name in self._fields if name != "notes"})
 
 
@@ -354,6 +356,8 @@ class SQLiteReader:
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
+        # The quantization formats, read once per reader: a command looks several up.
+        self._quants: list[QuantRecord] | None = None
 
     def _one(self, sql: str, *params: object) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self._db.execute(sql, params).fetchone()
@@ -436,11 +440,12 @@ class SQLiteReader:
         ]
 
     def quant(self, name: str) -> QuantRecord:
-        rows = [
-            QuantRecord.from_columns(_columns(row))
-            for row in self._db.execute("SELECT * FROM quant_format")
-        ]
-        return rules.by_slug_or_name(rows, "quantization format", name)
+        if self._quants is None:
+            self._quants = [
+                QuantRecord.from_columns(_columns(row))
+                for row in self._db.execute("SELECT * FROM quant_format")
+            ]
+        return rules.by_slug_or_name(self._quants, "quantization format", name)
 
     def recipe(self, name: str) -> RecipeRecord:
         rows = [

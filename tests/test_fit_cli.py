@@ -578,7 +578,7 @@ def test_the_default_view_is_one_screen_of_collapsed_rows(run: Run) -> None:
 def test_best_choices_are_the_fewest_cards_the_cheapest_and_the_most_headroom(run: Run) -> None:
     """The choices in the JSON are found again from the options themselves, and the text
     names each one's card, count, level, need, headroom and price."""
-    from advisor.cli.estimate_cmd import rate_words
+    from advisor.cli.shared import rate_words
 
     data = fit_json(run, "--model", "llama-65b")
     options = data["options"]

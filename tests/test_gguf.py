@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 from dataclasses import replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -199,11 +200,55 @@ def test_every_condition_has_a_test() -> None:
     assert Role.vector not in [role for role, _ in _rules("q4_k_m").rules]
 
 
+def test_every_condition_is_keyed() -> None:
+    """Each condition reads one of: the position, the model, the tensor's shape, the rules;
+    the memo key (`_rule_key`) carries the first three and the memo is per rules, so a
+    condition in none of these lists could be answered from another tensor's entry."""
+    from advisor.gguf import _MODEL_TESTS, _POSITION_TESTS, _RULES_TESTS, _TENSOR_TESTS
+
+    listed = [*_POSITION_TESTS, *_MODEL_TESTS, *_TENSOR_TESTS, *_RULES_TESTS]
+    assert sorted(listed) == sorted(When)
+
+
+def test_rows_are_keyed_by_their_remainder() -> None:
+    """Every block width divides the period the memo keys rows by."""
+    from advisor.gguf import ROW_PERIOD
+
+    assert ROW_PERIOD == 256
+    assert all(ROW_PERIOD % block.weights == 0 for block in GGML_BLOCKS.values())
+
+
+@pytest.mark.parametrize("kind", [GGMLType, Role, When])
+def test_ggml_names_hash_as_their_values(kind: type[StrEnum]) -> None:
+    """These enums hash as str (C speed); that equals Enum's hash because names are values."""
+    for member in kind:
+        assert member.name == member.value
+        assert hash(member) == hash(member.value)
+
+
+def test_memo_shared_across_models_gives_each_its_own_bytes() -> None:
+    """One memo of rule answers serves every model (tensors alike in what the conditions read
+    share an entry): weighing all bundled models in one go, in two orders, gives each exactly
+    its tensor-by-tensor bytes."""
+    from advisor import gguf
+    from advisor.ggml import weigh
+
+    formats = [fmt for fmt, row in QUANTS.items() if row.get("gguf_rules") is not None]
+    for order in (sorted(MODELS), sorted(MODELS, reverse=True)):
+        gguf._TYPE_MEMO.clear()
+        gguf.gguf_weights.cache_clear()
+        for fmt in formats:
+            rules = _rules(fmt)
+            for slug in order:
+                arch = MODELS[slug]
+                assert gguf_weights(arch, rules) == weigh(assign_types(arch, rules)), (fmt, slug)
+
+
 @pytest.mark.parametrize("slug", sorted(MODELS))
 def test_grouped_weighing_equals_tensor_by_tensor(slug: str) -> None:
-    """`gguf_weights` weighs groups of alike tensors (`_groups`): for every bundled model and
-    every GGUF file type, with and without an importance matrix, it gives exactly what
-    weighing each tensor in its assigned type gives."""
+    """`gguf_weights` weighs classes of tensors typed alike (`_classes`): for every bundled
+    model and every GGUF file type, with and without an importance matrix, it gives exactly
+    what weighing each tensor in its assigned type gives."""
     from advisor.ggml import weigh
 
     arch = MODELS[slug]

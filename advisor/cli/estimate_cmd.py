@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from advisor.cli import options, shared
+from advisor.cli.shared import rate_words
 from advisor.engines import kv_dtype_name
 from advisor.enums import Engine, Vendor
 from advisor.errors import InvalidValueError
@@ -174,13 +175,6 @@ def estimate_json(
             "components": mixed.components,
         },
     }
-
-
-def rate_words(value: float) -> str:
-    """Tokens per second as the tables print them: three significant figures at most."""
-    if value >= 100:
-        return f"{value:,.0f}"
-    return f"{value:.3g}"
 
 
 def duration_words(seconds: float) -> str:

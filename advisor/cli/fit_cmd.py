@@ -15,7 +15,17 @@ import typer
 
 from advisor.cli import options, shared
 from advisor.cli.estimate_cmd import engine_words, precision_words, training_option_words
-from advisor.cli.shared import NO_FIT, STYLE_FITS, STYLE_NONE, STYLE_TIGHT, level_words
+from advisor.cli.shared import (
+    NO_FIT,
+    STYLE_FITS,
+    STYLE_NONE,
+    STYLE_TIGHT,
+    host_bytes,
+    level_words,
+    offload_json,
+    partial_words,
+    suggestion_brief,
+)
 from advisor.engines import kv_dtype_name
 from advisor.enums import Market, Vendor
 from advisor.errors import InvalidValueError
@@ -50,7 +60,6 @@ if TYPE_CHECKING:
     from advisor.arch import Architecture
     from advisor.estimator import Estimate
     from advisor.fit import Card, Option, Plan
-    from advisor.offload import Offload
     from advisor.plans import Choice, OptionSpeed
     from advisor.policy import Level
     from advisor.recipes import Applied
@@ -225,7 +234,8 @@ def speed_words(found: OptionSpeed | None) -> str:
     """A cell's speed line: decode tokens/s at batch 1 · at the concurrency that fits
     (inference), or training tokens/s · the run's time; '' without figures. The legend
     (SPEED_LEGEND) names the unit."""
-    from advisor.cli.estimate_cmd import duration_words, rate_words
+    from advisor.cli.estimate_cmd import duration_words
+    from advisor.cli.shared import rate_words
 
     if found is None:
         return ""
@@ -265,7 +275,7 @@ def term_legend(estimates: Sequence[Estimate], units: Units, mixed: Estimate | N
 def headline_speed_words(found: OptionSpeed | None) -> str:
     """A best choice's speed: '22.1 tokens/s' (decode of one sequence, or training); ''
     without figures."""
-    from advisor.cli.estimate_cmd import rate_words
+    from advisor.cli.shared import rate_words
 
     if found is None:
         return ""
@@ -329,37 +339,6 @@ def suggestion_words(option: Option, units: Units) -> str:
     return ", or ".join(parts)
 
 
-def suggestion_brief(option: Option) -> str:
-    """A table cell's short form of `suggestion_words`: 'seq ≤ 1,277 or +checkpointing'."""
-    parts = []
-    for found in option.suggestions:
-        options = [name for name, _ in found.change]
-        if options == ["seq"]:
-            parts.append(f"seq ≤ {int(found.change[0][1]):,}")
-        elif found.fits:
-            more = "+" + options[0] if len(options) == 1 else f"+{len(options)} changes"
-            parts.append(more)
-    return " or ".join(parts)
-
-
-def partial_words(offload: Offload, units: Units) -> str:
-    """'partial: 28/33 layers on GPU, 6.1 GiB in RAM' (llama.cpp's CPU offload)."""
-    return (
-        f"partial: {offload.gpu_layers}/{offload.total_layers} layers on GPU, "
-        f"{format_size(offload.host_bytes, units)} in RAM"
-    )
-
-
-def offload_json(offload: Offload | None) -> dict[str, int] | None:
-    if offload is None:
-        return None
-    return {
-        "gpu_layers": offload.gpu_layers,
-        "total_layers": offload.total_layers,
-        "host_bytes": offload.host_bytes,
-    }
-
-
 def kv_pool_json(option: Option) -> dict[str, Any] | None:
     """vLLM: the KV blocks left on each card and the sequences of the context they hold."""
     pool = option.kv_pool
@@ -376,14 +355,6 @@ def kv_pool_json(option: Option) -> dict[str, Any] | None:
 def _number(value: int, units: Units, digits: int = 1) -> str:
     """A size in the table's unit without its label (the header names it)."""
     return format_size(value, units, digits=digits).split()[0]
-
-
-def host_bytes(option: Option) -> int:
-    """Host RAM one card's process needs beside the card: llama.cpp's layers kept in system
-    RAM, or training's offloaded states and checkpoints (0: none)."""
-    if option.offload is not None:
-        return option.offload.host_bytes
-    return option.estimate.host_bytes
 
 
 def option_speed_json(found: OptionSpeed | None) -> dict[str, Any] | None:
@@ -828,7 +799,7 @@ def choice_json(choice: Choice) -> dict[str, Any]:
 
 
 def choice_lines(choice: Choice, target: float | None, budget: float | None) -> list[str]:
-    from advisor.cli.estimate_cmd import rate_words
+    from advisor.cli.shared import rate_words
     from advisor.plans import describe
 
     asked = []

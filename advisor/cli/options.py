@@ -486,7 +486,7 @@ def with_recipe(
     from the catalog (removed, or not synced yet) is said on stderr and skipped; an unknown
     recipe asked by name is an error (did you mean)."""
     from advisor.errors import NotFoundError
-    from advisor.recipes import NO_RECIPE, apply, default_recipe
+    from advisor.policy import NO_RECIPE, default_recipe
 
     if name == NO_RECIPE:
         return request, None
@@ -505,6 +505,8 @@ def with_recipe(
                 "brings it back unless you removed it): sized without a recipe"
             )
             return request, None
+    from advisor.recipes import apply
+
     return apply(request, recipe, typed_options(ctx), default=default)
 
 

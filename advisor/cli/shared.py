@@ -11,10 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from advisor.units import Units, format_size
+
 if TYPE_CHECKING:
     from rich.console import Console
     from sqlmodel import Session
 
+    from advisor.fit import Option
+    from advisor.offload import Offload
     from advisor.policy import Level
     from catalog.reader import CatalogReader
     from catalog.session import Catalog
@@ -177,3 +181,49 @@ def level_words(level: Level) -> str:
     if level.method is not None and level.quant:
         return f"{level.label} ({level.quant})"
     return level.label
+
+
+def suggestion_brief(option: Option) -> str:
+    """A table cell's short form of `suggestion_words`: 'seq ≤ 1,277 or +checkpointing'."""
+    parts = []
+    for found in option.suggestions:
+        options = [name for name, _ in found.change]
+        if options == ["seq"]:
+            parts.append(f"seq ≤ {int(found.change[0][1]):,}")
+        elif found.fits:
+            more = "+" + options[0] if len(options) == 1 else f"+{len(options)} changes"
+            parts.append(more)
+    return " or ".join(parts)
+
+
+def partial_words(offload: Offload, units: Units) -> str:
+    """'partial: 28/33 layers on GPU, 6.1 GiB in RAM' (llama.cpp's CPU offload)."""
+    return (
+        f"partial: {offload.gpu_layers}/{offload.total_layers} layers on GPU, "
+        f"{format_size(offload.host_bytes, units)} in RAM"
+    )
+
+
+def offload_json(offload: Offload | None) -> dict[str, int] | None:
+    if offload is None:
+        return None
+    return {
+        "gpu_layers": offload.gpu_layers,
+        "total_layers": offload.total_layers,
+        "host_bytes": offload.host_bytes,
+    }
+
+
+def host_bytes(option: Option) -> int:
+    """Host RAM one card's process needs beside the card: llama.cpp's layers kept in system
+    RAM, or training's offloaded states and checkpoints (0: none)."""
+    if option.offload is not None:
+        return option.offload.host_bytes
+    return option.estimate.host_bytes
+
+
+def rate_words(value: float) -> str:
+    """Tokens per second as the tables print them: three significant figures at most."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"

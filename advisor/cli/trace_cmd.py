@@ -173,7 +173,7 @@ def trace(
         lora_dtype=lora_dtype,
         attention=attention,
     )
-    from advisor.recipes import NO_RECIPE
+    from advisor.policy import NO_RECIPE
 
     request, applied = options.with_recipe(ctx, request, recipe or NO_RECIPE)
     try:

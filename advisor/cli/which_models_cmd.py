@@ -11,9 +11,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from advisor.cli import options, shared
-from advisor.cli.estimate_cmd import rate_words
-from advisor.cli.fit_cmd import host_bytes, offload_json, partial_words, suggestion_brief
-from advisor.cli.shared import NO_FIT, STYLE_FITS, STYLE_NONE, STYLE_TIGHT, level_words
+from advisor.cli.shared import (
+    NO_FIT,
+    STYLE_FITS,
+    STYLE_NONE,
+    STYLE_TIGHT,
+    host_bytes,
+    level_words,
+    offload_json,
+    partial_words,
+    rate_words,
+    suggestion_brief,
+)
 from advisor.errors import InvalidValueError
 from advisor.policy import (
     COMPARED_METHODS,
