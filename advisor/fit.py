@@ -399,7 +399,8 @@ class _Sized:
         key = (gpus, seq or w.seq, batch or w.batch)
         found = self._estimates.get(key)
         if found is None:
-            varied = dataclasses.replace(w, gpus=gpus, seq=key[1], batch=key[2])
+            same = key == (w.gpus, w.seq, w.batch)  # the level's own workload: no copy to check
+            varied = w if same else dataclasses.replace(w, gpus=gpus, seq=key[1], batch=key[2])
             found = self._estimates[key] = estimate(self.arch, varied, overhead=self.overhead)
         return found
 

@@ -322,13 +322,22 @@ def _position(t: Tensor, rank: int, ctx: _Context, layer: int | None = None) -> 
     return (at if (at is not None and ctx.experts > 1) else rank), ctx.n_layers
 
 
-def _rule_key(t: Tensor, i: int, n: int, ctx: _Context) -> tuple[object, ...]:
+def _rule_key(
+    t: Tensor, i: int, n: int, ctx: _Context, positional: bool = True
+) -> tuple[object, ...]:
     """Everything the rules' conditions read of a quantizable tensor at position (i, n) of a
     model, each only through what the conditions test: the role as the rules see it, the row
     by its remainder over `ROW_PERIOD`, whether it stacks experts, the position tests' and the
-    model tests' results. Tensors of other models alike in these get the same type."""
-    role = Role.output if (t.role is Role.token_embd and ctx.tied) else t.role
-    return (role, t.row % ROW_PERIOD, t.experts > 1, _where(i, n), ctx.model_tests)
+    model tests' results. Tensors of other models alike in these get the same type. Not
+    `positional`: the role's rules test no position, which the key then leaves out."""
+    role = _rules_role(t, ctx)
+    where = _where(i, n) if positional else None
+    return (role, t.row % ROW_PERIOD, t.experts > 1, where, ctx.model_tests)
+
+
+def _rules_role(t: Tensor, ctx: _Context) -> Role:
+    """The role whose rules type `t`: a tied token embedding is the output layer's matrix."""
+    return Role.output if (t.role is Role.token_embd and ctx.tied) else t.role
 
 
 def _rules_type(t: Tensor, i: int, n: int, ctx: _Context, rules: QuantRules) -> GGMLType:
@@ -336,7 +345,7 @@ def _rules_type(t: Tensor, i: int, n: int, ctx: _Context, rules: QuantRules) -> 
     the rules run as written (no memo; `assign_types`, the reference, uses this)."""
     if rules.base in FLOAT_TYPES:
         return rules.base
-    role = Role.output if (t.role is Role.token_embd and ctx.tied) else t.role
+    role = _rules_role(t, ctx)
     kind = rules.base
     for rule in rules.for_role(role):
         if all(_TESTS[c](t, i, n, ctx, rules) for c in rule.when):
@@ -408,11 +417,27 @@ _RULES_TESTS = (When.imatrix, When.no_imatrix)
 ROW_PERIOD = math.lcm(*(block.weights for block in GGML_BLOCKS.values()))
 
 
+# What the position tests are given besides (i, n): they read no tensor, model or rules.
+_PROBE = Tensor("", Role.other, None, 1, 1)
+_POSITION_FNS = tuple(_TESTS[c] for c in _POSITION_TESTS)
+
+
 @functools.lru_cache(maxsize=65536)
 def _where(i: int, n: int) -> tuple[bool, ...]:
-    """Which of the position tests (i, n) passes (they read no tensor, model or rules)."""
-    probe = Tensor("", Role.other, None, 1, 1)
-    return tuple(_TESTS[c](probe, i, n, _NO_CONTEXT, _NO_RULES) for c in _POSITION_TESTS)
+    """Which of the position tests (i, n) passes."""
+    return tuple([test(_PROBE, i, n, _NO_CONTEXT, _NO_RULES) for test in _POSITION_FNS])
+
+
+@functools.lru_cache(maxsize=1024)
+def _position_roles(rules: QuantRules) -> frozenset[Role]:
+    """The roles whose rules under `rules` test a tensor's position (none for a float file)."""
+    if rules.base in FLOAT_TYPES:
+        return frozenset()
+    return frozenset(
+        role
+        for role, entries in rules.rules
+        if any(c in _POSITION_TESTS for rule in entries for c in rule.when)
+    )
 
 
 @dataclass(frozen=True)
@@ -436,6 +461,7 @@ def _tally(
     n: int,
     times: int,
     ctx: _Context,
+    positional: bool = True,
 ) -> None:
     """Add `times` tensors like `t` at position (i, n) to their class in `found`."""
     key: tuple[object, ...] | None
@@ -443,7 +469,7 @@ def _tally(
     if t.role in (Role.vector, Role.kept):
         key, ident = None, (t.role, t.kept_type, t.row)
     else:
-        key = _rule_key(t, i, n, ctx)
+        key = _rule_key(t, i, n, ctx, positional)
         ident = (t.role, t.row, *key)
     entry = found.get(ident)
     if entry is None:
@@ -472,9 +498,11 @@ def _add_run(
     ctx: _Context,
     seen: dict[Role, int],
     found: dict[tuple[object, ...], list[Any]],
+    positional: frozenset[Role],
 ) -> None:
     """`count` blocks alike from block `first` on, grouped as block-by-block adding would: the
-    m-th of a role's k tensors in a block has rank seen + j·k + m in the run's j-th block."""
+    m-th of a role's k tensors in a block has rank seen + j·k + m in the run's j-th block.
+    A role whose rules test no position (not in `positional`) is one class for the run."""
     per_block: dict[Role, int] = {}
     for t in matrices:
         per_block[t.role] = per_block.get(t.role, 0) + 1
@@ -489,6 +517,9 @@ def _add_run(
             start, step, n = first, 1, ctx.n_layers
         else:
             start, step, n = base + m, k, ctx.n_layers
+        if t.role not in positional:
+            _tally(found, t, start, n, count, ctx, positional=False)
+            continue
         for _, i, times in _position_counts(start, step, count, n):
             _tally(found, t, i, n, times, ctx)
     for role, k in per_block.items():
@@ -496,12 +527,15 @@ def _add_run(
 
 
 @functools.lru_cache(maxsize=1024)
-def _classes(arch: Architecture) -> tuple[_Context, tuple[_Class, ...]]:
-    """The tensors of `arch` as classes that every rule types alike (`_Class`), so that weighing
-    a file type costs a few dozen rule checks instead of one per tensor (`gguf_weights`;
-    `assign_types` gives the same bytes, tested). Runs of identical blocks are counted, not
-    walked (`_add_run`); classes are listed in the order their first tensor comes in the file,
-    so types are met, and ties between them sorted, as tensor by tensor."""
+def _classes(
+    arch: Architecture, positional: frozenset[Role]
+) -> tuple[_Context, tuple[_Class, ...]]:
+    """The tensors of `arch` as classes that rules testing positions only for the roles in
+    `positional` (`_position_roles`) type alike (`_Class`), so that weighing a file type
+    costs a few dozen rule checks instead of one per tensor (`gguf_weights`; `assign_types`
+    gives the same bytes, tested). Runs of identical blocks are counted, not walked
+    (`_add_run`); classes are listed in the order their first tensor comes in the file, so
+    types are met, and ties between them sorted, as tensor by tensor."""
     parts = _parts(arch)
     ctx = _context_of(
         arch,
@@ -518,12 +552,12 @@ def _classes(arch: Architecture) -> tuple[_Context, tuple[_Class, ...]]:
             rank = seen.get(t.role, 0)
             seen[t.role] = rank + 1
             i, n = _position(t, rank, ctx, layer)
-        _tally(found, t, i, n, 1, ctx)
+        _tally(found, t, i, n, 1, ctx, positional=_rules_role(t, ctx) in positional)
 
     for t in parts.before:
         add(t, None)
     for matrices, first, count in parts.runs:
-        _add_run(matrices, first, count, ctx, seen, found)
+        _add_run(matrices, first, count, ctx, seen, found, positional)
     for t in parts.after:
         add(t, None)
     if parts.vectors:
@@ -536,7 +570,7 @@ def gguf_weights(arch: Architecture, rules: QuantRules) -> GGUFWeights:
     """The bytes of a GGUF file of `arch` quantized by `rules` (tensor data only): each class
     of tensors typed alike (`_classes`) in its type, as `weigh(assign_types(arch, rules))`
     gives."""
-    ctx, classes = _classes(arch)
+    ctx, classes = _classes(arch, _position_roles(rules))
     memo = _TYPE_MEMO.setdefault(rules, {})
     return weigh_groups(
         (

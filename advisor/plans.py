@@ -27,7 +27,7 @@ from advisor.fit import (
     largest_fitting,
 )
 from advisor.policy import DEFAULT_MAX_GPUS, Level
-from advisor.speed import Speed, speed
+from advisor.speed import Speed, single_speed, speed
 from advisor.workload import MAX_SEARCH_GPUS, Stage, check_count
 
 __all__ = ["Candidate", "Choice", "OptionSpeed", "cheapest", "option_speed"]
@@ -66,11 +66,9 @@ def option_speed(arch: Architecture, option: Option, *, tokens: int | None = Non
     if option.count is None or compute is None:
         return OptionSpeed(single=Speed(missing=("card figures",)), full=None, concurrency=None)
     w = option.estimate.workload
+    single = single_speed(arch, w, compute, tokens=tokens)
     if w.stage is not Stage.inference:
-        return OptionSpeed(
-            single=speed(arch, w, compute, tokens=tokens), full=None, concurrency=None
-        )
-    single = speed(arch, dataclasses.replace(w, batch=1), compute)
+        return OptionSpeed(single=single, full=None, concurrency=None)
     concurrency = option.max_batch
     full = None
     if concurrency is not None:

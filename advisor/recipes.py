@@ -6,8 +6,8 @@ framework it was read from); every option is optional, None meaning "the recipe 
 the user (or to the advisor's own default)". `apply` fills a `Request`'s options the user did
 not type and says which it filled; an option the user typed always wins.
 
-Which recipe `fit`, `which-models` and `estimate` use when none is asked is policy, here:
-`default_recipe` (docs/estimates.md, "Recipes", says why).
+Which recipe `fit`, `which-models` and `estimate` use when none is asked is policy:
+`advisor.policy.default_recipe` (docs/estimates.md, "Recipes", says why).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 from advisor.errors import InvalidValueError
-from advisor.policy import DEFAULT_RECIPES, NO_RECIPE, Request, default_recipe
+from advisor.policy import Request
 from advisor.workload import (
     LORA_TARGET_CHOICES,
     LORA_TARGET_SETS,

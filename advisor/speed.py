@@ -26,6 +26,7 @@ The mechanisms (docs/estimates.md "Speed and cost" documents each with its sourc
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -720,3 +721,13 @@ def _training_speed(t: Traffic, w: Workload, compute: Compute, tokens: int | Non
         ),
         inputs=inputs,
     )
+
+
+def single_speed(
+    arch: Architecture, workload: Workload, compute: Compute, *, tokens: int | None = None
+) -> Speed:
+    """The speed an answer leads with: one sequence (inference at batch 1, at the workload's
+    context) or the training workload as it is (with `tokens`, its time and cost)."""
+    if workload.training:
+        return speed(arch, workload, compute, tokens=tokens)
+    return speed(arch, dataclasses.replace(workload, batch=1), compute)

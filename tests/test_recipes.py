@@ -15,15 +15,8 @@ from advisor.enums import Market, Vendor
 from advisor.errors import InvalidValueError
 from advisor.estimator import estimate
 from advisor.fit import Card, plan
-from advisor.policy import Level, Request
-from advisor.recipes import (
-    DEFAULT_RECIPES,
-    NO_RECIPE,
-    RECIPE_OPTIONS,
-    Recipe,
-    apply,
-    default_recipe,
-)
+from advisor.policy import DEFAULT_RECIPES, NO_RECIPE, Level, Request, default_recipe
+from advisor.recipes import RECIPE_OPTIONS, Recipe, apply
 from advisor.suggest import SAVER_ORDER, cheapest_change
 from advisor.workload import (
     ATTENTION_TARGETS,

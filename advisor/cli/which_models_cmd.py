@@ -58,12 +58,13 @@ if TYPE_CHECKING:
 def tokens_per_s(found: ModelFit) -> float | None:
     """The model's speed at its best fitting level on the cards: decode tokens/s of one
     sequence (inference) or training tokens/s; None when nothing fits or the card lacks the
-    figures (advisor.plans.option_speed)."""
-    from advisor.plans import option_speed
+    figures (`advisor.speed.single_speed`, what `fit` leads its speeds with)."""
+    from advisor.speed import single_speed
 
-    if found.best is None:
+    best = found.best
+    if best is None or best.count is None or best.card.compute is None:
         return None
-    return option_speed(found.arch, found.best).single.headline
+    return single_speed(found.arch, best.estimate.workload, best.card.compute).headline
 
 
 def model_json(found: ModelFit, family: str) -> dict[str, Any]:
