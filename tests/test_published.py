@@ -113,6 +113,7 @@ class Case:
         return f"{self.record} ({self.variant})" if self.variant else self.record
 
 
+_QV = ("q_proj", "v_proj")
 _MMQ = {"stage": Stage.finetune, "batch": 4, "seq": 768}
 # PEFT's MetaMathQA benchmark (huggingface/peft method_comparison, Llama-3.2-3B on an L40S, pure
 # bf16, torch AdamW, batch 4, SDPA, no checkpointing): examples are truncated at 768 tokens and
@@ -124,174 +125,142 @@ _MMQ_TRUNCATED = Bound(
     "examples truncated at 768 tokens, most shorter: the estimate at 768 may be above the "
     "run's peak (up to 10 %), never more than 3 % below it",
 )
-# LLaMA-Factory's benchmark: its defaults, gradient checkpointing on (recipe llama-factory).
+# LLaMA-Factory's benchmark: its defaults, gradient checkpointing on (recipe llama-factory),
+# LoRA on q,v (its 2024 default).
 _LF = {
     "stage": Stage.finetune,
     "batch": 4,
     "seq": 1024,
     "lora_rank": 8,
     "checkpointing": Checkpointing.full,
+    "lora_targets": ("q_proj", "v_proj"),
 }
 # LLaMA-Factory's README table (Llama-2-7B on an A100) as its settings state them: adapters
 # upcast to fp32 (its `upcast trainable params` step); whole GB by an unstated method.
-_LF_STATED = {**_LF, "lora_dtype": LoraDtype.fp32}
+_LF_STATED = {"lora_dtype": LoraDtype.fp32}
 _LF_WHOLE_GB = within(12, "whole GB by an unstated method")
-_QV = ("q_proj", "v_proj")
+
+
+def _mmq(record: str, bound: Bound, **workload: Any) -> Case:
+    """A PEFT MetaMathQA record: Llama-3.2-3B's max_memory_reserved, under its own bound and
+    the truncation bound every MetaMathQA record shares."""
+    return Case(
+        record=record,
+        config="llama-3.2-3b",
+        workload={**_MMQ, **workload},
+        quantity="reserved",
+        bounds=(bound, _MMQ_TRUNCATED),
+    )
+
+
+def _lf(record: str, bound: Bound, *, variant: str = "", **workload: Any) -> Case:
+    """A LLaMA-Factory README record: Llama-2-7B's whole-device figure."""
+    return Case(
+        record=record,
+        variant=variant,
+        config="llama-2-7b",
+        workload={**_LF, **workload},
+        quantity="device",
+        bounds=(bound,),
+    )
+
+
 CASES = (
-    Case(
-        record="peft-mmq-full",
-        config="llama-3.2-3b",
-        workload={**_MMQ, "method": Method.full},
-        quantity="reserved",
-        bounds=(
-            within(
-                5,
-                "exact bytes of max_memory_reserved; sequences up to 768 tokens (the peak batch)",
-            ),
-            _MMQ_TRUNCATED,
+    _mmq(
+        "peft-mmq-full",
+        within(
+            5, "exact bytes of max_memory_reserved; sequences up to 768 tokens (the peak batch)"
         ),
+        method=Method.full,
     ),
-    Case(
-        record="peft-mmq-lora-r32",
-        config="llama-3.2-3b",
-        workload={**_MMQ, "method": Method.lora, "lora_rank": 32, "lora_targets": _QV},
-        quantity="reserved",
-        bounds=(
-            within(
-                10, "as above; the allocator reserve charged (5 %) exceeds what a LoRA run caches"
-            ),
-            _MMQ_TRUNCATED,
+    _mmq(
+        "peft-mmq-lora-r32",
+        within(10, "as above; the allocator reserve charged (5 %) exceeds what a LoRA run caches"),
+        method=Method.lora,
+        lora_rank=32,
+        lora_targets=_QV,
+    ),
+    _mmq(
+        "peft-mmq-lora-r64",
+        within(10, "as peft-mmq-lora-r32"),
+        method=Method.lora,
+        lora_rank=64,
+        lora_targets=_QV,
+    ),
+    _mmq(
+        "peft-mmq-dora-r32",
+        within(10, "as peft-mmq-lora-r32, plus DoRA's magnitude vectors and saved norm products"),
+        method=Method.dora,
+        lora_rank=32,
+        lora_targets=_QV,
+    ),
+    _mmq(
+        "peft-mmq-lora-mlp-r10",
+        within(12, "as peft-mmq-lora-r32; adapters on the wide MLP inputs keep more activations"),
+        method=Method.lora,
+        lora_rank=10,
+        lora_targets=MLP_TARGETS,
+    ),
+    _lf(
+        "lf-l2-7b-lora-hf",
+        within(
+            12,
+            "whole GB, method not stated; LLaMA-Factory checkpoints by default (recipe "
+            "llama-factory), targets q,v (its 2024 default)",
         ),
+        method=Method.lora,
     ),
-    Case(
-        record="peft-mmq-lora-r64",
-        config="llama-3.2-3b",
-        workload={**_MMQ, "method": Method.lora, "lora_rank": 64, "lora_targets": _QV},
-        quantity="reserved",
-        bounds=(within(10, "as peft-mmq-lora-r32"), _MMQ_TRUNCATED),
-    ),
-    Case(
-        record="peft-mmq-dora-r32",
-        config="llama-3.2-3b",
-        workload={**_MMQ, "method": Method.dora, "lora_rank": 32, "lora_targets": _QV},
-        quantity="reserved",
-        bounds=(
-            within(
-                10, "as peft-mmq-lora-r32, plus DoRA's magnitude vectors and saved norm products"
-            ),
-            _MMQ_TRUNCATED,
-        ),
-    ),
-    Case(
-        record="peft-mmq-lora-mlp-r10",
-        config="llama-3.2-3b",
-        workload={**_MMQ, "method": Method.lora, "lora_rank": 10, "lora_targets": MLP_TARGETS},
-        quantity="reserved",
-        bounds=(
-            within(
-                12, "as peft-mmq-lora-r32; adapters on the wide MLP inputs keep more activations"
-            ),
-            _MMQ_TRUNCATED,
-        ),
-    ),
-    Case(
-        record="lf-l2-7b-lora-hf",
-        config="llama-2-7b",
-        workload={**_LF, "method": Method.lora, "lora_targets": _QV},
-        quantity="device",
-        bounds=(
-            within(
-                12,
-                "whole GB, method not stated; LLaMA-Factory checkpoints by default (recipe "
-                "llama-factory), targets q,v (its 2024 default)",
-            ),
-        ),
-    ),
-    Case(
-        # transformers' Llama ran eager attention before SDPA became its default (4.36, Dec 2023).
-        record="lf-l2-7b-lora-hf",
+    # transformers' Llama ran eager attention before SDPA became its default (4.36, Dec 2023).
+    _lf(
+        "lf-l2-7b-lora-hf",
+        _LF_WHOLE_GB,
         variant="eager, fp32 adapters",
-        config="llama-2-7b",
-        workload={
-            **_LF_STATED,
-            "method": Method.lora,
-            "lora_targets": _QV,
-            "attention": Attention.eager,
-        },
-        quantity="device",
-        bounds=(_LF_WHOLE_GB,),
+        method=Method.lora,
+        attention=Attention.eager,
+        **_LF_STATED,
     ),
-    Case(
-        record="lf-l2-7b-lora-hf-fa2",
-        config="llama-2-7b",
-        workload={**_LF, "method": Method.lora, "lora_targets": _QV},
-        quantity="device",
-        bounds=(
-            within(12, "as lf-l2-7b-lora-hf (FlashAttention-2 and SDPA keep the same tensors)"),
-        ),
+    _lf(
+        "lf-l2-7b-lora-hf-fa2",
+        within(12, "as lf-l2-7b-lora-hf (FlashAttention-2 and SDPA keep the same tensors)"),
+        method=Method.lora,
     ),
-    Case(
-        record="lf-l2-7b-lora-hf-fa2",
+    _lf(
+        "lf-l2-7b-lora-hf-fa2",
+        _LF_WHOLE_GB,
         variant="flash, fp32 adapters",
-        config="llama-2-7b",
-        workload={
-            **_LF_STATED,
-            "method": Method.lora,
-            "lora_targets": _QV,
-            "attention": Attention.flash,
-        },
-        quantity="device",
-        bounds=(_LF_WHOLE_GB,),
+        method=Method.lora,
+        attention=Attention.flash,
+        **_LF_STATED,
     ),
-    Case(
-        record="lf-l2-7b-qlora-hf",
-        config="llama-2-7b",
-        workload={**_LF, "method": Method.qlora, "lora_targets": _QV, "weight_format": NF4},
-        quantity="device",
-        bounds=(within(12, "as lf-l2-7b-lora-hf, NF4 base"),),
+    _lf(
+        "lf-l2-7b-qlora-hf",
+        within(12, "as lf-l2-7b-lora-hf, NF4 base"),
+        method=Method.qlora,
+        weight_format=NF4,
     ),
-    Case(
-        record="lf-l2-7b-qlora-hf",
+    _lf(
+        "lf-l2-7b-qlora-hf",
+        _LF_WHOLE_GB,
         variant="nf4-dq, fp32 adapters, eager",
-        config="llama-2-7b",
-        workload={
-            **_LF_STATED,
-            "method": Method.qlora,
-            "lora_targets": _QV,
-            "weight_format": NF4_DQ,
-            "attention": Attention.eager,
-        },
-        quantity="device",
-        bounds=(_LF_WHOLE_GB,),
+        method=Method.qlora,
+        weight_format=NF4_DQ,
+        attention=Attention.eager,
+        **_LF_STATED,
     ),
-    Case(
-        record="lf-l2-7b-lora-unsloth",
-        config="llama-2-7b",
-        workload={
-            **_LF,
-            "method": Method.lora,
-            "lora_targets": _QV,
-            "checkpointing": Checkpointing.offload,
-            "loss": Loss.fused,
-        },
-        quantity="device",
-        bounds=(
-            within(12, "as lf-l2-7b-lora-hf with Unsloth's offloaded checkpoints and fused loss"),
-        ),
+    _lf(
+        "lf-l2-7b-lora-unsloth",
+        within(12, "as lf-l2-7b-lora-hf with Unsloth's offloaded checkpoints and fused loss"),
+        method=Method.lora,
+        checkpointing=Checkpointing.offload,
+        loss=Loss.fused,
     ),
-    Case(
-        record="lf-l2-7b-qlora-unsloth",
-        config="llama-2-7b",
-        workload={
-            **_LF,
-            "method": Method.qlora,
-            "lora_targets": _QV,
-            "weight_format": NF4,
-            "checkpointing": Checkpointing.offload,
-            "loss": Loss.fused,
-        },
-        quantity="device",
-        bounds=(within(15, "7 GB rounded to a whole GB is ±7 % on its own"),),
+    _lf(
+        "lf-l2-7b-qlora-unsloth",
+        within(15, "7 GB rounded to a whole GB is ±7 % on its own"),
+        method=Method.qlora,
+        weight_format=NF4,
+        checkpointing=Checkpointing.offload,
+        loss=Loss.fused,
     ),
     Case(
         record="titan-l31-8b-fsdp8",
