@@ -246,6 +246,21 @@ def recipe_public(recipe: TrainingRecipe) -> RecipePublic:
     return RecipePublic.model_validate(recipe)
 
 
+def public(
+    session: Session, *, row: GPU | LanguageModel | ModelFamily | QuantFormat | TrainingRecipe
+) -> GPUPublic | ModelPublic | FamilyPublic | QuantPublic | RecipePublic:
+    """Any row as `catalog show … --json` and `catalog export` print it."""
+    if isinstance(row, GPU):
+        return gpu_public(session, gpu=row)
+    if isinstance(row, LanguageModel):
+        return model_public(session, model=row)
+    if isinstance(row, ModelFamily):
+        return family_public(session, family=row)
+    if isinstance(row, QuantFormat):
+        return quant_public(row)
+    return recipe_public(row)
+
+
 # --- writing -------------------------------------------------------------------------------
 
 

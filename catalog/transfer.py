@@ -147,16 +147,7 @@ def export_catalog(session: Session, *, kinds: Sequence[Kind] = tuple(Kind)) -> 
 
 def _public(session: Session, kind: Kind, row: Any) -> dict[str, Any]:
     """A row's fields as `catalog show … --json` prints them."""
-    if kind is Kind.families:
-        public: SQLModel = queries.family_public(session, family=row)
-    elif kind is Kind.models:
-        public = queries.model_public(session, model=row)
-    elif kind is Kind.gpus:
-        public = queries.gpu_public(session, gpu=row)
-    elif kind is Kind.quants:
-        public = queries.quant_public(row)
-    else:
-        public = queries.recipe_public(row)
+    public = queries.public(session, row=row)
     return public.model_dump(mode="json", exclude=_EXCLUDE.get(kind, set()))
 
 
