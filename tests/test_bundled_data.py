@@ -162,6 +162,18 @@ def test_apple_figures_are_apples_or_computed_from_them() -> None:
             assert "fp16_tflops null" in gpu.notes, gpu.slug
 
 
+def test_jetson_orin_figures_are_the_gpus_sparse_figures_halved() -> None:
+    """NVIDIA's Orin data sheet prints the GPU's sparse tensor figures (64 GB: 170 INT8 TOPS
+    or 85 FP16 TFLOPS; 32 GB: 108 or 54) apart from the DLAs: the catalog stores them dense."""
+    for slug, sparse_fp16, sparse_int8 in (
+        ("jetson-agx-orin-64gb", 85, 170),
+        ("jetson-agx-orin-32gb", 54, 108),
+    ):
+        gpu = _gpu(slug)
+        assert (gpu.fp16_tflops, gpu.int8_tops) == (sparse_fp16 / 2, sparse_int8 / 2), slug
+        assert gpu.fp8_tflops is None, slug
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.json")))
 def test_bundled_architecture_matches_config(name: str) -> None:
     """Bundled models with a reference config.json have exactly its architecture."""
