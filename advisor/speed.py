@@ -216,18 +216,30 @@ _LLAMA_CPP_CUDA = EngineSpeed(
         "(XiongjieDai/GPU-Benchmarks-on-LLM-Inference, llama.cpp b1 2024-05, CUDA 12.1)"
     ),
 )
+# llama.cpp's Metal prefill reaches a larger share of an Apple card's figure than its CUDA
+# prefill does of an NVIDIA one: the Apple figure is the shader ALUs' FMA peak (the M1/M2 GPU
+# has no matrix units), which Metal's simdgroup_matrix multiplies use whole and approach (the
+# best GEMM kernel reaches 102.5 of 128 FP16 FMAs per core per clock, 0.80;
+# philipturner/metal-benchmarks "Operations per Second"), where CUDA's is a tensor-core peak.
+# Calibrated on llama-bench pp512/pp4096 of Llama-3-8B and 70B on M1, M1 Max and M2 Ultra
+# (XiongjieDai/GPU-Benchmarks-on-LLM-Inference, Metal): F16 runs reach 0.58-0.76 of the
+# figure, median 0.71; Q4_K_M runs, which dequantize each weight tile in the kernel, 0.45-0.61,
+# median 0.57 (tests/test_speed_calibration.py).
+LLAMA_CPP_METAL_UTILIZATION = 0.71
+LLAMA_CPP_METAL_QUANTIZED_UTILIZATION = 0.57
 _LLAMA_CPP_METAL = EngineSpeed(
     bandwidth_efficiency=0.80,
     bandwidth_ceiling_bytes_per_s=None,
     layer_overhead_s=0.25e-3,
-    utilization=0.37,
-    quantized_utilization=0.29,
+    utilization=LLAMA_CPP_METAL_UTILIZATION,
+    quantized_utilization=LLAMA_CPP_METAL_QUANTIZED_UTILIZATION,
     kv_copies=False,
     pipelines_prompt=True,
     measured=True,
     source=(
-        "llama-bench tg512/pp512, Llama-3-8B and 70B on Apple M1, M1 Max, M2 Ultra, M3 Max "
-        "(XiongjieDai/GPU-Benchmarks-on-LLM-Inference, Metal backend)"
+        "llama-bench tg512/pp512/pp4096, Llama-3-8B and 70B on Apple M1, M1 Max, M2 Ultra, "
+        "M3 Max (XiongjieDai/GPU-Benchmarks-on-LLM-Inference, Metal backend; prefill "
+        "utilisation of the M1/M2 figures, M3 has none)"
     ),
 )
 _VLLM_CUDA = EngineSpeed(

@@ -75,6 +75,8 @@ GPUS: Mapping[str, str] = {
     "NVIDIA A100 PCIe 80GB": "a100-pcie-80gb",
     "NVIDIA A100 SXM 80GB": "a100-sxm4-80gb",
     "NVIDIA H100 PCIe 80GB": "h100-pcie-80gb",
+    # The catalog has the 8-core M1 only: its 2.6 TFLOPS is 8/7 of this 7-core GPU's (the
+    # bandwidth is the same), so the M1's prefill cases are predicted that much high.
     "Apple M1 (7-core GPU, 8GB)": "m1-16gb",
     "Apple M1 Max (32-core GPU, 64GB)": "m1-max-64gb",
     "Apple M2 Ultra (76-core GPU, 192GB)": "m2-ultra-192gb",

@@ -121,9 +121,57 @@ def test_gpu_numbers_within_physical_bounds() -> None:
     for gpu in DATA.gpus:
         assert 2 * GIB <= gpu.memory_bytes <= 512 * GIB, gpu.slug
         assert 50e9 <= gpu.bandwidth_bytes_per_s <= 10e12, gpu.slug
-        assert gpu.fp16_tflops is None or 5 <= gpu.fp16_tflops <= 3000, gpu.slug
+        # The smallest bundled figure is the Apple M1's 8-core GPU, 2.6 TFLOPS.
+        assert gpu.fp16_tflops is None or 2 <= gpu.fp16_tflops <= 3000, gpu.slug
         if gpu.usable_memory_fraction is not None:
             assert gpu.market.value == "unified-memory", gpu.slug
+
+
+# Apple's GPU TFLOPS for the full chip of each M1/M2 tier (M1 2.6, M1 Pro 5.2, M1 Max 10.4,
+# M1 Ultra 21, M2 Ultra 27.2), and for other bins that figure scaled by the bin's GPU cores.
+APPLE_TFLOPS = {
+    "m1-16gb": 2.6,
+    "m1-pro-32gb": 5.2,
+    "m1-max-32gb": 7.8,  # 24 of 32 cores
+    "m1-max-64gb": 10.4,
+    "m1-ultra-64gb": 15.75,  # 48 of 64 cores
+    "m1-ultra-128gb": 21.0,
+    "m2-24gb": 3.58,  # 10 of the M2 Ultra's 76 cores
+    "m2-pro-32gb": 6.8,  # 19 of 76
+    "m2-max-32gb": 10.74,  # 30 of 76
+    "m2-max-64gb": 13.6,  # 38 of 76
+    "m2-max-96gb": 13.6,
+    "m2-ultra-64gb": 21.47,  # 60 of 76
+    "m2-ultra-192gb": 27.2,
+}
+
+
+def test_apple_figures_are_apples_or_computed_from_them() -> None:
+    """M1/M2 rows carry Apple's GPU TFLOPS, or Apple's figure scaled to the row's GPU cores
+    and labelled computed; M3 and later, for which Apple publishes no figure or clock, none."""
+    apple = [g for g in DATA.gpus if g.vendor.value == "apple"]
+    assert {g.slug for g in apple if g.fp16_tflops is not None} == set(APPLE_TFLOPS)
+    for gpu in apple:
+        assert gpu.fp16_tflops == APPLE_TFLOPS.get(gpu.slug), gpu.slug
+        assert gpu.fp8_tflops is None and gpu.int8_tops is None, gpu.slug
+        assert gpu.notes is not None
+        full_chip = gpu.fp16_tflops in (2.6, 5.2, 10.4, 21.0, 27.2)
+        if gpu.fp16_tflops is not None and not full_chip:
+            assert "is computed" in gpu.notes, gpu.slug
+        if gpu.fp16_tflops is None:
+            assert "fp16_tflops null" in gpu.notes, gpu.slug
+
+
+def test_jetson_orin_figures_are_the_gpus_sparse_figures_halved() -> None:
+    """NVIDIA's Orin data sheet prints the GPU's sparse tensor figures (64 GB: 170 INT8 TOPS
+    or 85 FP16 TFLOPS; 32 GB: 108 or 54) apart from the DLAs: the catalog stores them dense."""
+    for slug, sparse_fp16, sparse_int8 in (
+        ("jetson-agx-orin-64gb", 85, 170),
+        ("jetson-agx-orin-32gb", 54, 108),
+    ):
+        gpu = _gpu(slug)
+        assert (gpu.fp16_tflops, gpu.int8_tops) == (sparse_fp16 / 2, sparse_int8 / 2), slug
+        assert gpu.fp8_tflops is None, slug
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.json")))
