@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from advisor.enums import AttentionKind, ModelType
 from advisor.errors import InvalidValueError
@@ -146,8 +146,7 @@ class Architecture:
 _FIELD_NAMES = tuple(f.name for f in fields(Architecture))
 
 
-@dataclass(frozen=True)
-class ParamCount:
+class ParamCount(NamedTuple):
     """Parameters by where they live; `total` is what a checkpoint holds."""
 
     embedding: int
@@ -376,8 +375,7 @@ def _mla_attention(arch: Architecture) -> int:
     return query + key_value + heads * arch.v_head_dim * h
 
 
-@dataclass(frozen=True)
-class _Layer:
+class _Layer(NamedTuple):
     """One decoder layer: parameters always used, and the routed experts' share of them."""
 
     total: int

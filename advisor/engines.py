@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
+from typing import NamedTuple
 
 from advisor.enums import Engine, QuantKind, Vendor
 from advisor.errors import InvalidValueError
@@ -41,8 +41,7 @@ ENGINE_ALIASES: Mapping[str, Engine] = MappingProxyType(
 FLOAT_16_BITS = 16
 
 
-@dataclass(frozen=True, kw_only=True)
-class BackendContext:
+class BackendContext(NamedTuple):
     """What an engine's GPU backend holds on a card beyond the tensors it sizes (driver
     context, kernels, library handles, scratch pools), in bytes. `measured` False: no public
     measurement for this backend was found and `basis` names the stand-in."""
@@ -92,8 +91,7 @@ LLAMA_CPP_BACKEND_CONTEXT: Mapping[Vendor, BackendContext] = MappingProxyType(
 )
 
 
-@dataclass(frozen=True, kw_only=True)
-class EngineTraits:
+class EngineTraits(NamedTuple):
     """How one engine allocates: the formats it runs (the others refused, with the reason),
     its KV-cache dtypes and default, whether PyTorch's caching allocator adds its reserve,
     whether a preallocated share of the card bounds it, and whether layers can stay in

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 from types import MappingProxyType
+from typing import NamedTuple
 
 from advisor.arch import (
     LAYERNORM_PARAMS_PER_CHANNEL,
@@ -373,8 +374,7 @@ ROTARY_TABLES = 2
 _SHAPE_CACHE_SIZE = 4096
 
 
-@dataclass(frozen=True)
-class _Shape:
+class _Shape(NamedTuple):
     """Sizes the memory formulas need, derived once from an Architecture."""
 
     layers: int
@@ -415,8 +415,7 @@ class _Shape:
     qkv_linear: bool  # q, k and v come out of one linear layer
 
 
-@dataclass(frozen=True)
-class _Attention:
+class _Attention(NamedTuple):
     """Query and K/V widths, K/V elements cached per token and layer, and the kernel."""
 
     q_dim: int
@@ -540,8 +539,8 @@ def _shape_with(arch: Architecture, attention: Attention | None) -> _Shape:
     if attention is None or attention is Attention.sdpa:
         return s
     if attention is Attention.eager:
-        return dataclasses.replace(s, attention=AttentionKernel.eager)
-    return dataclasses.replace(s, attention=AttentionKernel.flash, always_mask=False, alibi=False)
+        return s._replace(attention=AttentionKernel.eager)
+    return s._replace(attention=AttentionKernel.flash, always_mask=False, alibi=False)
 
 
 def _lora_targets(s: _Shape, w: Workload) -> tuple[str, ...]:
@@ -608,8 +607,7 @@ def _round(n: float) -> int:
 # --- precision ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Bytes:
+class _Bytes(NamedTuple):
     weight: float  # bytes per stored weight
     compute: int  # bytes per activation element
     grad: int
@@ -1934,7 +1932,7 @@ def _training_terms(arch: Architecture, s: _Shape, w: Workload, shard: _Shard) -
     elif shard.tp > 1:
         # Loss parallelism (torchtitan's default with tensor parallelism): each GPU computes
         # the loss over its share of the vocabulary, the logits never gathered.
-        local_vocab = dataclasses.replace(s, vocab=-(-s.vocab // shard.tp))
+        local_vocab = s._replace(vocab=-(-s.vocab // shard.tp))
         logits = _training_logits(local_vocab, local, b.compute, head_grad)
     else:
         logits = _training_logits(s, local, b.compute, head_grad)

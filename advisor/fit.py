@@ -897,14 +897,17 @@ def best_level(
         levels = with_parallel(levels, parallel)
     levels = _refuse_unrunnable((card,), levels)
     planner = _Planner(arch, _context_ceiling(arch, allow_longer_context))
-    sized = [planner.level(level, overhead or card.overhead) for level in levels]
+    charged = overhead or card.overhead
+
+    def sized(index: int) -> _Sized:  # only the levels a search tries are sized
+        return planner.level(levels[index], charged)
 
     def fits(index: int) -> bool:
-        return sized[index].at(count).per_gpu_bytes <= sized[index].budget(card)
+        return sized(index).at(count).per_gpu_bytes <= sized(index).budget(card)
 
     fitting = _fitting(fits, len(levels), all_levels=all_levels, ladder=ladder)
-    options = [sized[i].option(card, count, sized[i].at(count), batch=with_batch) for i in fitting]
-    last = sized[-1]
+    options = [sized(i).option(card, count, sized(i).at(count), batch=with_batch) for i in fitting]
+    last = sized(len(levels) - 1)
     # The split to system RAM is one card's (several cards asked get none), and only the
     # smallest level tried says it (`ModelFit.offload`).
     closest = (

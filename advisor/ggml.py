@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from advisor.errors import InvalidValueError
 
@@ -59,8 +59,7 @@ class GGMLType(_Name):
     iq1_s = "iq1_s"
 
 
-@dataclass(frozen=True)
-class Block:
+class Block(NamedTuple):
     """A ggml type's storage: `weights` per block in `nbytes`; `fallback`: the type llama.cpp's
     quantizer uses instead when a row is not a whole number of blocks (`tensor_type_fallback`;
     None: none defined, the row must fit)."""
@@ -150,8 +149,7 @@ class Role(_Name):
 QUANTIZABLE_ROLES = tuple(r for r in Role if r not in (Role.vector, Role.kept))
 
 
-@dataclass(frozen=True)
-class Tensor:
+class Tensor(NamedTuple):
     """One tensor of a GGUF file: its name, role, layer (None outside the blocks), values per
     row (ggml's ne[0], the input width of a matrix), value count and experts (ne[2])."""
 
@@ -188,8 +186,7 @@ class When(_Name):
     expert_tensor = "expert_tensor"  # a 3-D tensor of stacked experts (ne[2] > 1)
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     kind: GGMLType
     when: frozenset[When] = frozenset()
 

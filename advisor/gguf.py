@@ -10,13 +10,11 @@ commit 007dbbf3.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from advisor.arch import Architecture, count_params, layer_kinds
 from advisor.enums import ModelType
@@ -38,8 +36,7 @@ from advisor.traits import MLPKind, ParamLayout
 # --- the tensors of an architecture --------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class GGUFArch:
+class GGUFArch(NamedTuple):
     """How llama.cpp names and lays out a model type: its GGUF architecture (None: llama.cpp
     has none), gate and up fused into one ffn_up of twice the width (Phi-3: src/llama-model.cpp
     LLM_ARCH_PHI3), and whether llama.cpp runs its sliding-window layers as such (`swa`:
@@ -175,8 +172,7 @@ def _ffn(arch: Architecture, i: int) -> list[Tensor]:
     return out
 
 
-@dataclass(frozen=True)
-class _Parts:
+class _Parts(NamedTuple):
     """The tensors of a GGUF file in three parts: those before the blocks (embeddings), each
     run of alike blocks as (its first block's matrices, first index, count: `layer_kinds`),
     those after (the output layer), and the values of every vector, summed."""
@@ -234,8 +230,7 @@ def gguf_tensors(arch: Architecture) -> tuple[Tensor, ...]:
 # --- the rules applied ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Context:
+class _Context(NamedTuple):
     n_layers: int
     n_attn_v: int
     gqa: float
@@ -267,7 +262,7 @@ def _context_of(arch: Architecture, *, n_attn_v: int, tied: bool) -> _Context:
     )
     probe = Tensor("", Role.other, None, 1, 1)
     tests = tuple(_TESTS[c](probe, 0, 0, ctx, _NO_RULES) for c in _MODEL_TESTS)
-    return dataclasses.replace(ctx, model_tests=tests)
+    return ctx._replace(model_tests=tests)
 
 
 def _more_bits(i: int, n: int) -> bool:
@@ -440,8 +435,7 @@ def _position_roles(rules: QuantRules) -> frozenset[Role]:
     )
 
 
-@dataclass(frozen=True)
-class _Class:
+class _Class(NamedTuple):
     """Tensors of a model that every file type gives one type (same role, row width, experts
     and position tests; never-quantized ones: the same kept type): `tensor` is the first of
     them, at position (i, n); `key` its `_rule_key` (None: never quantized); `values` the

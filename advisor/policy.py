@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from advisor import engines
 from advisor.enums import Engine, LinkKind, Market
@@ -96,8 +96,7 @@ def default_recipe(stage: Stage) -> str | None:
     return DEFAULT_RECIPES.get(stage)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Topology:
+class Topology(NamedTuple):
     """How cards of one market combine: the most one machine takes, the link between them
     there, and whether machines can be joined over the network (then only whole machines)."""
 

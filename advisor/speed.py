@@ -742,4 +742,5 @@ def single_speed(
     context) or the training workload as it is (with `tokens`, its time and cost)."""
     if workload.training:
         return speed(arch, workload, compute, tokens=tokens)
-    return speed(arch, dataclasses.replace(workload, batch=1), compute)
+    one = workload if workload.batch == 1 else dataclasses.replace(workload, batch=1)
+    return speed(arch, one, compute)

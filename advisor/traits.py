@@ -12,10 +12,9 @@ the estimator's bytes fixed. docs/architecture.md says how to add a type.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from advisor.enums import ModelType
 from advisor.workload import ATTENTION_TARGETS, MLP_TARGETS
@@ -79,8 +78,7 @@ class SlidingLayers(StrEnum):
     pattern = "pattern"  # every `sliding_window_pattern`-th layer is global
 
 
-@dataclass(frozen=True, kw_only=True)
-class ConfigNames:
+class ConfigNames(NamedTuple):
     """The type's own config.json names, as the trace writes them (the reader also accepts the
     usual synonyms: n_layer, n_embd, n_head …). None: the type's config has no such field."""
 
@@ -94,8 +92,7 @@ class ConfigNames:
     experts: str | None
 
 
-@dataclass(frozen=True, kw_only=True)
-class ModelTraits:
+class ModelTraits(NamedTuple):
     """One model type. Field groups: reading config.json, counting parameters, the estimator's
     mechanisms, LoRA, and the trace's config."""
 
@@ -256,15 +253,14 @@ GPT2 = ModelTraits(
 
 # Mistral, Qwen2/3: the config class defaults a sliding window, so the trace clears it when
 # the architecture has none; Qwen switches it with use_sliding_window.
-MISTRAL = replace(LLAMA, multimodal_wrappers=("mistral3",), option_keys=(), clears_window=True)
-QWEN2 = replace(MISTRAL, multimodal_wrappers=(), qkv_bias=True, window_flag=True)
-QWEN3 = replace(QWEN2, qkv_bias=False, qk_norm=True)
+MISTRAL = LLAMA._replace(multimodal_wrappers=("mistral3",), option_keys=(), clears_window=True)
+QWEN2 = MISTRAL._replace(multimodal_wrappers=(), qkv_bias=True, window_flag=True)
+QWEN3 = QWEN2._replace(qkv_bias=False, qk_norm=True)
 # Gemma's RMSNorm scales by (1 + weight) in fp32 and keeps that fp32 tensor for backward.
-GEMMA = replace(LLAMA, multimodal_wrappers=(), option_keys=(), tie_default=True, fp32_norm=True)
+GEMMA = LLAMA._replace(multimodal_wrappers=(), option_keys=(), tie_default=True, fp32_norm=True)
 # Gemma-2: input, post-attention, pre- and post-feedforward norms; soft-capped attention and
 # logits, which transformers runs only with eager attention; alternating sliding layers.
-GEMMA2 = replace(
-    GEMMA,
+GEMMA2 = GEMMA._replace(
     norms_per_layer=4,
     sliding_layers=SlidingLayers.alternate,
     softcap=True,
@@ -272,8 +268,7 @@ GEMMA2 = replace(
 )
 # Gemma 3 (text): Gemma-2's norms with q/k norms instead of soft-capping, SDPA, a global layer
 # every `sliding_window_pattern` layers; `gemma3` is the multimodal wrapper (and a bare one).
-GEMMA3_TEXT = replace(
-    GEMMA,
+GEMMA3_TEXT = GEMMA._replace(
     hf_aliases=("gemma3",),
     multimodal_wrappers=("gemma3",),
     norms_per_layer=4,
@@ -282,47 +277,42 @@ GEMMA3_TEXT = replace(
 )
 # Phi-3 fuses q/k/v into qkv_proj (q, k and v are views of its output) and gate/up into
 # gate_up_proj: PEFT finds only o_proj and down_proj under the Llama names.
-PHI3 = replace(
-    LLAMA,
+PHI3 = LLAMA._replace(
     multimodal_wrappers=(),
     option_keys=("partial_rotary_factor",),
     fused_qkv_views=True,
     qkv_linear=True,
     lora_targets=("o_proj", "down_proj"),
 )
-MIXTRAL = replace(
-    MISTRAL,
+MIXTRAL = MISTRAL._replace(
     multimodal_wrappers=(),
     clears_window=False,
-    names=replace(_LLAMA_NAMES, experts="num_local_experts"),
+    names=_LLAMA_NAMES._replace(experts="num_local_experts"),
     layout=ParamLayout.moe_gated,
     moe=True,
     experts_use_intermediate_size=True,
 )
-QWEN3_MOE = replace(
-    QWEN3,
-    names=replace(_LLAMA_NAMES, experts="num_experts"),
+QWEN3_MOE = QWEN3._replace(
+    names=_LLAMA_NAMES._replace(experts="num_experts"),
     layout=ParamLayout.moe_gated,
     moe=True,
     trace_moe_fields=("moe_intermediate_size",),
     # every layer sparse (Qwen3MoeConfig's mlp_only_layers / decoder_sparse_step)
     trace_fixed=(("decoder_sparse_step", 1), ("mlp_only_layers", ())),
 )
-GPT_OSS = replace(
-    LLAMA,
+GPT_OSS = LLAMA._replace(
     multimodal_wrappers=(),
-    names=replace(_LLAMA_NAMES, experts="num_local_experts"),
+    names=_LLAMA_NAMES._replace(experts="num_local_experts"),
     option_keys=(),
     sliding_layers=SlidingLayers.alternate,
     layout=ParamLayout.gpt_oss,
     moe=True,
     experts_use_intermediate_size=True,
 )
-DEEPSEEK_V3 = replace(
-    LLAMA,
+DEEPSEEK_V3 = LLAMA._replace(
     hf_aliases=("kimi_k2",),
     multimodal_wrappers=(),
-    names=replace(_LLAMA_NAMES, experts="n_routed_experts"),
+    names=_LLAMA_NAMES._replace(experts="n_routed_experts"),
     option_keys=("topk_method",),
     layout=ParamLayout.deepseek,
     moe=True,
@@ -339,18 +329,16 @@ DEEPSEEK_V3 = replace(
     ),
 )
 # BLOOM: ALiBi (no rotary tables; its bias is not modelled as a mask), an embedding LayerNorm.
-BLOOM = replace(
-    GPT2,
-    names=replace(GPT2.names, hidden="hidden_size", ffn=None, positions=None),
+BLOOM = GPT2._replace(
+    names=GPT2.names._replace(hidden="hidden_size", ffn=None, positions=None),
     positions_keys=("seq_length", "max_position_embeddings"),
     positions_default=BLOOM_DEFAULT_POSITIONS,
     position_table_offset=None,
     embedding_norm=True,
     mlp=MLPKind.gelu,
 )
-OPT = replace(
-    GPT2,
-    names=replace(_LLAMA_NAMES, kv_heads=None, head_dim=None, ffn="ffn_dim"),
+OPT = GPT2._replace(
+    names=_LLAMA_NAMES._replace(kv_heads=None, head_dim=None, ffn="ffn_dim"),
     ffn_keys=("ffn_dim",),
     ffn_default_ratio=None,
     option_keys=(
@@ -366,9 +354,8 @@ OPT = replace(
     qkv_linear=False,
     lora_targets=("q_proj", "k_proj", "v_proj"),  # its output is out_proj, its MLP fc1/fc2
 )
-GPT_NEOX = replace(
-    GPT2,
-    names=replace(_LLAMA_NAMES, kv_heads=None, head_dim=None),
+GPT_NEOX = GPT2._replace(
+    names=_LLAMA_NAMES._replace(kv_heads=None, head_dim=None),
     ffn_keys=_INTERMEDIATE,
     ffn_default_ratio=None,
     tie_default=False,
@@ -383,10 +370,9 @@ GPT_NEOX = replace(
 # Falcon: multi-query attention reaches SDPA with one K/V head and no enable_gqa, which only
 # the math kernel takes; the new decoder layout caches K/V per query head; the RW models use
 # ALiBi; the causal mask is always built.
-FALCON = replace(
-    GPT2,
+FALCON = GPT2._replace(
     hf_aliases=("RefinedWebModel", "RefinedWeb"),
-    names=replace(_LLAMA_NAMES, kv_heads="num_kv_heads", head_dim=None, ffn="ffn_hidden_size"),
+    names=_LLAMA_NAMES._replace(kv_heads="num_kv_heads", head_dim=None, ffn="ffn_hidden_size"),
     kv_heads=KVHeads.falcon,
     option_keys=(
         "new_decoder_architecture",
