@@ -264,21 +264,36 @@ def test_compile_fuses_the_element_wise_kernels(llama: Architecture) -> None:
         inference(compile=True)
 
 
-def test_selective_checkpointing_recomputes_half_the_matmuls(llama: Architecture) -> None:
-    """torchtitan's per-op policy: half a forward of the layers' matmuls (not the head's) and
-    one forward of the element-wise kernels again; full checkpointing a whole forward."""
+def test_selective_checkpointing_recomputes_every_second_matmul(llama: Architecture) -> None:
+    """torchtitan's per-op policy: of each layer's q, k, v, o, gate, up, down the 2nd, 4th and
+    6th (k, o, up) and one forward of the element-wise kernels again; full checkpointing a
+    whole forward of the layers (not the head)."""
     matmul = count_params(llama).total - llama.vocab_size * llama.hidden_size
     head = llama.vocab_size * llama.hidden_size
     attention = 2 * 4096 * 32 * 2048
     base = 6 * matmul + 3 * attention
     selective = speed(llama, training(checkpointing=Checkpointing.selective), card())
-    seconds = _llama_seconds(LLAMA_EAGER_LAYER, LLAMA_EAGER_LOGITS, 4, base + (matmul - head))
+    recomputed = 2 * 32 * (4096 * 1024 + 4096 * 4096 + 4096 * 14336)
+    seconds = _llama_seconds(LLAMA_EAGER_LAYER, LLAMA_EAGER_LOGITS, 4, base + recomputed)
     assert selective.train_tokens_per_s == pytest.approx(1 / seconds, rel=1e-9)
     full = speed(llama, training(checkpointing=Checkpointing.full), card())
     seconds = _llama_seconds(
         LLAMA_EAGER_LAYER, LLAMA_EAGER_LOGITS, 4, base + 2 * (matmul - head) + attention
     )
     assert full.train_tokens_per_s == pytest.approx(1 / seconds, rel=1e-9)
+
+
+def test_frozen_layers_run_their_element_wise_kernels_forward_only(llama: Architecture) -> None:
+    """--method freeze with the top 8 of 32 layers trained: the 24 below run forward only,
+    their matmuls once (the trained ones' and the head's twice: frozen weights, no weight
+    gradient) and their element-wise kernels once."""
+    found = speed(llama, training(method=Method.freeze, trainable_layers=8), card())
+    matmul = count_params(llama).total - llama.vocab_size * llama.hidden_size
+    head = llama.vocab_size * llama.hidden_size
+    flops = 2 * 2 * matmul - 24 / 32 * 2 * (matmul - head) + 3 * 2 * 4096 * 32 * 2048
+    traffic = 32 * LLAMA_EAGER_LAYER * (24 / 32 + 8 / 32 * 3) + LLAMA_EAGER_LOGITS * 3
+    seconds = flops / (300 * TERA * MFU_BY_RECIPE[Recipe.bf16].mfu) + traffic / TRAINING_BANDWIDTH
+    assert found.train_tokens_per_s == pytest.approx(1 / seconds, rel=1e-9)
 
 
 def test_tensor_parallel_training_pays_its_all_reduces(llama: Architecture) -> None:
@@ -461,6 +476,28 @@ def test_estimate_training_time_and_cost(run: Run) -> None:
     assert result.exit_code == 0, result.stderr
     line = next(x for x in result.stdout.splitlines() if x.startswith("training: "))
     assert "tokens/s on 1 x NVIDIA A100 SXM4 80GB; the run takes " in line and ", $" in line
+
+
+@pytestmark_cli
+def test_estimate_compile_option(run: Run) -> None:
+    """--compile: the workload JSON says so, training runs faster (fused element-wise
+    kernels), the speed section names the kernels; inference refuses it (exit 2)."""
+    rates = {}
+    for flag in ("--no-compile", "--compile"):
+        result = run(
+            "estimate", "--model", "llama-3.1-8b", "--stage", "pretrain", "--gpu",
+            "h100-sxm5-80gb", flag, "--json",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        data = json.loads(result.stdout)
+        assert data["workload"]["compile"] is (flag == "--compile")
+        assert data["speed"]["inputs"]["compiled"] == ("yes" if flag == "--compile" else "no")
+        rates[flag] = data["speed"]["train_tokens_per_s"]
+    assert rates["--compile"] > rates["--no-compile"]
+    result = run("estimate", "--model", "llama-3.1-8b", "--stage", "pretrain", "--gpu", "h100")
+    assert "element-wise kernels eager (--compile fuses them)" in result.stdout
+    result = run("estimate", "--model", "llama-3.1-8b", "--compile")
+    assert result.exit_code == 2 and "--compile applies to training only" in result.stderr
 
 
 @pytestmark_cli

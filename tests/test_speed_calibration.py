@@ -17,14 +17,14 @@ from speed_cases import Case, cases
 
 # Median relative error per kind: the goals for decode (15 %) and prefill (25 %);
 # e2e_generate (prefill and decode in one figure) is held to the decode goal; training to
-# 17 %, above the 15 % goal, which it does not meet (16.2 % over 29 records; the
+# 16 %, above the 15 % goal, which it does not meet (15.2 % over 29 records; the
 # mechanisms left out are listed in docs/estimates.md "Training": async TP's overlap, pipeline
 # bubbles, float8 rowwise kernels, the 500 W H100s the MFU was measured on).
-MEDIAN_GOAL = {"decode": 0.15, "prefill": 0.25, "e2e_generate": 0.15, "train_tokens_per_s": 0.17}
+MEDIAN_GOAL = {"decode": 0.15, "prefill": 0.25, "e2e_generate": 0.15, "train_tokens_per_s": 0.16}
 # No expressed case may be off by more than this factor, but the ones listed here.
 WORST_FACTOR = 2.0
 # Training records are held closer: each within this factor (the worst, nanogpt-0002, GPT-2
-# 124M compiled on one A100, is 1.57x today).
+# 124M compiled on one A100, is 1.55x today).
 TRAINING_WORST_FACTOR = 1.6
 # Cases off by more than 2x, why, and the factor each stays within.
 OUTLIERS: dict[str, tuple[float, str]] = {

@@ -210,7 +210,7 @@ def speed_lines(found: Speed, w: Workload, compute: Compute) -> list[str]:
                 line += f", ${found.cost_usd:,.2f}"
             lines.append(line)
             lines.append(
-                f"    MFU {found.inputs['mfu']} ({found.inputs['recipe']}) x "
+                f"    MFU {float(found.inputs['mfu']):.2f} ({found.inputs['recipe']}) x "
                 f"{found.inputs['tensor_tflops']} {found.inputs['tensor_tflops_kind']} per card"
             )
             kernels = "compiled" if w.compile else "eager (--compile fuses them)"
