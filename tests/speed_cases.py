@@ -97,6 +97,9 @@ RECORDED_BANDWIDTH: Mapping[str, int] = {
 # Software versions whose attention writes the seq x seq scores: nanoGPT's model.py at
 # 5a725d90 (2022-12-30) computes `att = (q @ k.transpose(-2, -1)) * scale`, masks it, softmaxes
 # it and multiplies V (PyTorch 2.0's fused SDPA came to nanoGPT later; checked in the repo).
+# Its GELU there is `@torch.jit.script`-ed (one fused kernel even without torch.compile), which
+# the catalog's gpt2 (transformers' NewGELUActivation, eight kernels eager) does not express:
+# the eager prediction counts 32 bytes per MLP element more than that run moved.
 EAGER_ATTENTION_VERSIONS = ("commit 5a725d90",)
 # The records' weight formats → (catalog format, or None for the model's 16-bit dtype).
 QUANTS: Mapping[str, str | None] = {
