@@ -2264,7 +2264,13 @@ class Traffic:
     weights one token multiplies (the active layers and the output head; the embedding lookup
     is no multiplication); `kv_bytes_per_token`: K and V of one token over every layer in the
     workload's KV dtype (llama.cpp: its F16 default); `attention_width`: query heads x head
-    dimension, the width of QK^T and AV per layer."""
+    dimension, the width of QK^T and AV per layer.
+
+    What training's element-wise kernels move per token (advisor.speed): `kv_width` (keys or
+    values of one layer), `ffn` (the MLP's intermediate width one token goes through: routed
+    experts per token and shared experts for MoE), `vocab`, the norms per layer and their kind,
+    the MLP's activation, rotary embeddings, and `scores_materialized`: the attention path
+    writes the seq x seq scores (eager or SDPA's math kernel) instead of a fused kernel."""
 
     params: int
     weight_bytes: int
@@ -2282,6 +2288,14 @@ class Traffic:
     query_groups: int  # query heads per KV head (1 for MLA: its latent is never repeated)
     sliding_window: int | None
     sliding_layers: int
+    kv_width: int
+    ffn: int
+    vocab: int
+    norms_per_layer: int
+    layernorm: bool
+    mlp_kind: MLPKind
+    rope: bool
+    scores_materialized: bool
 
 
 def traffic(arch: Architecture, workload: Workload) -> Traffic:
@@ -2314,4 +2328,13 @@ def traffic(arch: Architecture, workload: Workload) -> Traffic:
         query_groups=1 if arch.kv_lora_rank is not None else s.heads // max(s.kv_heads, 1),
         sliding_window=s.sliding_window,
         sliding_layers=s.sliding_layers,
+        kv_width=s.kv_dim,
+        ffn=s.experts_per_tok * s.expert_ffn + s.shared_ffn if s.moe else s.ffn,
+        vocab=s.vocab,
+        norms_per_layer=s.norms_per_layer,
+        layernorm=s.layernorm,
+        mlp_kind=s.mlp_kind,
+        rope=s.rope,
+        scores_materialized=_shape_with(arch, workload.attention).attention
+        in (AttentionKernel.eager, AttentionKernel.math),
     )

@@ -182,6 +182,7 @@ class Request:
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
     context_parallel: int = 1
+    compile: bool = False  # torch.compile around the model (training speed)
     # None: each level's default engine by its format (`advisor.engines.default_engine`).
     engine: Engine | None = None
     serving: Serving = field(default_factory=Serving)  # the engines' settings
@@ -258,6 +259,7 @@ def workload(
         tensor_parallel=request.tensor_parallel,
         pipeline_parallel=request.pipeline_parallel,
         context_parallel=request.context_parallel,
+        compile=request.compile,
         serving=serving,
     )
 

@@ -37,8 +37,10 @@ from advisor.arch import Architecture
 from advisor.enums import Engine, Market, QuantKind, Vendor
 from advisor.errors import InvalidValueError
 from advisor.estimator import GGML_F32_BYTES, OVERHEAD_BY_VENDOR, Runtime, Traffic, traffic
+from advisor.traits import MLPKind
 from advisor.workload import (
     Checkpointing,
+    Loss,
     Method,
     Parallel,
     Precision,
@@ -70,6 +72,11 @@ ALLREDUCES_PER_LAYER = 2
 # A ring all-reduce sends and receives 2 (n - 1) / n of the buffer per card (Patarasuk and
 # Yuan 2009; nccl-tests doc/PERFORMANCE.md: bus bandwidth = algorithm bandwidth x 2(n-1)/n).
 RING_FACTOR_NUMERATOR = 2
+# Vendors state a link's bandwidth as both directions together (NVIDIA: H100 NVLink 900 GB/s
+# = 18 links of 50 GB/s, 25 each way; A100 600 GB/s, "300+300"); a ring all-reduce step sends
+# to one neighbour while it receives from the other, each at one direction's share (nccl-tests
+# doc/PERFORMANCE.md compares bus bandwidth with one direction's peak).
+LINK_DIRECTIONS = 2
 # Fixed cost of one all-reduce (launch and synchronisation), independent of its size: an
 # order of magnitude, not a calibration (NCCL's small-message all-reduce within one machine
 # takes some microseconds to tens of them; nccl-tests all_reduce_perf prints it per size). No
@@ -116,6 +123,98 @@ LAYER_SPLIT_ENGINES = frozenset({Engine.llama_cpp})
 # Without flash attention llama.cpp's graph (src/llama-graph.cpp build_attn_mha) writes the
 # fp32 scores KQ, reads and writes them in soft_max, and reads them in the KQV product.
 LLAMA_CPP_SCORE_PASSES = 4
+
+
+# --- training: element-wise traffic, tensor parallelism, recomputation -------------------------
+# Every training step also runs the kernels between the matmuls (norms, residual adds, rotary
+# embeddings, the MLP's activation, materialized attention scores, the loss over the
+# vocabulary). They do few FLOPs and are bound by memory: their time is the bytes they move
+# over the card's bandwidth (Ivanov et al. 2021, "Data Movement Is All You Need", MLSys: such
+# operators take a large share of a transformer's training time in PyTorch). Eager PyTorch runs
+# each op as its own kernel, which reads its inputs and writes its output; torch.compile's
+# Inductor fuses each chain of them between two matmuls into one kernel that reads the chain's
+# inputs once and writes its outputs once. Bytes per element per forward pass, counted on the
+# model code the calibration records ran (torchtitan torchtitan/models/norms.py RMSNorm and
+# models/llama/model.py at 9dec370; transformers' LlamaRMSNorm is the same chain):
+# RMSNorm eager: x.float() (read 2, write 4), pow (4 + 4), mean (4), x * rsqrt (4 + 4),
+# type_as (4 + 2), * weight (2 + 2).
+EAGER_RMSNORM_BYTES = 36
+# LayerNorm eager: F.layer_norm is one kernel (read 2, write 2).
+EAGER_LAYERNORM_BYTES = 4
+# A residual add, eager: read both operands, write the sum (2 + 2 + 2). Two per layer (after
+# attention, after the MLP) in every pre-norm and post-norm block the catalog holds.
+EAGER_RESIDUAL_BYTES = 6
+RESIDUALS_PER_LAYER = 2
+# Rotary embedding per query and key element, eager (torchtitan apply_rotary_emb): float()
+# (2 + 4), complex multiply (4 + 4), type_as (4 + 2).
+EAGER_ROPE_BYTES = 18
+# The MLP's activation per intermediate element, eager: gated (F.silu(gate) * up: 2 + 2, then
+# 2 + 2 + 2); GPT-2's tanh GELU written out in Python (modeling_gpt2 NewGELUActivation: eight
+# ops, pow, three multiplies, two adds, tanh, the final product: 36); one-kernel GELU or ReLU
+# (2 + 2).
+EAGER_ACTIVATION_BYTES: Mapping[MLPKind, int] = MappingProxyType(
+    {MLPKind.gated: 10, MLPKind.gelu_new: 36, MLPKind.gelu: 4, MLPKind.relu: 4}
+)
+# Materialized attention scores per element (eager attention: transformers'
+# eager_attention_forward, nanoGPT before PyTorch 2.0's SDPA): QK^T written (2), scaled (2 + 2),
+# masked (2 + 2), softmax upcast to fp32 (2 + 4), cast back (4 + 2), read by AV (2).
+EAGER_SCORE_BYTES = 24
+# The loss per vocabulary element, eager (transformers ForCausalLMLoss, torchtitan's
+# cross_entropy on logits.float()): logits written (2), upcast (2 + 4), log-softmax (4 + 4).
+EAGER_LOGIT_BYTES = 16
+# Compiled (Inductor): a norm fused with the residual add before it reads the input and the
+# residual and writes the sum and the normalized tensor (2 + 2 + 2 + 2); rotary read and write
+# (2 + 2); the activation reads its inputs and writes the product (gated 2 + 2 + 2, one input
+# 2 + 2); scores written by QK^T, read and written once by the fused scale-mask-softmax and read
+# by AV (2 + 2 + 2 + 2); logits written and read by the fused log-softmax (2 + 2).
+COMPILED_NORM_BYTES = 8
+COMPILED_ROPE_BYTES = 4
+COMPILED_ACTIVATION_BYTES: Mapping[MLPKind, int] = MappingProxyType(
+    {MLPKind.gated: 6, MLPKind.gelu_new: 4, MLPKind.gelu: 4, MLPKind.relu: 4}
+)
+COMPILED_SCORE_BYTES = 8
+COMPILED_LOGIT_BYTES = 4
+# Float8 training (torchao Float8Linear, dynamic tensorwise scaling, torchtitan's default
+# recipe; torchao/float8/float8_linear.py `matmul_with_hp_or_float8_args`) casts every linear
+# layer's 16-bit operands to fp8 around each matmul: the input in forward, and again in
+# backward for the weight gradient (the 16-bit input is what is saved), the output gradient
+# once for the input gradient and once, transposed, for the weight gradient. Each cast finds
+# the tensor's absolute maximum (read 2) and writes the scaled copy (read 2, write 1); the
+# output gradient's two copies share one maximum, compiled into one kernel (2 + 2 + 1 + 1).
+# The output head stays 16-bit (torchtitan's converter skips "output").
+FP8_INPUT_CAST_BYTES = 5
+FP8_GRAD_CAST_BYTES = 6
+FP8_CASTS_PER_INPUT = 2  # forward, and the weight gradient's copy in backward
+# Recomputed casts: full checkpointing recomputes the forward's cast of every input;
+# torchtitan's per-op policy saves the maxima (`_save_list` keeps abs and max) and recomputes
+# the cast alone (read 2, write 1).
+FP8_RECOMPUTED_CAST_BYTES = 3
+# Eager attention multiplies all seq x seq scores and masks the future afterwards: twice the
+# causal half a fused kernel computes (FlashAttention skips the blocks above the diagonal).
+MATERIALIZED_SCORE_FACTOR = 2
+# Backward moves about twice the forward's bytes per element-wise op: each op's derivative
+# reads the saved input (or output) and the incoming gradient and writes the outgoing one
+# (PyTorch tools/autograd/derivatives.yaml: e.g. mul, silu, pow, _log_softmax backward).
+BACKWARD_TRAFFIC_RATIO = 2
+# The share of the card's bandwidth PyTorch's element-wise kernels reach: the figure
+# transformers' own kernels reach reading weights in decode (_TRANSFORMERS_CUDA, calibrated on
+# Qwen2.5's A100 benchmark); no training record isolates it.
+TRAINING_BANDWIDTH_EFFICIENCY = 0.85
+# torchtitan's per-op selective checkpointing saves the output of every matmul but every
+# second one, and of the attention kernel; everything else in a block is recomputed in
+# backward (torchtitan parallelize_llama.py `_save_list` and `_custom_policy` at 9dec370):
+# one forward of the blocks' element-wise kernels, and of a Llama block's seven matrices
+# (q, k, v, o, gate, up, down in that order) the 2nd, 4th and 6th: k, o and up. Other blocks
+# (fused or biased projections, routed experts): half their matmuls.
+SELECTIVE_RECOMPUTED_MATMULS = 0.5
+# Tensor parallelism in training (Megatron-LM, Shoeybi et al. 2019, section 3; with sequence
+# parallelism each all-reduce is an all-gather and a reduce-scatter moving the same bytes,
+# Korthikanti et al. 2022): two per layer in forward, two in backward; full checkpointing
+# recomputes the forward's two, torchtitan's per-op policy recomputes the all-gathers (it
+# saves reduce-scatter outputs: `_save_list`), half the forward's bytes. Not overlapped with
+# compute (vanilla TP; async TP overlaps part of it: the records show 4-16 % faster).
+TP_BACKWARD_ALLREDUCES = 2
+TP_SELECTIVE_RECOMPUTED_ALLREDUCES = 1
 
 
 # --- bounds ------------------------------------------------------------------------------------
@@ -319,19 +418,24 @@ class MFU:
 MFU_BY_RECIPE: Mapping[Recipe, MFU] = MappingProxyType(
     {
         Recipe.bf16: MFU(
-            mfu=0.34,
+            mfu=0.40,
             source=(
-                "torchtitan Llama-3.1-8B/70B BF16 FSDP on 8-256 H100 (5,762-6,667 tokens/s/GPU "
-                "for 8B at 8k, 597-652 for 70B; pytorch/torchtitan docs/performance.md), "
-                "fitted over them with the FLOPs counted here (tests/test_speed_calibration.py)"
+                "torchtitan Llama-3.1-8B/70B BF16 on 8-256 H100 (FSDP: 5,605-6,667 "
+                "tokens/s/GPU for 8B at 8k, eager and compiled; FSDP x TP 8: 4,378-4,809 for "
+                "8B, 597-652 for 70B; pytorch/torchtitan benchmarks/llama3_h100_202412 and "
+                "asyncTP_llama3_h100_2025-06) and nanoGPT's GPT-2 124M on A100: the median "
+                "ratio of prediction to measurement is closest to 1 (0.99) with the matmul "
+                "FLOPs, element-wise traffic and tensor-parallel exchanges counted here "
+                "(tests/test_speed_calibration.py)"
             ),
         ),
         Recipe.fp8: MFU(
-            mfu=0.22,
+            mfu=0.26,
             source=(
-                "torchtitan Llama-3.1-8B/70B float8 linears on H100 (8,380-8,532 tokens/s/GPU "
-                "for 8B at 8k, 810-942 for 70B; pytorch/torchtitan docs/performance.md), "
-                "against the FP8 dense peak"
+                "torchtitan Llama-3.1-8B/70B/405B float8 linears on H100 and H200 "
+                "(8,380-8,532 tokens/s/GPU for 8B FSDP at 8k, 3,708-5,570 with TP 8, 600-942 "
+                "for 70B with TP 8; pytorch/torchtitan benchmarks/), against the FP8 dense "
+                "peak, the float8 casts counted as traffic: median ratio 1.01"
             ),
         ),
     }
@@ -436,7 +540,7 @@ def _tp_comm(t: Traffic, w: Workload, compute: Compute, tokens: int) -> _Comm | 
     if link is None:
         return None
     size = tokens * t.hidden * ACTIVATION_BYTES * RING_FACTOR_NUMERATOR * (n - 1) / n
-    per_layer = ALLREDUCES_PER_LAYER * (ALLREDUCE_LATENCY_S + size / link)
+    per_layer = ALLREDUCES_PER_LAYER * (ALLREDUCE_LATENCY_S + size * LINK_DIRECTIONS / link)
     return _Comm(t.layers * per_layer, link)
 
 
@@ -585,6 +689,10 @@ def _training_flops(t: Traffic, w: Workload) -> _TrainingFlops:
     never frozen), one more forward of both with full checkpointing."""
     matmul = float(FLOPS_PER_MAC * t.matmul_params)
     attention = FLOPS_PER_MAC * t.attention_width * _attended(t, w.seq)  # causal: half of 2x2
+    if t.scores_materialized:
+        # Materialized scores are multiplied in full and masked after: the masked half of
+        # QK^T and AV is computed too (fused kernels skip the blocks above the diagonal).
+        attention *= MATERIALIZED_SCORE_FACTOR
     if w.method is Method.full:
         weights = TRAINED_PASSES * matmul
     else:
@@ -596,10 +704,104 @@ def _training_flops(t: Traffic, w: Workload) -> _TrainingFlops:
             layer_share = (t.layers - w.trainable_layers) / t.layers
             weights -= layer_share * (matmul - FLOPS_PER_MAC * t.head_params)
     scores = TRAINED_PASSES * attention
-    if w.checkpointing in (Checkpointing.full, Checkpointing.offload):
-        weights += matmul
+    # Recomputation re-runs the layers' forward (the output head is outside every layer).
+    layers_forward = matmul - FLOPS_PER_MAC * t.head_params
+    if _full_recompute(w):
+        weights += layers_forward
         scores += attention
+    elif w.checkpointing is Checkpointing.selective:
+        weights += _selective_recomputed(t, layers_forward)
     return _TrainingFlops(weights, scores)
+
+
+def _selective_recomputed(t: Traffic, layers_forward: float) -> float:
+    """FLOPs per token the per-op policy recomputes: a dense gated block's k, o and up
+    projections; half the layers' matmuls otherwise."""
+    if t.mlp_kind is MLPKind.gated and not t.routed_params:
+        per_layer = t.hidden * t.kv_width + t.attention_width * t.hidden + t.hidden * t.ffn
+        return float(FLOPS_PER_MAC * t.layers * per_layer)
+    return SELECTIVE_RECOMPUTED_MATMULS * layers_forward
+
+
+def _full_recompute(w: Workload) -> bool:
+    return w.checkpointing in (Checkpointing.full, Checkpointing.offload)
+
+
+def _elementwise_bytes(t: Traffic, w: Workload) -> float:
+    """Bytes the kernels between the matmuls move per trained token, whole model: each
+    layer's norms, residual adds, rotary embedding, activation and materialized scores, eager
+    (one kernel per op) or compiled (one per chain), forward, backward and any recomputation;
+    the loss over the vocabulary forward and backward."""
+    if w.compile:
+        norm, residual, rope = COMPILED_NORM_BYTES, 0, COMPILED_ROPE_BYTES
+        activation, score = COMPILED_ACTIVATION_BYTES[t.mlp_kind], COMPILED_SCORE_BYTES
+        logit = COMPILED_LOGIT_BYTES
+    else:
+        norm = EAGER_LAYERNORM_BYTES if t.layernorm else EAGER_RMSNORM_BYTES
+        residual, rope = EAGER_RESIDUAL_BYTES, EAGER_ROPE_BYTES
+        activation, score = EAGER_ACTIVATION_BYTES[t.mlp_kind], EAGER_SCORE_BYTES
+        logit = EAGER_LOGIT_BYTES
+    if w.loss is Loss.fused:
+        logit = COMPILED_LOGIT_BYTES  # the fused loss is one kernel per chunk of logits
+    per_layer = float(t.hidden * (t.norms_per_layer * norm + RESIDUALS_PER_LAYER * residual))
+    per_layer += t.ffn * activation
+    if t.rope:
+        per_layer += (t.attention_width + t.kv_width) * rope
+    if w.precision is Precision.fp8:
+        per_layer += _fp8_cast_bytes(t, w)
+    layers = t.layers * per_layer
+    if t.scores_materialized:
+        layers += t.heads * _attended(t, w.seq) * score  # seq x seq per head, every layer
+    # --method freeze: the frozen layers below every trained one run forward only.
+    frozen = 0.0
+    if w.method is Method.freeze and w.trainable_layers is not None:
+        frozen = (t.layers - min(w.trainable_layers, t.layers)) / t.layers
+    passes = frozen + (1 - frozen) * _passes(w)
+    return layers * passes + t.vocab * logit * (1 + BACKWARD_TRAFFIC_RATIO)
+
+
+def _fp8_cast_bytes(t: Traffic, w: Workload) -> float:
+    """Bytes float8 training's casts move per token per layer, forward, backward and any
+    recomputation, counted per forward pass (the caller multiplies by the passes)."""
+    gated = t.mlp_kind is MLPKind.gated
+    # Inputs of q, k and v (one each), o, the MLP's gate and up (or its one input) and down.
+    inputs = 3 * t.hidden + t.attention_width + (2 if gated else 1) * t.hidden + t.ffn
+    # Output gradients of the same linears.
+    grads = t.attention_width + 2 * t.kv_width + t.hidden + (2 if gated else 1) * t.ffn + t.hidden
+    step = inputs * FP8_CASTS_PER_INPUT * FP8_INPUT_CAST_BYTES + grads * FP8_GRAD_CAST_BYTES
+    if _full_recompute(w):
+        step += inputs * FP8_INPUT_CAST_BYTES
+    elif w.checkpointing is Checkpointing.selective:
+        step += inputs * FP8_RECOMPUTED_CAST_BYTES
+    return step / _passes(w)
+
+
+def _passes(w: Workload) -> int:
+    """Forward-equivalents of element-wise traffic a layer runs per step."""
+    recompute = _full_recompute(w) or w.checkpointing is Checkpointing.selective
+    return 1 + BACKWARD_TRAFFIC_RATIO + (1 if recompute else 0)
+
+
+def _training_allreduces(w: Workload) -> float:
+    """All-reduces of the hidden state per layer per step under tensor parallelism."""
+    count = float(ALLREDUCES_PER_LAYER + TP_BACKWARD_ALLREDUCES)
+    if _full_recompute(w):
+        count += ALLREDUCES_PER_LAYER
+    elif w.checkpointing is Checkpointing.selective:
+        count += TP_SELECTIVE_RECOMPUTED_ALLREDUCES
+    return count
+
+
+def _training_tp_seconds(t: Traffic, w: Workload, link: float) -> float:
+    """Seconds per trained token the tensor-parallel group spends in its all-reduces, not
+    overlapped with compute: each moves the micro-batch's hidden states (ring: 2 (n - 1) / n
+    of them per card) and pays the fixed latency once per micro-batch."""
+    n = w.tensor_parallel
+    if n == 1:
+        return 0.0
+    size = t.hidden * ACTIVATION_BYTES * RING_FACTOR_NUMERATOR * (n - 1) / n
+    per_token = size * LINK_DIRECTIONS / link + ALLREDUCE_LATENCY_S / w.tokens
+    return t.layers * _training_allreduces(w) * per_token
 
 
 def _qlora_dequant_seconds(t: Traffic, w: Workload, bandwidth: float, passes: int) -> float:
@@ -696,30 +898,43 @@ def _training_speed(t: Traffic, w: Workload, compute: Compute, tokens: int | Non
     mfu = MFU_BY_RECIPE[recipe]
     sixteen = MFU_BY_RECIPE[Recipe.bf16]
     tflops, tflops_name = _tensor_tflops(compute, w)
-    inputs: dict[str, float | str] = {"recipe": recipe.value, "mfu": mfu.mfu}
+    inputs: dict[str, float | str] = {
+        "recipe": recipe.value,
+        "mfu": mfu.mfu,
+        "compiled": "yes" if w.compile else "no",
+    }
     missing = [] if tflops is not None else [tflops_name]
     if compute.fp16_tflops is None and tflops_name != "FP16/BF16 dense TFLOPS":
         missing.append("FP16/BF16 dense TFLOPS")
-    qlora = w.method is Method.qlora
-    if qlora and compute.bandwidth_bytes_per_s is None:
+    if compute.bandwidth_bytes_per_s is None:
         missing.append("memory bandwidth")
-    if tflops is None or compute.fp16_tflops is None or missing:
+    tp = w.tensor_parallel
+    link = compute.interconnect_bytes_per_s
+    if tp > 1 and link is None:
+        missing.append("interconnect bandwidth")
+    bandwidth = compute.bandwidth_bytes_per_s
+    if tflops is None or compute.fp16_tflops is None or bandwidth is None or missing:
         return Speed(inputs=inputs, missing=tuple(missing))
     inputs["tensor_tflops"] = tflops
     inputs["tensor_tflops_kind"] = tflops_name
+    inputs["bandwidth_bytes_per_s"] = bandwidth
+    inputs["training_bandwidth_efficiency"] = TRAINING_BANDWIDTH_EFFICIENCY
     flops = _training_flops(t, w)
     per_token = flops.matmul / (tflops * TERA * mfu.mfu) + flops.attention / (
         compute.fp16_tflops * TERA * sixteen.mfu
     )
-    if qlora:
-        assert compute.bandwidth_bytes_per_s is not None
-        passes = 3 if w.checkpointing in (Checkpointing.full, Checkpointing.offload) else 2
-        step_tokens = w.batch * w.seq
-        per_token += (
-            _qlora_dequant_seconds(t, w, compute.bandwidth_bytes_per_s, passes) / step_tokens
-        )
-        inputs["bandwidth_bytes_per_s"] = compute.bandwidth_bytes_per_s
-    rate = w.gpus / per_token
+    per_token += _elementwise_bytes(t, w) / (bandwidth * TRAINING_BANDWIDTH_EFFICIENCY)
+    if w.method is Method.qlora:
+        passes = 3 if _full_recompute(w) else 2
+        per_token += _qlora_dequant_seconds(t, w, bandwidth, passes) / w.tokens
+    # A tensor-parallel group of `tp` cards shares each token's work, then exchanges its
+    # hidden states over the link.
+    per_token /= tp
+    if tp > 1:
+        assert link is not None
+        per_token += _training_tp_seconds(t, w, link)
+        inputs["interconnect_bytes_per_s"] = link
+    rate = w.gpus / tp / per_token
     time_s = None if tokens is None else tokens / rate
     price = _price(compute, w.gpus)
     if price is not None:

@@ -434,6 +434,10 @@ class Workload:
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
     context_parallel: int = 1
+    # torch.compile around the model (training): Inductor fuses the element-wise kernels
+    # between matmuls. Off by default, as in Hugging Face Trainer (`torch_compile=False`) and
+    # torchtitan (`compile.enable` false unless a config turns it on).
+    compile: bool = False
     serving: Serving = TRANSFORMERS
     # `grad_checkpointing=True`: the older spelling of `checkpointing=Checkpointing.full`.
     grad_checkpointing: InitVar[bool] = False
@@ -480,6 +484,7 @@ class Workload:
                 (self.optimizer_in_backward, "--optimizer-in-backward"),
                 (self.offload is not TrainingOffload.none, f"--offload {self.offload.value}"),
                 (self.lora_dtype is not None, "--lora-dtype"),
+                (self.compile, "--compile"),
             ):
                 if asked:
                     raise InvalidValueError(f"{name} applies to training only")

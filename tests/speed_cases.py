@@ -22,6 +22,7 @@ from advisor.arch import Architecture
 from advisor.enums import Engine, Market, Vendor
 from advisor.speed import Compute, speed
 from advisor.workload import (
+    Attention,
     Checkpointing,
     Parallel,
     Precision,
@@ -87,6 +88,21 @@ GPUS: Mapping[str, str] = {
     "NVIDIA H200 (8 per host, NVLink; 400Gb/s CX-7 per GPU)": "h200-sxm",
     "NVIDIA B200 (power limited)": "b200",
 }
+# Cards the records describe more closely than the catalog entry they map to: torchtitan's
+# H100s are the 96 GB HBM2e part with "2.4 TB/sec peak memory bandwidth" at a 500 W limit
+# (pytorch/torchtitan benchmarks/llama3_h100_202412_torchtitan.md and
+# asyncTP_llama3_h100_2025-06_torchtitan.md, "Hardware"); its peak TFLOPS "is between SXM and
+# NVL, and we don't know its exact value" (footnote 2), so the SXM figure stays.
+RECORDED_BANDWIDTH: Mapping[str, int] = {
+    "NVIDIA H100 SXM (HBM2e 96GB variant, 500W power limit, Grand Teton)": 2_400_000_000_000,
+}
+# Software versions whose attention writes the seq x seq scores: nanoGPT's model.py at
+# 5a725d90 (2022-12-30) computes `att = (q @ k.transpose(-2, -1)) * scale`, masks it, softmaxes
+# it and multiplies V (PyTorch 2.0's fused SDPA came to nanoGPT later; checked in the repo).
+# Its GELU there is `@torch.jit.script`-ed (one fused kernel even without torch.compile), which
+# the catalog's gpt2 (transformers' NewGELUActivation, eight kernels eager) does not express:
+# the eager prediction counts 32 bytes per MLP element more than that run moved.
+EAGER_ATTENTION_VERSIONS = ("commit 5a725d90",)
 # The records' weight formats → (catalog format, or None for the model's 16-bit dtype).
 QUANTS: Mapping[str, str | None] = {
     "Q4_K_M": "q4_k_m",
@@ -234,23 +250,47 @@ def _training(r: dict[str, Any], arch: Architecture, fmt: WeightFormat | None) -
         return _skip(r, "sequence length not stated")
     parallelism = str(r.get("parallelism", ""))
     if "CP 2" in parallelism or "CP 4" in parallelism or "CP 8" in parallelism:
-        return _skip(r, "context parallelism (ring attention) is no workload option")
+        return _skip(r, "context parallelism (ring attention) is not in the speed model")
     per_gpu = "/GPU" in r["unit"] or r["gpu_count"] == 1
     if not per_gpu:
         return _skip(r, "per-GPU or total not stated")
     precision = Precision.fp8 if fmt is not None else Precision.mixed_bf16
+    # Tensor parallelism as the record states it; one tensor-parallel group is predicted (its
+    # figure per card is the record's per-GPU figure). Pipeline stages are taken as more
+    # data-parallel replicas (no bubble is modelled).
+    tp = 8 if "TP 8" in parallelism else 1
+    compiled = settings.get("torch_compile", settings.get("compile")) is True
+    eager_scores = any(v in str(r.get("engine_version", "")) for v in EAGER_ATTENTION_VERSIONS)
     w = Workload(
         stage=Stage.pretrain,
         precision=precision,
-        batch=1,
+        batch=_micro_batch(r),
         seq=seq,
         checkpointing=_checkpointing(
             str(settings.get("activation_checkpointing", "none")) + str(r.get("parallelism", ""))
         ),
-        gpus=1,
+        gpus=tp,
+        tensor_parallel=tp,
+        compile=compiled,
+        attention=Attention.eager if eager_scores else None,
     )
-    s = speed(arch, w, compute_of(GPUS[r["gpu"]]))
-    return _case(r, s.train_tokens_per_s, _lacks(s.missing))
+    compute = compute_of(GPUS[r["gpu"]])
+    if r["gpu"] in RECORDED_BANDWIDTH:
+        compute = replace(compute, bandwidth_bytes_per_s=RECORDED_BANDWIDTH[r["gpu"]])
+    s = speed(arch, w, compute)
+    rate = None if s.train_tokens_per_s is None else s.train_tokens_per_s / tp
+    return _case(r, rate, _lacks(s.missing))
+
+
+def _micro_batch(r: dict[str, Any]) -> int:
+    """Sequences per card per step as the record states them ("local 2", "8 x 1024 tokens");
+    1 when not stated."""
+    text = str(r.get("batch") or "")
+    for word in ("local ", "micro "):
+        if word in text:
+            return int(text.split(word, 1)[1].split()[0].rstrip(","))
+    head = text.split(" x ", 1)[0]
+    return int(head) if head.isdigit() else 1
 
 
 def _lacks(missing: tuple[str, ...]) -> str:

@@ -237,19 +237,126 @@ def training(**kw: object) -> Workload:
     return Workload(**values)  # type: ignore[arg-type]
 
 
-def test_full_training_is_six_flops_per_weight_and_the_attention(llama: Architecture) -> None:
-    """3 passes of 2 FLOPs per multiplied weight + 3 passes of the causal attention, over
-    TFLOPS x MFU, on every card; the time and cost of --tokens follow."""
-    found = speed(llama, training(gpus=4), card(), tokens=10**9)
+# Llama-3-8B's element-wise bytes per token and forward pass, eager (advisor.speed's counts):
+# two RMSNorms (36 B per element) and two residual adds (6 B) over 4,096, SwiGLU (10 B) over
+# 14,336, rotary (18 B) over the 4,096 query and 1,024 key columns; the loss 16 B per
+# vocabulary entry (128,256).
+LLAMA_EAGER_LAYER = 4096 * (2 * 36 + 2 * 6) + 14336 * 10 + (4096 + 1024) * 18
+LLAMA_EAGER_LOGITS = 128256 * 16
+# Compiled: norm with its residual add 8 B, SwiGLU 6 B, rotary 4 B, the loss 4 B.
+LLAMA_COMPILED_LAYER = 4096 * 2 * 8 + 14336 * 6 + (4096 + 1024) * 4
+LLAMA_COMPILED_LOGITS = 128256 * 4
+TRAINING_BANDWIDTH = 2e12 * 0.85  # card()'s bandwidth x PyTorch's element-wise efficiency
+
+
+def _llama_seconds(layer_bytes: float, logit_bytes: float, passes: int, flops: float) -> float:
+    """Seconds per token: the matmuls at TFLOPS x MFU, the element-wise bytes of every pass
+    (forward, backward's two, any recomputation) over the bandwidth."""
     mfu = MFU_BY_RECIPE[Recipe.bf16].mfu
+    traffic = 32 * layer_bytes * passes + logit_bytes * 3
+    return flops / (300 * TERA * mfu) + traffic / TRAINING_BANDWIDTH
+
+
+def test_full_training_is_six_flops_per_weight_and_the_element_wise_bytes(
+    llama: Architecture,
+) -> None:
+    """3 passes of 2 FLOPs per multiplied weight + 3 passes of the causal attention over
+    TFLOPS x MFU, and the eager element-wise bytes (forward + twice that in backward) over the
+    bandwidth, on every card; the time and cost of --tokens follow."""
+    found = speed(llama, training(gpus=4), card(), tokens=10**9)
     matmul = count_params(llama).total - llama.vocab_size * llama.hidden_size
     width = llama.num_attention_heads * llama.head_dim
     flops = 6 * matmul + 3 * 2 * width * 32 * 2048
-    rate = 4 * 300 * TERA * mfu / flops
+    rate = 4 / _llama_seconds(LLAMA_EAGER_LAYER, LLAMA_EAGER_LOGITS, 3, flops)
     assert found.train_tokens_per_s == pytest.approx(rate, rel=1e-9)
     assert found.train_time_s == pytest.approx(1e9 / rate, rel=1e-9)
     assert found.cost_usd == pytest.approx(4 * 2.0 * 1e9 / rate / 3600, rel=1e-9)
     assert found.decode_tokens_per_s is None and found.bound is None
+    assert found.inputs["compiled"] == "no"
+
+
+def test_compile_fuses_the_element_wise_kernels(llama: Architecture) -> None:
+    """torch.compile moves each chain's inputs and outputs once: the same FLOPs, fewer bytes."""
+    found = speed(llama, training(compile=True), card())
+    matmul = count_params(llama).total - llama.vocab_size * llama.hidden_size
+    flops = 6 * matmul + 3 * 2 * 4096 * 32 * 2048
+    seconds = _llama_seconds(LLAMA_COMPILED_LAYER, LLAMA_COMPILED_LOGITS, 3, flops)
+    assert found.train_tokens_per_s == pytest.approx(1 / seconds, rel=1e-9)
+    assert found.inputs["compiled"] == "yes"
+    with pytest.raises(InvalidValueError, match="--compile applies to training only"):
+        inference(compile=True)
+
+
+def test_selective_checkpointing_recomputes_every_second_matmul(llama: Architecture) -> None:
+    """torchtitan's per-op policy: of each layer's q, k, v, o, gate, up, down the 2nd, 4th and
+    6th (k, o, up) and one forward of the element-wise kernels again; full checkpointing a
+    whole forward of the layers (not the head)."""
+    matmul = count_params(llama).total - llama.vocab_size * llama.hidden_size
+    head = llama.vocab_size * llama.hidden_size
+    attention = 2 * 4096 * 32 * 2048
+    base = 6 * matmul + 3 * attention
+    selective = speed(llama, training(checkpointing=Checkpointing.selective), card())
+    recomputed = 2 * 32 * (4096 * 1024 + 4096 * 4096 + 4096 * 14336)
+    seconds = _llama_seconds(LLAMA_EAGER_LAYER, LLAMA_EAGER_LOGITS, 4, base + recomputed)
+    assert selective.train_tokens_per_s == pytest.approx(1 / seconds, rel=1e-9)
+    full = speed(llama, training(checkpointing=Checkpointing.full), card())
+    seconds = _llama_seconds(
+        LLAMA_EAGER_LAYER, LLAMA_EAGER_LOGITS, 4, base + 2 * (matmul - head) + attention
+    )
+    assert full.train_tokens_per_s == pytest.approx(1 / seconds, rel=1e-9)
+
+
+def test_frozen_layers_run_their_element_wise_kernels_forward_only(llama: Architecture) -> None:
+    """--method freeze with the top 8 of 32 layers trained: the 24 below run forward only,
+    their matmuls once (the trained ones' and the head's twice: frozen weights, no weight
+    gradient) and their element-wise kernels once."""
+    found = speed(llama, training(method=Method.freeze, trainable_layers=8), card())
+    matmul = count_params(llama).total - llama.vocab_size * llama.hidden_size
+    head = llama.vocab_size * llama.hidden_size
+    flops = 2 * 2 * matmul - 24 / 32 * 2 * (matmul - head) + 3 * 2 * 4096 * 32 * 2048
+    traffic = 32 * LLAMA_EAGER_LAYER * (24 / 32 + 8 / 32 * 3) + LLAMA_EAGER_LOGITS * 3
+    seconds = flops / (300 * TERA * MFU_BY_RECIPE[Recipe.bf16].mfu) + traffic / TRAINING_BANDWIDTH
+    assert found.train_tokens_per_s == pytest.approx(1 / seconds, rel=1e-9)
+
+
+def test_tensor_parallel_training_pays_its_all_reduces(llama: Architecture) -> None:
+    """TP 8 divides a token's work over 8 cards and adds 4 all-reduces per layer (2 forward,
+    2 backward) of the hidden state, ring factor 2 x 7/8, one direction of the link each, and
+    the fixed latency once per micro-batch; the 8 cards make one replica."""
+    w = training(stage=Stage.pretrain, gpus=16, tensor_parallel=8, parallel=Parallel.zero3)
+    found = speed(llama, w, card())
+    alone = speed(llama, training(stage=Stage.pretrain), card())
+    assert alone.train_tokens_per_s is not None
+    link = 4096 * 2 * 2 * 7 / 8 * 2 / 600e9 + 10e-6 / 2048
+    per_token = 1 / alone.train_tokens_per_s / 8 + 32 * 4 * link
+    assert found.train_tokens_per_s == pytest.approx(2 / per_token, rel=1e-9)
+    assert found.inputs["interconnect_bytes_per_s"] == 600e9
+    lacking = speed(llama, w, card(interconnect_bytes_per_s=None))
+    assert lacking.train_tokens_per_s is None
+    assert lacking.missing == ("interconnect bandwidth",)
+
+
+def test_training_needs_the_bandwidth(llama: Architecture) -> None:
+    """The element-wise kernels are memory-bound: no bandwidth figure, no training speed."""
+    found = speed(llama, training(), card(bandwidth_bytes_per_s=None))
+    assert found.train_tokens_per_s is None and found.missing == ("memory bandwidth",)
+
+
+def test_fp8_training_casts_every_linear_operand(llama: Architecture) -> None:
+    """Float8 linears: per layer the inputs of q, k, v, o, gate, up and down cast twice (5 B
+    each) and their output gradients once into two layouts (6 B), at the FP8 peak x its MFU."""
+    found = speed(llama, training(precision=Precision.fp8), card())
+    matmul = count_params(llama).total - llama.vocab_size * llama.hidden_size
+    inputs = 3 * 4096 + 4096 + 2 * 4096 + 14336
+    grads = 4096 + 2 * 1024 + 4096 + 2 * 14336 + 4096
+    casts = inputs * 2 * 5 + grads * 6
+    traffic = 32 * (LLAMA_EAGER_LAYER * 3 + casts) + LLAMA_EAGER_LOGITS * 3
+    seconds = (
+        6 * matmul / (600 * TERA * MFU_BY_RECIPE[Recipe.fp8].mfu)
+        + 3 * 2 * 4096 * 32 * 2048 / (300 * TERA * MFU_BY_RECIPE[Recipe.bf16].mfu)
+        + traffic / TRAINING_BANDWIDTH
+    )
+    assert found.train_tokens_per_s == pytest.approx(1 / seconds, rel=1e-9)
 
 
 def test_training_recipes_order(llama: Architecture) -> None:
@@ -392,6 +499,28 @@ def test_estimate_training_time_and_cost(run: Run) -> None:
     assert result.exit_code == 0, result.stderr
     line = next(x for x in result.stdout.splitlines() if x.startswith("training: "))
     assert "tokens/s on 1 x NVIDIA A100 SXM4 80GB; the run takes " in line and ", $" in line
+
+
+@pytestmark_cli
+def test_estimate_compile_option(run: Run) -> None:
+    """--compile: the workload JSON says so, training runs faster (fused element-wise
+    kernels), the speed section names the kernels; inference refuses it (exit 2)."""
+    rates = {}
+    for flag in ("--no-compile", "--compile"):
+        result = run(
+            "estimate", "--model", "llama-3.1-8b", "--stage", "pretrain", "--gpu",
+            "h100-sxm5-80gb", flag, "--json",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        data = json.loads(result.stdout)
+        assert data["workload"]["compile"] is (flag == "--compile")
+        assert data["speed"]["inputs"]["compiled"] == ("yes" if flag == "--compile" else "no")
+        rates[flag] = data["speed"]["train_tokens_per_s"]
+    assert rates["--compile"] > rates["--no-compile"]
+    result = run("estimate", "--model", "llama-3.1-8b", "--stage", "pretrain", "--gpu", "h100")
+    assert "element-wise kernels eager (--compile fuses them)" in result.stdout
+    result = run("estimate", "--model", "llama-3.1-8b", "--compile")
+    assert result.exit_code == 2 and "--compile applies to training only" in result.stderr
 
 
 @pytestmark_cli

@@ -17,10 +17,15 @@ from speed_cases import Case, cases
 
 # Median relative error per kind: the issue's goals for decode (15 %) and prefill (25 %);
 # e2e_generate (prefill and decode in one figure) is held to the decode goal; training to
-# 20 %, above the issue's 15 % goal, which it does not meet yet (docs/estimates.md).
-MEDIAN_GOAL = {"decode": 0.15, "prefill": 0.25, "e2e_generate": 0.15, "train_tokens_per_s": 0.20}
+# 16 %, above the issue's 15 % goal, which it does not meet (15.2 % over 29 records; the
+# mechanisms left out are listed in docs/estimates.md "Training": async TP's overlap, pipeline
+# bubbles, float8 rowwise kernels, the 500 W H100s the MFU was measured on).
+MEDIAN_GOAL = {"decode": 0.15, "prefill": 0.25, "e2e_generate": 0.15, "train_tokens_per_s": 0.16}
 # No expressed case may be off by more than this factor, but the ones listed here.
 WORST_FACTOR = 2.0
+# Training records are held closer: each within this factor (the worst, nanogpt-0002, GPT-2
+# 124M compiled on one A100, is 1.55x today).
+TRAINING_WORST_FACTOR = 1.6
 # Cases off by more than 2x, why, and the factor each stays within.
 OUTLIERS: dict[str, tuple[float, str]] = {
     **dict.fromkeys(
@@ -47,12 +52,9 @@ OUTLIERS: dict[str, tuple[float, str]] = {
         ),
     ),
 }
-TRAINING_OUTLIERS: dict[str, tuple[float, str]] = {
-    "torchtitan-0031": (2.5, "float8 rowwise scaling with TP 8 on an 8B model: not modelled"),
-    "torchtitan-0032": (2.5, "float8 rowwise scaling with TP 8 on an 8B model: not modelled"),
-    "nanogpt-0002": (2.5, "GPT-2 124M on one A100: kernel overheads of a tiny model"),
-    "nanogpt-0003": (4.5, "GPT-2 124M without torch.compile: eager overheads"),
-}
+# Training cases off by more than TRAINING_WORST_FACTOR, why, and the factor each stays
+# within (none today).
+TRAINING_OUTLIERS: dict[str, tuple[float, str]] = {}
 
 
 def _bound(case: Case) -> float:
@@ -61,6 +63,8 @@ def _bound(case: Case) -> float:
         return OUTLIERS[short][0]
     if case.id in TRAINING_OUTLIERS:
         return TRAINING_OUTLIERS[case.id][0]
+    if case.kind == "train_tokens_per_s":
+        return TRAINING_WORST_FACTOR
     return WORST_FACTOR
 
 
@@ -93,4 +97,22 @@ def test_outliers_are_still_outliers() -> None:
     listed = {f"llamacpp_xiongjiedai-{k}" for k in OUTLIERS} | set(TRAINING_OUTLIERS)
     for case in EXPRESSED:
         if case.id in listed:
-            assert max(case.ratio, 1 / case.ratio) > WORST_FACTOR, case.id
+            limit = TRAINING_WORST_FACTOR if case.id in TRAINING_OUTLIERS else WORST_FACTOR
+            assert max(case.ratio, 1 / case.ratio) > limit, case.id
+
+
+# The training records that are expressed: torchtitan's 8B, 70B and 405B runs on H100/H200
+# (tensor parallelism, torch.compile, checkpointing and float8 as stated) and nanoGPT's three;
+# not expressed: context parallelism above 1, B200/GB200/Blackwell cards without catalog
+# figures or formats (MX/NV FP4/FP8), totals not stated per GPU.
+EXPRESSED_TRAINING = frozenset(
+    [f"torchtitan-{n:04d}" for n in (1, 2, 3, 4, *range(8, 16), *range(21, 35))]
+    + ["nanogpt-0001", "nanogpt-0002", "nanogpt-0003"]
+)
+
+
+def test_training_records_expressed() -> None:
+    """Exactly these training records get a prediction: one that stops being expressed (or a
+    new one) is seen."""
+    found = {c.id for c in EXPRESSED if c.kind == "train_tokens_per_s"}
+    assert found == EXPRESSED_TRAINING

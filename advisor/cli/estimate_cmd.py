@@ -17,7 +17,7 @@ from advisor.engines import kv_dtype_name
 from advisor.enums import Engine, Vendor
 from advisor.errors import InvalidValueError
 from advisor.policy import Request, checkpointing_asked
-from advisor.units import Units, format_size
+from advisor.units import Units, format_bandwidth, format_size
 from advisor.workload import (
     DEFAULT_CHECKPOINTING,
     DEFAULT_GPU_MEMORY_UTILIZATION,
@@ -70,6 +70,7 @@ def workload_json(w: Workload) -> dict[str, Any]:
         "offload_optimizer": w.offload_optimizer,
         "offload": w.offload.value if w.training else None,
         "optimizer_in_backward": w.optimizer_in_backward if w.training else None,
+        "compile": w.compile if w.training else None,
         "attention": w.attention.value if w.attention else None,
         "attention_mask": w.with_attention_mask,
         "engine": w.serving.engine.value,
@@ -203,8 +204,14 @@ def speed_lines(found: Speed, w: Workload, compute: Compute) -> list[str]:
                 line += f", ${found.cost_usd:,.2f}"
             lines.append(line)
             lines.append(
-                f"    MFU {found.inputs['mfu']} ({found.inputs['recipe']}) x "
+                f"    MFU {float(found.inputs['mfu']):.2f} ({found.inputs['recipe']}) x "
                 f"{found.inputs['tensor_tflops']} {found.inputs['tensor_tflops_kind']} per card"
+            )
+            kernels = "compiled" if w.compile else "eager (--compile fuses them)"
+            lines.append(
+                f"    + element-wise kernels {kernels}: memory-bound at "
+                f"{found.inputs['training_bandwidth_efficiency']} x "
+                f"{format_bandwidth(int(found.inputs['bandwidth_bytes_per_s']))}"
             )
     else:
         if found.decode_tokens_per_s is not None and found.decode_tokens_per_s_total is not None:
@@ -438,6 +445,7 @@ def estimate(
     offload_optimizer: options.OffloadOpt = False,
     offload: options.OffloadWhatOpt = TrainingOffload.none,
     optimizer_in_backward: options.OptimizerInBackwardOpt = False,
+    compile_model: options.CompileOpt = False,
     lora_dtype: options.LoraDtypeOpt = None,
     attention: options.AttentionOpt = None,
     engine: options.EngineOpt = None,
@@ -491,6 +499,7 @@ def estimate(
         offload_optimizer=offload_optimizer,
         offload=offload,
         optimizer_in_backward=optimizer_in_backward,
+        compile=compile_model,
         lora_dtype=lora_dtype,
         attention=attention,
         engine=options.engine(engine),

@@ -184,6 +184,14 @@ OptimizerInBackwardOpt = Annotated[
         help="Apply and free each gradient during the backward pass (torchtune).",
     ),
 ]
+CompileOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compile/--no-compile",
+        help="Training speed: the model runs under torch.compile, which fuses the element-wise "
+        "kernels between matmuls. Default: off, as Hugging Face Trainer and torchtitan run.",
+    ),
+]
 LoraDtypeOpt = Annotated[
     LoraDtype | None,
     typer.Option(
