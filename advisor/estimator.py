@@ -867,8 +867,7 @@ LLAMA_CPP_OUT_HIDDEN_LIVE = 1
 LLAMA_CPP_FFN_LIVE = 2
 
 
-@dataclass(frozen=True, kw_only=True)
-class LlamaCppLayout:
+class LlamaCppLayout(NamedTuple):
     """Where llama.cpp puts a model's bytes, for a split between GPU and system RAM.
 
     `host_embedding`: the input embedding, always in system RAM (src/llama-model.cpp keeps
@@ -1121,8 +1120,7 @@ def _explain_vllm(s: _Shape, w: Workload, bytes_: Components, c: int) -> list[Te
     ]
 
 
-@dataclass(frozen=True, kw_only=True)
-class KVPool:
+class KVPool(NamedTuple):
     """vLLM's KV cache on one card: the blocks left once the rest is placed, and how many
     sequences of the context they hold (vLLM's "Maximum concurrency for N tokens per
     request")."""
@@ -2253,8 +2251,7 @@ def estimate(
 # --- what a token reads and multiplies (advisor.speed) -----------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
-class Traffic:
+class Traffic(NamedTuple):
     """The sizes the speed model reads off a model and a workload, whole model (not per card).
 
     `weight_bytes`: every weight in the workload's format (the estimator's weight term on one

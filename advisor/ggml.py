@@ -268,8 +268,7 @@ class QuantRules:
         return ", ".join(parts)
 
 
-@dataclass(frozen=True)
-class GGUFWeights:
+class GGUFWeights(NamedTuple):
     """The weights of a GGUF file: total bytes, the token embedding and the output layer's
     bytes (llama.cpp places them apart), and bytes per ggml type."""
 

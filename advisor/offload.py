@@ -9,8 +9,8 @@ compute buffer and the backend's context, fit the card.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from advisor.arch import Architecture
 from advisor.engines import ENGINES
@@ -27,8 +27,7 @@ class Verdict(StrEnum):
     no = "no"
 
 
-@dataclass(frozen=True, kw_only=True)
-class Offload:
+class Offload(NamedTuple):
     """A split between one GPU and system RAM: layers on the GPU out of llama.cpp's count
     (the repeating layers and the output layer), what the GPU then holds (tensors and the
     backend's context) and the system RAM the rest needs."""

@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
+from typing import NamedTuple
 
 from advisor.arch import Architecture
 from advisor.enums import Engine, Market, QuantKind, Vendor
@@ -273,8 +274,7 @@ class Compute:
         return OVERHEAD_BY_VENDOR[self.vendor].runtime
 
 
-@dataclass(frozen=True, kw_only=True)
-class EngineSpeed:
+class EngineSpeed(NamedTuple):
     """What one engine reaches on one vendor backend.
 
     `bandwidth_efficiency`: the share of the card's memory bandwidth a decode step's weight
@@ -372,8 +372,7 @@ _TRANSFORMERS_CUDA = EngineSpeed(
 
 
 def _unmeasured(entry: EngineSpeed, backend: str) -> EngineSpeed:
-    return replace(
-        entry,
+    return entry._replace(
         measured=False,
         source=f"no published {backend} figure in the calibration set: {entry.source}",
     )
@@ -406,8 +405,7 @@ class Recipe(StrEnum):
     fp8 = "fp8"
 
 
-@dataclass(frozen=True, kw_only=True)
-class MFU:
+class MFU(NamedTuple):
     """Model FLOPs utilisation of a recipe: FLOPs the model needs over the card's dense peak
     for the matmul dtype."""
 
@@ -522,8 +520,7 @@ def _tensor_tflops(compute: Compute, w: Workload) -> tuple[float | None, str]:
     return tflops, "FP16/BF16 dense TFLOPS"
 
 
-@dataclass(frozen=True)
-class _Comm:
+class _Comm(NamedTuple):
     """Time per step spent between cards."""
 
     seconds: float
@@ -575,8 +572,7 @@ def _kv_passes(t: Traffic, engine: EngineSpeed) -> float:
     return KV_CONCAT_PASSES + KV_REPEAT_PASSES * t.query_groups
 
 
-@dataclass(frozen=True)
-class _Step:
+class _Step(NamedTuple):
     seconds: float
     bound: Bound
 
@@ -675,8 +671,7 @@ def _logical_batch(w: Workload) -> int:
     return w.serving.max_batched_tokens
 
 
-@dataclass(frozen=True)
-class _TrainingFlops:
+class _TrainingFlops(NamedTuple):
     """FLOPs per trained token: the weights' matmuls, and the attention's (QK^T and AV, which
     run in 16 bits under every recipe)."""
 

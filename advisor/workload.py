@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import InitVar, dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
+from typing import NamedTuple
 
 from advisor.enums import Engine, QuantKind
 from advisor.errors import InvalidValueError
@@ -209,8 +210,7 @@ MAX_LORA_RANK = 2**24
 MAX_TRAINABLE_LAYERS = 4_096
 
 
-@dataclass(frozen=True, kw_only=True)
-class ParallelSpec:
+class ParallelSpec(NamedTuple):
     """What `--parallel` asks: a strategy (tp/pp for inference; ddp or a ZeRO stage for
     training) and the training degrees of tensor, pipeline and context parallelism."""
 

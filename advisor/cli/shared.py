@@ -6,8 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import typer
 
@@ -30,8 +29,7 @@ STYLE_NONE = "red"
 NO_FIT = "—"
 
 
-@dataclass(frozen=True)
-class CliState:
+class CliState(NamedTuple):
     """Set by the root callback: which database the commands use."""
 
     db: str | None
