@@ -549,6 +549,7 @@ class Plan:
     options: tuple[Option, ...]
     max_gpus: int
     breakdowns: tuple[Estimate, ...] = field(default=())
+    count: int | None = None  # exactly this many cards were asked (`--count`)
     breakdown_overhead: RuntimeOverhead = CUDA_OVERHEAD
     note: str = ""  # a strategy chosen for the user ('' when none was)
     # A pure 16-bit full training's need with fp32 master weights and states, on the
@@ -636,7 +637,8 @@ def plan(
         parallel, reason = _strategy_for(arch, levels[0].workload, count)
         if parallel is not levels[0].workload.parallel and not reason:
             levels = with_parallel(levels, parallel)
-            switched = switch_note(arch, count)
+            # Said only when tensor parallelism, the first choice, could not be taken.
+            switched = switch_note(arch, count) if parallel is Parallel.pp else ""
     planner = _Planner(arch, _context_ceiling(arch, allow_longer_context))
     counts = {level.label: _counts(planner, level, count, max_gpus) for level in levels}
     cards = tuple(cards)
@@ -657,6 +659,7 @@ def plan(
         options=tuple(options),
         max_gpus=count or max_gpus,
         breakdowns=breakdowns,
+        count=count,
         breakdown_overhead=shown_overhead,
         note=switched,
         mixed_precision=_mixed_precision(arch, breakdowns, shown_overhead),

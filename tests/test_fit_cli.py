@@ -495,6 +495,40 @@ def test_a_count_tensor_parallelism_cannot_split_switches_to_pipeline_in_both_co
     assert all(not m["fits"] for m in json.loads(refused.stdout)["models"])
 
 
+def test_a_count_tensor_parallelism_splits_says_nothing(run: Run) -> None:
+    """Two cards divide Llama-2-7B's 32 heads: tensor parallelism, the default, is taken with no
+    note on stderr (the note is for the switch to pipeline parallelism only)."""
+    fit = run("fit", "--model", "llama-2-7b", "--gpu", "rtx3090", "--count", "2", "--json")
+    assert fit.exit_code == 0, fit.stderr
+    assert fit.stderr == ""
+    chosen = {(o["count"], o["parallel"]) for o in json.loads(fit.stdout)["options"]}
+    assert chosen == {(2, "tp")}
+    text = run("fit", "--model", "llama-2-7b", "--gpu", "rtx3090", "--count", "2")
+    assert text.stderr == ""
+    words = " ".join(text.stdout.split())  # the console wraps long lines
+    assert (
+        "context 4,096 tokens · KV cache bf16 · engine by format (column engine) · 2 cards, "
+        "tensor parallel memory per card on 2 cards" in words
+    )
+
+
+@pytest.mark.parametrize(
+    ("gpu", "cards"),
+    [
+        ("rtx4090", "tensor parallel, up to 4 cards of the cards asked"),
+        ("rtx4090-laptop", "1 card of the cards asked"),
+    ],
+)
+def test_the_workload_line_names_the_cards_the_search_tried(run: Run, gpu: str, cards: str) -> None:
+    """Without --count the header names as many cards as could be built and were tried (a
+    GeForce card: 4 in one machine; a laptop GPU: 1), as the table below it does, not
+    --max-gpus' 8."""
+    result = run("fit", "--model", "llama-2-7b", "--gpu", gpu)
+    assert result.exit_code == 0, result.stderr
+    words = " ".join(result.stdout.split())  # the console wraps long lines
+    assert f"engine by format (column engine) · {cards} memory per card on 1 card" in words
+
+
 def test_a_training_sequence_beyond_the_maximum_is_refused_unless_allowed(run: Run) -> None:
     """The inference rule holds for training too, in fit and estimate."""
     message = (

@@ -585,10 +585,17 @@ def _print_header(
     levels = result.levels
     first = levels[0].workload
     console.print(architecture_line(slug, result.arch, params))
-    cards = f"{strategy_words(first)}, up to {result.max_gpus} cards of {cards_what}"
-    if len(result.options) == len(levels):
-        n = result.max_gpus
+    if result.count is not None:
+        n = result.count
         cards = f"{n} card{'s, ' + strategy_words(first) if n > 1 else ''}"
+    else:
+        # As many as the search tried: the most of any card that can be built, up to max_gpus.
+        most = max((o.card.most_buildable(result.max_gpus) for o in result.options), default=1)
+        cards = (
+            f"{strategy_words(first)}, up to {most} cards of {cards_what}"
+            if most > 1
+            else f"1 card of {cards_what}"
+        )
     console.print(workload_line(first, levels, cards))
     if applied is not None:
         console.print(applied.words())
