@@ -862,7 +862,7 @@ def _inference_speed(t: Traffic, w: Workload, compute: Compute, concurrency: int
         "backend": compute.runtime.value,
         "bandwidth_efficiency": engine.bandwidth_efficiency,
         "layer_overhead_s": engine.layer_overhead_s,
-        "utilization": engine.utilization,
+        "utilization": _utilization(w, engine),  # the prefill's, 16-bit or block-quantized
         "efficiency_measured": "yes" if engine.measured else "no (CUDA's figures)",
     }
     if compute.bandwidth_bytes_per_s is not None:

@@ -491,6 +491,24 @@ def test_estimate_gpu_json_speed_object(run: Run) -> None:
 
 
 @pytestmark_cli
+@pytest.mark.parametrize(("quant", "share"), [("bf16", 0.37), ("q4_k_m", 0.29)])
+def test_estimate_names_the_prefill_utilization_it_applied(
+    run: Run, quant: str, share: float
+) -> None:
+    """llama.cpp's prefill reaches a smaller share of the tensor peak with block-quantized
+    weights: the JSON inputs and the text both give the share the prediction used."""
+    engine = BACKEND_SPEED[(Engine.llama_cpp, Runtime.cuda)]
+    assert (engine.utilization, engine.quantized_utilization) == (0.37, 0.29)
+    args = ("estimate", "--model", "llama-3.1-8b", "--quant", quant, "--engine", "llama.cpp")
+    args += ("--gpu", "rtx4090")
+    data = json.loads(run(*args, "--json").stdout)
+    assert data["speed"]["inputs"]["utilization"] == share
+    text = run(*args)
+    assert text.exit_code == 0, text.stderr
+    assert f"{share:.0%} of tensor throughput in prefill" in " ".join(text.stdout.split())
+
+
+@pytestmark_cli
 def test_estimate_training_time_and_cost(run: Run) -> None:
     result = run(
         "estimate", "--model", "llama-3.1-8b", "--stage", "finetune", "--method", "lora",

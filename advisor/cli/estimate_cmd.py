@@ -234,7 +234,7 @@ def speed_lines(found: Speed, w: Workload, compute: Compute) -> list[str]:
             f"    {w.serving.engine.value} on {compute.runtime.value}{measured}: "
             f"{used.bandwidth_efficiency:.0%} of bandwidth, "
             f"{used.layer_overhead_s * 1e3:.2f} ms per layer per step, "
-            f"{used.utilization:.0%} of tensor throughput in prefill"
+            f"{found.inputs['utilization']:.0%} of tensor throughput in prefill"
         )
     if found.cost_per_million_tokens_usd is not None:
         what = "trained" if w.training else "output"
