@@ -529,6 +529,22 @@ def test_the_workload_line_names_the_cards_the_search_tried(run: Run, gpu: str, 
     assert f"engine by format (column engine) · {cards} memory per card on 1 card" in words
 
 
+def test_a_vllm_best_choice_marks_the_share_it_sized_within(run: Run) -> None:
+    """vLLM takes gpu_memory_utilization of a card and sizes within it: a best-choice line
+    gives the need against that share, marked, and the header says what the mark means."""
+    result = run("fit", "--model", "llama-65b")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "best choices (* vllm's 0.9 of the card):" in lines
+    cheapest = next(x for x in lines if x.strip().startswith("cheapest"))
+    assert "1x rtx-a6000 at int4: 40.4 of 43.2 GiB* per card (+2.8, tight)" in cheapest
+    fewest = next(x for x in lines if x.strip().startswith("fewest cards"))
+    assert "1x h200-sxm at bf16: 134.6 of 141.0 GiB per card (+6.4, tight)" in fewest
+    plain = run("fit", "--model", "llama-65b", "--engine", "transformers")
+    assert "best choices:" in plain.stdout.splitlines()
+    assert "*" not in plain.stdout
+
+
 def test_a_training_sequence_beyond_the_maximum_is_refused_unless_allowed(run: Run) -> None:
     """The inference rule holds for training too, in fit and estimate."""
     message = (

@@ -637,6 +637,10 @@ def _render(
         console.print(SPEED_LEGEND[result.levels[0].workload.training])
 
 
+# Marks a capacity that is the engine's share of the card (vLLM's gpu_memory_utilization).
+SHARE_MARK = "*"
+
+
 def best_choice_line(option: Option, units: Units, found: OptionSpeed | None = None) -> str:
     """'1x h200-sxm at bf16: 134.6 of 141.0 GiB per card (+6.4, tight), $4.59/h, 10.1
     tokens/s' (the speed where the card has the figures)."""
@@ -644,6 +648,8 @@ def best_choice_line(option: Option, units: Units, found: OptionSpeed | None = N
     tight = ", tight" if option.tight else ""
     need = _number(option.per_gpu_bytes, units)
     capacity = format_size(option.capacity_bytes, units)
+    if option.capacity_bytes != option.card.capacity_bytes:
+        capacity += SHARE_MARK  # vLLM's share of the card (`_render_choices` says so)
     line = (
         f"{option.layout} {option.card.slug}{pcie} at {level_words(option.level)}: {need} of "
         f"{capacity} per card (+{_number(option.headroom_bytes, units)}{tight})"
@@ -663,7 +669,15 @@ def _render_choices(result: Plan, units: Units, speeds: Speeds) -> None:
     if not choices:
         console.print("best choices: none; no card fits at any level (the table says by how much)")
         return
-    console.print("best choices:")
+    shares = sorted(
+        {
+            (o.level.workload.serving.engine.value, o.level.workload.serving.gpu_memory_utilization)
+            for o in (c.option for c in choices)
+            if o.capacity_bytes != o.card.capacity_bytes
+        }
+    )
+    said = "; ".join(f"{SHARE_MARK} {engine}'s {share:g} of the card" for engine, share in shares)
+    console.print(f"best choices ({said}):" if said else "best choices:")
     width = max(len(", ".join(c.reasons)) for c in choices)
     for choice in choices:
         line = best_choice_line(choice.option, units, speeds.get(id(choice.option)))
