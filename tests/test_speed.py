@@ -499,8 +499,8 @@ def test_estimate_names_the_prefill_utilization_it_applied(
     weights: the JSON inputs and the text both give the share the prediction used."""
     engine = BACKEND_SPEED[(Engine.llama_cpp, Runtime.cuda)]
     assert (engine.utilization, engine.quantized_utilization) == (0.37, 0.29)
-    args = ("estimate", "--model", "llama-3.1-8b", "--quant", quant, "--engine", "llama.cpp")
-    args += ("--gpu", "rtx4090")
+    args: tuple[str, ...] = ("estimate", "--model", "llama-3.1-8b", "--quant", quant)
+    args += ("--engine", "llama.cpp", "--gpu", "rtx4090")
     data = json.loads(run(*args, "--json").stdout)
     assert data["speed"]["inputs"]["utilization"] == share
     text = run(*args)
