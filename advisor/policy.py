@@ -166,6 +166,8 @@ class Request:
     kv_dtype: KVDtype | None = None
     batch: int | None = None
     seq: int | None = None
+    # A recipe's sequence (not typed): used up to each model's maximum (`sequence`).
+    recipe_seq: int | None = None
     optimizer: Optimizer = DEFAULT_OPTIMIZER
     checkpointing: Checkpointing = DEFAULT_CHECKPOINTING
     loss: Loss = DEFAULT_LOSS
@@ -214,6 +216,18 @@ def default_seq(arch: Architecture, stage: Stage) -> int:
     return min(DEFAULT_TRAINING_SEQ, arch.max_position_embeddings)
 
 
+def sequence(arch: Architecture, request: Request) -> int:
+    """The context or training sequence `request` sizes `arch` at: the one typed; else the
+    recipe's, but never beyond the model's maximum (a recipe's default is the sequence its
+    framework trains its own model at, not a request to exceed a shorter model's); else the
+    stage's default (`default_seq`)."""
+    if request.seq is not None:
+        return request.seq
+    if request.recipe_seq is not None:
+        return min(request.recipe_seq, arch.max_position_embeddings)
+    return default_seq(arch, request.stage)
+
+
 def workload(
     arch: Architecture,
     request: Request,
@@ -242,7 +256,7 @@ def workload(
         weight_format=weight_format,
         kv_dtype=request.kv_dtype,
         batch=DEFAULT_BATCH if request.batch is None else request.batch,
-        seq=default_seq(arch, request.stage) if request.seq is None else request.seq,
+        seq=sequence(arch, request),
         optimizer=request.optimizer,
         checkpointing=request.checkpointing,
         loss=request.loss,
@@ -382,7 +396,7 @@ def levels_by_model(
     built: dict[int, tuple[Level, ...]] = {}
     answer = []
     for arch in archs:
-        seq = default_seq(arch, request.stage) if request.seq is None else request.seq
+        seq = sequence(arch, request)
         if seq not in built:
             built[seq] = build_levels(arch, request, formats, default_quants=default_quants)
         answer.append(built[seq])

@@ -155,7 +155,14 @@ class Applied:
             said += " (the default; --recipe none for none)"
         if not self.filled:
             return said + ": fills nothing you did not type"
-        return said + " fills " + ", ".join(f"{flag} {value}" for flag, value in self.filled)
+        return (
+            said
+            + " fills "
+            + ", ".join(
+                f"{flag} {value}" + (" (at most the model's maximum)" if flag == "--seq" else "")
+                for flag, value in self.filled
+            )
+        )
 
     def as_json(self) -> dict[str, str]:
         """The filled options by JSON name (the flag without dashes, '-' as '_')."""
@@ -198,6 +205,8 @@ def apply(
             )
         elif name == "offload":
             changes.update(offload=value, offload_optimizer=value is TrainingOffload.optimizer)
+        elif name == "seq":  # up to each model's maximum (`policy.sequence`)
+            changes["recipe_seq"] = value
         else:
             changes[name] = value
         filled.append((RECIPE_OPTIONS[name], _text(value)))

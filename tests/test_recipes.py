@@ -15,7 +15,7 @@ from advisor.enums import Market, Vendor
 from advisor.errors import InvalidValueError
 from advisor.estimator import estimate
 from advisor.fit import Card, plan
-from advisor.policy import DEFAULT_RECIPES, NO_RECIPE, Level, Request, default_recipe
+from advisor.policy import DEFAULT_RECIPES, NO_RECIPE, Level, Request, default_recipe, sequence
 from advisor.recipes import RECIPE_OPTIONS, Recipe, apply
 from advisor.suggest import SAVER_ORDER, cheapest_change
 from advisor.workload import (
@@ -104,7 +104,8 @@ def test_recipe_method_is_for_fine_tuning_and_inference_takes_none() -> None:
 def test_torchtitan_parallel_text_becomes_the_strategy() -> None:
     """A recipe's `--parallel` text fills the strategy and the degrees, as the option does."""
     filled, _ = apply(Request(stage=Stage.pretrain), _recipe("torchtitan"), frozenset())
-    assert (filled.parallel, filled.tensor_parallel, filled.seq) == (Parallel.zero3, 1, 8192)
+    assert (filled.parallel, filled.tensor_parallel, filled.recipe_seq) == (Parallel.zero3, 1, 8192)
+    assert filled.seq is None  # the recipe's sequence stops at each model's maximum
     assert (filled.precision, filled.checkpointing) == (
         Precision.mixed_bf16,
         Checkpointing.selective,
@@ -183,7 +184,11 @@ def test_axolotl_fills_its_options() -> None:
         Optimizer.paged_adamw_32bit,
         32,
     )
-    assert (request.batch, request.seq, request.checkpointing) == (2, 4096, Checkpointing.full)
+    assert (request.batch, request.recipe_seq, request.checkpointing) == (
+        2,
+        4096,
+        Checkpointing.full,
+    )
     assert ("--attention", "flash") in applied.filled
 
 
@@ -326,6 +331,41 @@ def test_pretraining_defaults_to_torchtitan(run: Run) -> None:
         "--precision mixed-bf16, --optimizer adamw, --checkpointing selective, --loss unfused, "
         "--parallel zero3, --batch 1, --seq 8192"
     ) in said
+
+
+def test_a_recipe_sequence_stops_at_the_model_maximum(run: Run) -> None:
+    """torchtitan's 8,192-token sequence is its own model's: a 2,048-token model is sized at
+    2,048 instead of refused, the header says the recipe's figure is a ceiling, the JSON keeps
+    what the recipe set; a typed --seq beyond the maximum is still refused."""
+    args = ("fit", "--model", "bloom-560m", "--stage", "pretrain", "--gpu", "h100-sxm5-80gb")
+    result = run(*args, "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["workload"]["seq"] == 2048
+    assert data["workload"]["recipe_filled"]["seq"] == "8192"
+    said = " ".join(run(*args).stdout.split())
+    assert "--seq 8192 (at most the model's maximum)" in said
+    assert "batch 1 x 2,048 tokens" in said
+    typed = run(*args, "--seq", "8192")
+    assert (typed.exit_code, typed.stderr) == (
+        2,
+        "error: a training sequence of 8,192 tokens exceeds the model's maximum of 2,048; "
+        "pass --allow-longer-context to size it anyway\n",
+    )
+    longer = json.loads(run("fit", "--model", "llama-3.1-8b", *args[3:], "--json").stdout)
+    assert longer["workload"]["seq"] == 8192  # within Llama 3.1's 131,072
+
+
+def test_sequence_prefers_typed_then_recipe_capped_then_default() -> None:
+    """policy.sequence: the typed sequence as it is, the recipe's up to the maximum, else the
+    stage's default."""
+    arch = _arch("bloom-560m")
+    assert arch.max_position_embeddings == 2048
+    train = Request(stage=Stage.pretrain)
+    assert sequence(arch, train) == 2048
+    assert sequence(arch, dataclasses.replace(train, recipe_seq=8192)) == 2048
+    assert sequence(arch, dataclasses.replace(train, recipe_seq=1024)) == 1024
+    assert sequence(arch, dataclasses.replace(train, recipe_seq=1024, seq=4096)) == 4096
 
 
 @pytest.mark.usefixtures("ready_catalog")
