@@ -18,7 +18,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from advisor import engines
 from advisor.arch import Architecture, count_params
@@ -701,8 +701,7 @@ def _mixed_precision(
     return None
 
 
-@dataclass(frozen=True, kw_only=True)
-class BestChoice:
+class BestChoice(NamedTuple):
     """One of the best choices among a plan's options, and why: the fewest cards, the
     cheapest hour, the most headroom (one option may be several)."""
 

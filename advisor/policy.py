@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -153,8 +152,7 @@ TOPOLOGY_BY_MARKET: Mapping[Market, Topology] = MappingProxyType(
 )
 
 
-@dataclass(frozen=True, kw_only=True)
-class Request:
+class Request(NamedTuple):
     """The workload options as the user gave them, before the defaults that depend on the
     model (the context) are filled. `method` None: compare `COMPARED_METHODS` (fine-tuning),
     full otherwise; `quants`: the levels asked, in order (empty: the policy's defaults)."""
@@ -172,7 +170,7 @@ class Request:
     checkpointing: Checkpointing = DEFAULT_CHECKPOINTING
     loss: Loss = DEFAULT_LOSS
     lora_rank: int = DEFAULT_LORA_RANK
-    lora_targets: tuple[str, ...] = field(default=ATTENTION_TARGETS)
+    lora_targets: tuple[str, ...] = ATTENTION_TARGETS
     trainable_layers: int | None = None
     gpus: int = 1
     parallel: Parallel | None = None
@@ -187,11 +185,10 @@ class Request:
     compile: bool = False  # torch.compile around the model (training speed)
     # None: each level's default engine by its format (`advisor.engines.default_engine`).
     engine: Engine | None = None
-    serving: Serving = field(default_factory=Serving)  # the engines' settings
+    serving: Serving = Serving()  # the engines' settings
 
 
-@dataclass(frozen=True, kw_only=True)
-class Level:
+class Level(NamedTuple):
     """One column of a comparison: the workload at one quantization level or method (the
     search varies only the card count, the context and the batch)."""
 
@@ -434,6 +431,5 @@ def _inference_level(
 def with_parallel(levels: Sequence[Level], parallel: Parallel | None) -> tuple[Level, ...]:
     """The levels with their workloads' strategy set to `parallel`."""
     return tuple(
-        dataclasses.replace(lv, workload=dataclasses.replace(lv.workload, parallel=parallel))
-        for lv in levels
+        lv._replace(workload=dataclasses.replace(lv.workload, parallel=parallel)) for lv in levels
     )

@@ -12,7 +12,6 @@ Which recipe `fit`, `which-models` and `estimate` use when none is asked is poli
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -211,4 +210,4 @@ def apply(
             changes[name] = value
         filled.append((RECIPE_OPTIONS[name], _text(value)))
     applied = Applied(recipe=recipe.slug, filled=tuple(filled), default=default)
-    return dataclasses.replace(request, **changes), applied
+    return request._replace(**changes), applied

@@ -255,8 +255,7 @@ class Bound(StrEnum):
     compute = "compute"
 
 
-@dataclass(frozen=True, kw_only=True)
-class Compute:
+class Compute(NamedTuple):
     """A card's figures the speed model reads; None where the catalog has none."""
 
     name: str

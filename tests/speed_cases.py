@@ -276,7 +276,7 @@ def _training(r: dict[str, Any], arch: Architecture, fmt: WeightFormat | None) -
     )
     compute = compute_of(GPUS[r["gpu"]])
     if r["gpu"] in RECORDED_BANDWIDTH:
-        compute = replace(compute, bandwidth_bytes_per_s=RECORDED_BANDWIDTH[r["gpu"]])
+        compute = compute._replace(bandwidth_bytes_per_s=RECORDED_BANDWIDTH[r["gpu"]])
     s = speed(arch, w, compute)
     rate = None if s.train_tokens_per_s is None else s.train_tokens_per_s / tp
     return _case(r, rate, _lacks(s.missing))

@@ -363,9 +363,9 @@ def test_sequence_prefers_typed_then_recipe_capped_then_default() -> None:
     assert arch.max_position_embeddings == 2048
     train = Request(stage=Stage.pretrain)
     assert sequence(arch, train) == 2048
-    assert sequence(arch, dataclasses.replace(train, recipe_seq=8192)) == 2048
-    assert sequence(arch, dataclasses.replace(train, recipe_seq=1024)) == 1024
-    assert sequence(arch, dataclasses.replace(train, recipe_seq=1024, seq=4096)) == 4096
+    assert sequence(arch, train._replace(recipe_seq=8192)) == 2048
+    assert sequence(arch, train._replace(recipe_seq=1024)) == 1024
+    assert sequence(arch, train._replace(recipe_seq=1024, seq=4096)) == 4096
 
 
 @pytest.mark.usefixtures("ready_catalog")

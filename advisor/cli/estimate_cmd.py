@@ -6,7 +6,6 @@ calls `advisor.estimator.estimate` and renders its result. No estimation logic l
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -417,7 +416,7 @@ def resolve(
     if fmt is None and request.stage is Stage.inference:
         fmt = choice.weight_format
         if request.kv_dtype is None and choice.kv_dtype is not None:
-            request = dataclasses.replace(request, kv_dtype=choice.kv_dtype)
+            request = request._replace(kv_dtype=choice.kv_dtype)
     return choice.label, choice.arch, workload(choice.arch, request, weight_format=fmt)
 
 

@@ -6,7 +6,6 @@ Parses the options, looks the model, the formats and the cards up, hands them to
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
@@ -946,7 +945,7 @@ def _fit_levels(
             # A pre-quantized checkpoint: its own weights, byte for byte, are the level.
             from advisor.policy import build_levels
 
-            request = dataclasses.replace(request, quants=(own.slug,))
+            request = request._replace(quants=(own.slug,))
             return list(build_levels(arch, request, {own.slug: own}, default_quants=FIT_QUANTS))
         return list(options.levels(ctx, arch, request, FIT_QUANTS))
     except InvalidValueError as error:
@@ -1090,7 +1089,7 @@ def fit(
     request, applied = options.with_recipe(ctx, request, recipe)
     slug, arch, own, own_kv = options.load_model_and_format(ctx, model, offline=offline)
     if own_kv is not None and request.kv_dtype is None and stage is Stage.inference:
-        request = dataclasses.replace(request, kv_dtype=own_kv)
+        request = request._replace(kv_dtype=own_kv)
     levels = _fit_levels(ctx, arch, request, own, applied)
     if gpu == [options.LOCAL_GPU]:
         from advisor.cli.detect_cmd import local_fit_cards
