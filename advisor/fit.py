@@ -550,6 +550,8 @@ class Plan:
     max_gpus: int
     breakdowns: tuple[Estimate, ...] = field(default=())
     count: int | None = None  # exactly this many cards were asked (`--count`)
+    # Cards asked that cannot be built at any count tried (by slug): no option for them.
+    left_out: tuple[str, ...] = ()
     breakdown_overhead: RuntimeOverhead = CUDA_OVERHEAD
     note: str = ""  # a strategy chosen for the user ('' when none was)
     # A pure 16-bit full training's need with fp32 master weights and states, on the
@@ -641,13 +643,7 @@ def plan(
             switched = switch_note(arch, count) if parallel is Parallel.pp else ""
     planner = _Planner(arch, _context_ceiling(arch, allow_longer_context))
     counts = {level.label: _counts(planner, level, count, max_gpus) for level in levels}
-    cards = tuple(cards)
-    if count is not None:
-        # Only the cards that can be built `count` times; refused when none can.
-        built = tuple(card for card in cards if card.buildable(count))
-        if not built and cards:
-            check_buildable(cards[0], count)
-        cards = built
+    cards, left_out = _buildable(tuple(cards), counts, count)
     _refuse_unrunnable(cards, levels)
     options = _options(planner, cards, levels, counts, overhead)
     shown_overhead = _shared_overhead(cards, overhead)
@@ -660,10 +656,29 @@ def plan(
         max_gpus=count or max_gpus,
         breakdowns=breakdowns,
         count=count,
+        left_out=left_out,
         breakdown_overhead=shown_overhead,
         note=switched,
         mixed_precision=_mixed_precision(arch, breakdowns, shown_overhead),
     )
+
+
+def _buildable(
+    cards: tuple[Card, ...], counts: Mapping[str, Sequence[int]], count: int | None
+) -> tuple[tuple[Card, ...], tuple[str, ...]]:
+    """The cards that can be built `count` times, or (no count) at some count tried for every
+    level: a replica of tensor x pipeline x context cards needs that many in one machine, or
+    machines that join. Refused, saying why, when none can; the others' slugs are left out."""
+    if count is not None:
+        built = tuple(card for card in cards if card.buildable(count))
+    else:
+        built = tuple(
+            card for card in cards if all(buildable_counts(card, c) for c in counts.values())
+        )
+    if not built and cards:
+        check_buildable(cards[0], count or min(min(c) for c in counts.values() if c))
+    kept = {id(card) for card in built}
+    return built, tuple(card.slug for card in cards if id(card) not in kept)
 
 
 def _options(

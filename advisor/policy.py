@@ -354,7 +354,10 @@ def build_levels(
         if not request.quants:
             # Default levels whose engine cannot run them (the engine asked, or the format's
             # own, with the KV dtype asked) are left out, not refused.
-            quants = tuple(q for q in quants if _runs(request, formats.get(q)))
+            runnable = tuple(q for q in quants if _runs(request, formats.get(q)))
+            # None runs (the KV dtype asked is not the engine's): the first level's refusal
+            # says why, rather than an empty comparison.
+            quants = runnable or quants
         return tuple(_inference_level(arch, request, q, formats) for q in quants)
     if len(quants) > 1:
         raise InvalidValueError(

@@ -83,7 +83,7 @@ def by_gpu_and_quant(data: dict[str, Any]) -> dict[tuple[str, str | None], dict[
 def test_65b_at_fp16_needs_two_80gb_cards(run: Run) -> None:
     data = fit_json(run, "--model", "llama-65b", "--gpu", "h100-sxm5-80gb", "--quant", "fp16")
     assert list(data) == [
-        "model", "params", "stage", "workload", "options", "choices", "mixed_precision",
+        "model", "params", "stage", "workload", "options", "choices", "mixed_precision", "left_out",
     ]  # fmt: skip
     assert data["mixed_precision"] is None  # inference keeps no master weights
     assert data["model"] == "llama-65b" and data["stage"] == "inference"
@@ -543,6 +543,42 @@ def test_a_vllm_best_choice_marks_the_share_it_sized_within(run: Run) -> None:
     plain = run("fit", "--model", "llama-65b", "--engine", "transformers")
     assert "best choices:" in plain.stdout.splitlines()
     assert "*" not in plain.stdout
+
+
+def test_cards_that_cannot_hold_a_replica_are_left_out_and_said(run: Run) -> None:
+    """A replica of tensor parallelism over 2 cards cannot be built on a laptop GPU or an
+    Apple machine (one device per machine): those cards get no option, the JSON and stderr
+    name them, and asking only such a card is refused with the reason."""
+    args = ("fit", "--model", "gpt2", "--stage", "finetune", "--parallel", "zero3,tp:2")
+    result = run(*args, "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert {"rtx4060-laptop", "m4-max-128gb"} <= set(data["left_out"])
+    assert not {o["gpu"] for o in data["options"]} & set(data["left_out"])
+    assert all(o["count"] is None or o["count"] % 2 == 0 for o in data["options"])
+    assert result.stderr == (
+        "advisor: left out, as no count tried can be built with them: "
+        + ", ".join(data["left_out"])
+        + "\n"
+    )
+    alone = run(*args, "--gpu", "rtx4060-laptop")
+    assert (alone.exit_code, alone.stderr) == (
+        2,
+        "error: 2 x rtx4060-laptop cannot be built: one device per machine (laptop)\n",
+    )
+    assert json.loads(run("fit", "--model", "gpt2", "--json").stdout)["left_out"] == []
+
+
+def test_a_kv_dtype_no_engine_level_takes_is_refused_not_emptied(run: Run) -> None:
+    """vLLM has no q8_0 KV cache: which-models and fit say so (exit 2) instead of comparing
+    no level at all."""
+    message = "error: --kv-dtype q8_0 is not a vllm KV cache type; choose bf16, fp16, fp32, fp8\n"
+    for args in (
+        ("which-models", "--gpu", "h100-sxm5-80gb", "--engine", "vllm", "--kv-dtype", "q8_0"),
+        ("fit", "--model", "llama-2-7b", "--engine", "vllm", "--kv-dtype", "q8_0"),
+    ):
+        result = run(*args, "--json")
+        assert (result.exit_code, result.stderr) == (2, message), args
 
 
 def test_a_training_sequence_beyond_the_maximum_is_refused_unless_allowed(run: Run) -> None:

@@ -871,6 +871,7 @@ def fit_json(slug: str, params: int, result: Plan, speeds: Speeds | None = None)
             for c in best_choices(result.options)
         ],
         "mixed_precision": None if mixed is None else mixed_precision_json(mixed),
+        "left_out": list(result.left_out),
     }
 
 
@@ -1112,6 +1113,13 @@ def fit(
     params = count_params(arch).total
     if result.note:
         shared.note(result.note)
+    if result.left_out:
+        why = (
+            f"{result.count} of each cannot be built"
+            if result.count is not None
+            else "no count tried can be built with them"
+        )
+        shared.note(f"left out, as {why}: {', '.join(result.left_out)}")
     speeds, choice = _speeds_and_choice(
         arch, result, cards, run_tokens, target_tps, budget_per_hour, allow_longer_context
     )
