@@ -26,7 +26,6 @@ The mechanisms (docs/estimates.md "Speed and cost" documents each with its sourc
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -951,5 +950,5 @@ def single_speed(
     context) or the training workload as it is (with `tokens`, its time and cost)."""
     if workload.training:
         return speed(arch, workload, compute, tokens=tokens)
-    one = workload if workload.batch == 1 else dataclasses.replace(workload, batch=1)
+    one = workload if workload.batch == 1 else replace(workload, batch=1)
     return speed(arch, one, compute)

@@ -162,11 +162,14 @@ def test_every_layout_is_counted() -> None:
     """Each ParamLayout has its counting function, each MLPKind its activation factors, each
     component its field."""
     from advisor import arch as arch_module
-    from advisor import estimator
+    from advisor import estimator, speed
 
     assert set(arch_module._LAYER_PARAMS) == set(ParamLayout)
     assert set(estimator._MLP_SAVED) == set(MLPKind)
     assert set(estimator._MLP_INFERENCE_LIVE) == set(MLPKind)
+    # Training speed's element-wise traffic of the activation, eager and compiled.
+    assert set(speed.EAGER_ACTIVATION_BYTES) == set(MLPKind)
+    assert set(speed.COMPILED_ACTIVATION_BYTES) == set(MLPKind)
     # Components are built positionally (estimator._RECORDS): their fields follow COMPONENTS.
     names = [f.name for f in dataclasses.fields(estimator.Components)]
     assert [*names, "runtime_overhead"] == list(estimator.COMPONENTS)
