@@ -1443,8 +1443,9 @@ class _Shard:
     stage's parameters over the tensor-parallel degree `tp`), and ZeRO shards that slice's
     weights (stage 3), gradients (2, 3) and optimizer states (1, 2, 3) over `ranks` GPUs (the
     data-parallel x context-parallel ranks: torchtitan's `dp_shard_cp` mesh). A pipeline
-    stage holds `stage_layers` layers and `in_flight` micro-batches' activations; `first` and
-    `last` say whether it holds the embedding and the output head (and so the loss).
+    card holds `stage_layers` layers in `chunks` stages (2 under an interleaved schedule) and
+    `in_flight` micro-batches' activations of one such stage; `first` and `last` say whether
+    it holds the embedding and the output head (and so the loss).
     """
 
     gpus: int
@@ -1457,6 +1458,7 @@ class _Shard:
     pp: int = 1
     stage_layers: int = 0
     in_flight: int = 1
+    chunks: int = 1
     first: bool = True
     last: bool = True
 
@@ -1743,14 +1745,17 @@ def _split_saved(s: _Shape, w: Workload, shard: _Shard, b: _Bytes, saved: _Saved
     recomputation, the two all-gathered norm outputs that feed the column-parallel q/k/v and
     gate/up projections at their full size (Megatron-LM gathers them again in backward
     instead). A first pipeline stage under 1F1B holds `pp` micro-batches' activations at the
-    start of its first backward, and the other micro-batches' while that backward runs."""
+    start of its first backward, and the other micro-batches' while that backward runs; under
+    an interleaved schedule each in-flight micro-batch holds one of the card's `chunks`
+    stages."""
     if shard.tp > 1 and w.checkpointing is Checkpointing.none:
         gathered = _round(w.tokens * TP_GATHERED_INPUTS * s.hidden * b.compute)
         extra = gathered - math.ceil(gathered / shard.tp)
         saved.total += saved.layers * extra
         saved.one_layer += extra
-    saved.one_layer += (shard.in_flight - 1) * saved.total
-    saved.total *= shard.in_flight
+    stage = -(-saved.total // shard.chunks)
+    saved.one_layer += (shard.in_flight - 1) * stage
+    saved.total = shard.in_flight * stage
 
 
 def _matmul_outputs(s: _Shape, w: Workload, c: int) -> tuple[int, ...]:
@@ -2120,6 +2125,13 @@ def degrees_conflict(arch: Architecture, w: Workload) -> str:
             f"--parallel pp:{pp} exceeds the model's {arch.num_hidden_layers} layers "
             "(a pipeline stage holds at least one)"
         )
+    stages = pp * w.stages_per_card
+    if stages > arch.num_hidden_layers:
+        return (
+            f"--pp-schedule {w.pp_schedule.value} with --parallel pp:{pp} makes {stages} "
+            f"stages, more than the model's {arch.num_hidden_layers} layers (a stage holds at "
+            "least one)"
+        )
     kernel = _shape(arch).attention
     if cp > 1 and kernel in (AttentionKernel.eager, AttentionKernel.math):
         return (
@@ -2136,8 +2148,8 @@ def degrees_conflict(arch: Architecture, w: Workload) -> str:
 
 def _training_shards(arch: Architecture, w: Workload) -> tuple[_Shard, ...]:
     """The training slice of each GPU: the whole model over one GPU or data parallelism;
-    with pipeline parallelism the first stage (the embedding, and `pp` micro-batches in
-    flight under 1F1B) and the last (the final norm, the output head and the loss)."""
+    with pipeline parallelism the first card (the embedding, and the most micro-batches in
+    flight) and the last (the final norm, the output head and the loss)."""
     s = _shape(arch)
     conflict = degrees_conflict(arch, w)
     if conflict:
@@ -2154,11 +2166,30 @@ def _training_shards(arch: Architecture, w: Workload) -> tuple[_Shard, ...]:
     # A tied embedding is the output head too: the last stage keeps its own copy.
     head = s.counts.output_head + s.counts.final_norm + (s.counts.embedding if s.tied else 0)
     split = dataclasses.replace(whole, den=s.params * tp, pp=pp, stage_layers=stage_layers)
+    chunks = w.stages_per_card
+    split = dataclasses.replace(split, chunks=chunks)
     first = dataclasses.replace(
-        split, num=s.counts.embedding + stage, in_flight=pp, first=True, last=False
+        split, num=s.counts.embedding + stage, in_flight=_in_flight(w, 0), first=True, last=False
     )
-    last = dataclasses.replace(split, num=stage + head, in_flight=1, first=False, last=True)
+    last = dataclasses.replace(
+        split, num=stage + head, in_flight=_in_flight(w, pp - 1), first=False, last=True
+    )
     return first, last
+
+
+def _in_flight(w: Workload, rank: int) -> int:
+    """Micro-batch stages whose activations pipeline rank `rank` holds when its first backward
+    starts: its warm-up forwards and one more. 1F1B warms up with pp - 1 - rank forwards
+    (PyTorch's Schedule1F1B: min(n_microbatches, num_stages - stage_index) before the first
+    backward); the interleaved schedule with (v - 1) x pp + 2 (pp - 1 - rank) of its v-fold
+    smaller stages (ScheduleInterleaved1F1B get_rank_warmup_ops); neither more than the
+    step's micro-batches hold."""
+    pp, chunks, microbatches = w.pipeline_parallel, w.stages_per_card, w.pipeline_microbatches
+    if chunks == 1:
+        warmup = pp - 1 - rank
+    else:
+        warmup = (chunks - 1) * pp + 2 * (pp - 1 - rank)
+    return min(warmup + 1, microbatches * chunks)
 
 
 @functools.lru_cache(maxsize=64)

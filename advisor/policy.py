@@ -30,12 +30,14 @@ from advisor.workload import (
     DEFAULT_TRAINING_SEQ,
     Attention,
     Checkpointing,
+    Float8Scaling,
     KVDtype,
     LoraDtype,
     Loss,
     Method,
     Optimizer,
     Parallel,
+    PipelineSchedule,
     Precision,
     Serving,
     Stage,
@@ -182,6 +184,9 @@ class Request(NamedTuple):
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
     context_parallel: int = 1
+    microbatches: int | None = None  # pipeline parallelism's micro-batches per step
+    pp_schedule: PipelineSchedule = PipelineSchedule.one_f_one_b
+    fp8_scaling: Float8Scaling = Float8Scaling.tensorwise
     compile: bool = False  # torch.compile around the model (training speed)
     # None: each level's default engine by its format (`advisor.engines.default_engine`).
     engine: Engine | None = None
@@ -270,6 +275,9 @@ def workload(
         tensor_parallel=request.tensor_parallel,
         pipeline_parallel=request.pipeline_parallel,
         context_parallel=request.context_parallel,
+        microbatches=request.microbatches,
+        pp_schedule=request.pp_schedule,
+        fp8_scaling=request.fp8_scaling,
         compile=request.compile,
         serving=serving,
     )

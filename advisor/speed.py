@@ -40,6 +40,7 @@ from advisor.estimator import GGML_F32_BYTES, OVERHEAD_BY_VENDOR, Runtime, Traff
 from advisor.traits import MLPKind
 from advisor.workload import (
     Checkpointing,
+    Float8Scaling,
     Loss,
     Method,
     Parallel,
@@ -401,6 +402,7 @@ class Recipe(StrEnum):
 
     bf16 = "16-bit"
     fp8 = "fp8"
+    fp8_rowwise = "fp8 rowwise"
 
 
 class MFU(NamedTuple):
@@ -426,12 +428,23 @@ MFU_BY_RECIPE: Mapping[Recipe, MFU] = MappingProxyType(
             ),
         ),
         Recipe.fp8: MFU(
-            mfu=0.26,
+            mfu=0.36,
             source=(
-                "torchtitan Llama-3.1-8B/70B/405B float8 linears on H100 and H200 "
-                "(8,380-8,532 tokens/s/GPU for 8B FSDP at 8k, 3,708-5,570 with TP 8, 600-942 "
-                "for 70B with TP 8; pytorch/torchtitan benchmarks/), against the FP8 dense "
-                "peak, the float8 casts counted as traffic: median ratio 1.01"
+                "torchtitan Llama-3.1-8B/70B/405B float8 tensorwise linears on H100 and H200 "
+                "(8,380-8,532 tokens/s/GPU for 8B FSDP at 8k, 5,078-5,570 with TP 8, 809-942 "
+                "for 70B with TP 8, 76-128 for 405B with TP 8 x PP 8, its bubble counted; "
+                "pytorch/torchtitan benchmarks/), against the FP8 dense peak, the float8 casts "
+                "counted as traffic: median ratio 0.99"
+            ),
+        ),
+        Recipe.fp8_rowwise: MFU(
+            mfu=0.18,
+            source=(
+                "torchtitan Llama-3.1-8B and 70B float8 rowwise linears with TP 8 on 64-256 "
+                "H100 (3,708-3,915 and 600-625 tokens/s/GPU, no faster than BF16; pytorch/"
+                "torchtitan benchmarks/asyncTP_llama3_h100_2025-06_torchtitan.md; torchtitan "
+                "issue 1207 on rowwise's low baseline performance), against the FP8 dense peak: "
+                "median ratio 0.99"
             ),
         ),
     }
@@ -797,6 +810,16 @@ def _training_tp_seconds(t: Traffic, w: Workload, link: float) -> float:
     return t.layers * _training_allreduces(w) * per_token
 
 
+def pipeline_bubble(w: Workload) -> float:
+    """The time a pipeline's cards wait, over the time they work, per step: with p stages of
+    one card each and m micro-batches, a step takes m + p - 1 stage-times, of which p - 1 fill
+    and drain the pipeline (GPipe, Huang et al. 2019; 1F1B keeps the same bubble, Narayanan et
+    al. 2021 section 2.2); with v stages per card (interleaved 1F1B) each fill step is v times
+    shorter: (p - 1) / (v m) (Narayanan et al. 2021, section 2.2.2). 0 without pipelining."""
+    p = w.pipeline_parallel
+    return (p - 1) / (w.stages_per_card * w.pipeline_microbatches)
+
+
 def _qlora_dequant_seconds(t: Traffic, w: Workload, bandwidth: float, passes: int) -> float:
     """Seconds per step bitsandbytes spends turning the 4-bit base into 16-bit copies, one per
     pass over the weights (memory-bound: read the packed weight, write and read the copy)."""
@@ -805,7 +828,9 @@ def _qlora_dequant_seconds(t: Traffic, w: Workload, bandwidth: float, passes: in
 
 
 def _recipe(w: Workload) -> Recipe:
-    return Recipe.fp8 if w.precision is Precision.fp8 else Recipe.bf16
+    if w.precision is not Precision.fp8:
+        return Recipe.bf16
+    return Recipe.fp8_rowwise if w.fp8_scaling is Float8Scaling.rowwise else Recipe.fp8
 
 
 def speed(
@@ -886,6 +911,26 @@ def _inference_speed(t: Traffic, w: Workload, compute: Compute, concurrency: int
     )
 
 
+def _between_cards(
+    t: Traffic, w: Workload, link: float | None, per_token: float, inputs: dict[str, float | str]
+) -> float:
+    """Seconds per token of one model replica from one card's `per_token`: a tensor-parallel
+    group of `tp` cards shares each token's work, then exchanges its hidden states over the
+    link; pipeline stages each run their share of the layers, so per token the cards of a
+    pipeline do the work of one replica, and then wait out the bubble."""
+    tp = w.tensor_parallel
+    per_token /= tp
+    if tp > 1:
+        assert link is not None
+        per_token += _training_tp_seconds(t, w, link)
+        inputs["interconnect_bytes_per_s"] = link
+    if w.pipeline_parallel > 1:
+        bubble = pipeline_bubble(w)
+        per_token *= 1 + bubble
+        inputs["pipeline_bubble"] = bubble
+    return per_token
+
+
 def _training_speed(t: Traffic, w: Workload, compute: Compute, tokens: int | None) -> Speed:
     recipe = _recipe(w)
     mfu = MFU_BY_RECIPE[recipe]
@@ -920,13 +965,7 @@ def _training_speed(t: Traffic, w: Workload, compute: Compute, tokens: int | Non
     if w.method is Method.qlora:
         passes = 3 if _full_recompute(w) else 2
         per_token += _qlora_dequant_seconds(t, w, bandwidth, passes) / w.tokens
-    # A tensor-parallel group of `tp` cards shares each token's work, then exchanges its
-    # hidden states over the link.
-    per_token /= tp
-    if tp > 1:
-        assert link is not None
-        per_token += _training_tp_seconds(t, w, link)
-        inputs["interconnect_bytes_per_s"] = link
+    per_token = _between_cards(t, w, link, per_token, inputs)
     rate = w.gpus / tp / per_token
     time_s = None if tokens is None else tokens / rate
     price = _price(compute, w.gpus)

@@ -49,6 +49,16 @@ class Precision(StrEnum):
         return self in (Precision.mixed_bf16, Precision.mixed_fp16, Precision.fp8)
 
 
+class Float8Scaling(StrEnum):
+    """How float8 training scales its casts (torchao's `Float8LinearConfig.from_recipe_name`,
+    torchtitan's `float8.recipe_name`): one scale per tensor, or one per row of each operand
+    (finer, more accurate at scale; its matmuls run torch._scaled_mm's row-scaled kernels).
+    The memory is the same: both keep the 16-bit weights and save the 16-bit inputs."""
+
+    tensorwise = "tensorwise"
+    rowwise = "rowwise"
+
+
 class KVDtype(StrEnum):
     bf16 = "bf16"
     fp16 = "fp16"
@@ -151,6 +161,23 @@ class Parallel(StrEnum):
     zero3 = "zero3"
 
 
+class PipelineSchedule(StrEnum):
+    """How a pipeline-parallel training step orders its micro-batches (PyTorch's
+    torch.distributed.pipelining, as torchtitan runs it). 1f1b: one stage per card, each card
+    alternating one forward and one backward once the pipeline is full (Schedule1F1B).
+    interleaved-1f1b: `INTERLEAVED_STAGES_PER_CARD` smaller stages per card, taken in turn
+    (ScheduleInterleaved1F1B), which shortens the pipeline's fill and drain and holds more
+    micro-batches' activations on the first cards."""
+
+    one_f_one_b = "1f1b"
+    interleaved = "interleaved-1f1b"
+
+
+# Stages each card holds under an interleaved schedule: torchtitan's default for a multi-stage
+# schedule when no split points are given ("Multi-stage schedules support more than 2 stages
+# per rank, but this is the default", torchtitan pipeline_llama.py generate_split_points).
+INTERLEAVED_STAGES_PER_CARD = 2
+
 INFERENCE_PARALLEL = frozenset({Parallel.tp, Parallel.pp})
 TRAINING_PARALLEL = frozenset({Parallel.ddp, Parallel.zero1, Parallel.zero2, Parallel.zero3})
 
@@ -208,6 +235,10 @@ MAX_LORA_RANK = 2**24
 # Layers trained by --method freeze: never more than a model has (checked by the estimator
 # against the model) and never more than arch.MAX_LAYERS.
 MAX_TRAINABLE_LAYERS = 4_096
+# Micro-batches per step through a pipeline: published runs use up to a few hundred (Megatron-LM
+# and torchtitan: global batch over data-parallel replicas and micro-batch size); 2^16 is far
+# beyond them and keeps the schedule arithmetic small.
+MAX_MICROBATCHES = 2**16
 
 
 class ParallelSpec(NamedTuple):
@@ -434,6 +465,13 @@ class Workload:
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
     context_parallel: int = 1
+    # Pipeline parallelism: micro-batches of `batch` sequences per step (None: the number of
+    # pipeline stages, pp x stages per card, torchtitan's default: build_pipeline_schedule
+    # sets n_microbatches = num_total_stages when none is given) and their schedule.
+    microbatches: int | None = None
+    pp_schedule: PipelineSchedule = PipelineSchedule.one_f_one_b
+    # Float8 training (--precision fp8): per-tensor or per-row scales.
+    fp8_scaling: Float8Scaling = Float8Scaling.tensorwise
     # torch.compile around the model (training): Inductor fuses the element-wise kernels
     # between matmuls. Off by default, as in Hugging Face Trainer (`torch_compile=False`) and
     # torchtitan (`compile.enable` false unless a config turns it on).
@@ -479,6 +517,11 @@ class Workload:
     def _check_training_options(self, training: bool) -> None:
         """Optimizer placement, adapter dtype and attention kernel: where each applies, and the
         combinations no framework runs."""
+        if self.fp8_scaling is not Float8Scaling.tensorwise and self.precision is not Precision.fp8:
+            raise InvalidValueError(
+                f"--fp8-scaling {self.fp8_scaling.value} applies to --precision fp8 "
+                "(float8 training)"
+            )
         if not training:
             for asked, name in (
                 (self.optimizer_in_backward, "--optimizer-in-backward"),
@@ -562,6 +605,22 @@ class Workload:
                 )
         if self.offload_optimizer and not training:
             raise InvalidValueError("optimizer offload applies to training only")
+        self._check_pipeline()
+
+    def _check_pipeline(self) -> None:
+        """The micro-batch count and the schedule apply to pipeline parallelism only."""
+        pp = self.pipeline_parallel
+        if self.microbatches is not None:
+            if pp == 1:
+                raise InvalidValueError(
+                    "--microbatches applies to pipeline parallelism (--parallel pp:N)"
+                )
+            check_count("--microbatches", self.microbatches, MAX_MICROBATCHES)
+        if self.pp_schedule is not PipelineSchedule.one_f_one_b and pp == 1:
+            raise InvalidValueError(
+                f"--pp-schedule {self.pp_schedule.value} applies to pipeline parallelism "
+                "(--parallel pp:N)"
+            )
 
     def _check_degrees(self, training: bool, model_parallel: int) -> None:
         """Training degrees that cannot run: for inference, not dividing --gpus, or context
@@ -624,6 +683,21 @@ class Workload:
         return self.tensor_parallel * self.pipeline_parallel * self.context_parallel
 
     @property
+    def pipeline_microbatches(self) -> int:
+        """Micro-batches per step through the pipeline: the count asked, else the number of
+        stages (1 without pipeline parallelism)."""
+        if self.microbatches is not None:
+            return self.microbatches
+        return self.pipeline_parallel * self.stages_per_card
+
+    @property
+    def stages_per_card(self) -> int:
+        """Pipeline stages each card holds: 2 under the interleaved schedule, else 1."""
+        if self.pp_schedule is PipelineSchedule.interleaved:
+            return INTERLEAVED_STAGES_PER_CARD
+        return 1
+
+    @property
     def data_parallel(self) -> int:
         """Model replicas: --gpus over the GPUs one replica spans."""
         return self.gpus // self.model_parallel
@@ -635,10 +709,14 @@ class Workload:
 
     @property
     def parallel_label(self) -> str:
-        """The strategy in force and the degrees, as headers name them ('zero3 x tp 8 x pp 8')."""
-        return parallel_words(
+        """The strategy in force and the degrees, as headers name them ('zero3 x tp 8 x pp 8,
+        1f1b over 8 micro-batches')."""
+        words = parallel_words(
             self.strategy, self.tensor_parallel, self.pipeline_parallel, self.context_parallel
         )
+        if self.pipeline_parallel > 1:
+            words += f", {self.pp_schedule.value} over {self.pipeline_microbatches} micro-batches"
+        return words
 
     @property
     def strategy(self) -> Parallel:

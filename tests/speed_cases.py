@@ -22,9 +22,12 @@ from advisor.arch import Architecture
 from advisor.enums import Engine, Market, Vendor
 from advisor.speed import Compute, speed
 from advisor.workload import (
+    INTERLEAVED_STAGES_PER_CARD,
     Attention,
     Checkpointing,
+    Float8Scaling,
     Parallel,
+    PipelineSchedule,
     Precision,
     Serving,
     Stage,
@@ -255,22 +258,39 @@ def _training(r: dict[str, Any], arch: Architecture, fmt: WeightFormat | None) -
     if not per_gpu:
         return _skip(r, "per-GPU or total not stated")
     precision = Precision.fp8 if fmt is not None else Precision.mixed_bf16
-    # Tensor parallelism as the record states it; one tensor-parallel group is predicted (its
-    # figure per card is the record's per-GPU figure). Pipeline stages are taken as more
-    # data-parallel replicas (no bubble is modelled).
+    scaling = Float8Scaling.rowwise if "rowwise" in r["quant"] else Float8Scaling.tensorwise
+    # Tensor and pipeline parallelism as the record states them; one model replica is
+    # predicted (its figure per card is the record's per-GPU figure). A pipeline runs
+    # torchtitan's default micro-batch count (one per stage: the records state none), so
+    # each micro-batch holds the local batch over that count.
     tp = 8 if "TP 8" in parallelism else 1
+    pp = 8 if "PP 8" in parallelism else 1
+    schedule = (
+        PipelineSchedule.interleaved
+        if "Interleaved" in str(settings.get("pp_schedule", ""))
+        else PipelineSchedule.one_f_one_b
+    )
+    batch = _micro_batch(r)
+    if pp > 1:
+        stages = pp * (
+            INTERLEAVED_STAGES_PER_CARD if schedule is PipelineSchedule.interleaved else 1
+        )
+        batch //= stages
     compiled = settings.get("torch_compile", settings.get("compile")) is True
     eager_scores = any(v in str(r.get("engine_version", "")) for v in EAGER_ATTENTION_VERSIONS)
     w = Workload(
         stage=Stage.pretrain,
         precision=precision,
-        batch=_micro_batch(r),
+        batch=batch,
         seq=seq,
         checkpointing=_checkpointing(
             str(settings.get("activation_checkpointing", "none")) + str(r.get("parallelism", ""))
         ),
-        gpus=tp,
+        gpus=tp * pp,
         tensor_parallel=tp,
+        pipeline_parallel=pp,
+        pp_schedule=schedule,
+        fp8_scaling=scaling if precision is Precision.fp8 else Float8Scaling.tensorwise,
         compile=compiled,
         attention=Attention.eager if eager_scores else None,
     )
@@ -278,7 +298,7 @@ def _training(r: dict[str, Any], arch: Architecture, fmt: WeightFormat | None) -
     if r["gpu"] in RECORDED_BANDWIDTH:
         compute = compute._replace(bandwidth_bytes_per_s=RECORDED_BANDWIDTH[r["gpu"]])
     s = speed(arch, w, compute)
-    rate = None if s.train_tokens_per_s is None else s.train_tokens_per_s / tp
+    rate = None if s.train_tokens_per_s is None else s.train_tokens_per_s / (tp * pp)
     return _case(r, rate, _lacks(s.missing))
 
 

@@ -14,14 +14,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from advisor.arch import Architecture, architecture_from_hf_config, count_params
+from advisor.enums import Market, Vendor
 from advisor.errors import InvalidValueError
-from advisor.estimator import CUDA_CONTEXT_BYTES, estimate
+from advisor.estimator import CUDA_CONTEXT_BYTES, _training_shards, estimate
 from advisor.fit import candidate_counts
 from advisor.workload import (
+    INTERLEAVED_STAGES_PER_CARD,
     Checkpointing,
+    Float8Scaling,
     Loss,
     Method,
     Parallel,
+    PipelineSchedule,
     Precision,
     Stage,
     Workload,
@@ -118,14 +122,19 @@ def _degrees(parallelism: str) -> tuple[int, int, int]:
 @pytest.mark.parametrize("record", _parallel_records(), ids=lambda r: r["id"])
 def test_torchtitan_parallel_runs_within_bound(record: dict[str, Any], session: Any) -> None:
     """torchtitan's FSDP/TP/PP/CP runs of Llama 3.1 8B, 70B, 405B against their reserved
-    memory; a pipeline's local batch is split into pp micro-batches (torchtitan's default)."""
+    memory; a pipeline's local batch is split into one micro-batch per stage (torchtitan's
+    default: pp, or 2 x pp under the interleaved schedule)."""
     from catalog import queries
 
     arch = queries.get_model(session, name=CATALOG_NAMES[record["model"]]).architecture()
     tp, pp, cp = _degrees(record["settings"]["parallelism"])
+    interleaved = "Interleaved" in record["settings"]["techniques"]
+    schedule = PipelineSchedule.interleaved if interleaved else PipelineSchedule.one_f_one_b
+    stages = pp * (INTERLEAVED_STAGES_PER_CARD if interleaved else 1)
     workload = replace(
         PRETRAIN,
-        batch=record["batch"] // pp,
+        batch=record["batch"] // stages,
+        pp_schedule=schedule,
         seq=record["seq_len"],
         gpus=record["n_gpus"],
         checkpointing=Checkpointing(record["settings"]["activation_checkpointing"]),
@@ -205,6 +214,38 @@ def test_pipeline_first_stage_holds_its_layers_and_embedding() -> None:
     )
 
 
+def test_pipeline_schedules_hold_their_warm_up_micro_batches() -> None:
+    """pp:8: when its first backward starts a card holds the activations of its warm-up
+    forwards and one more. 1F1B (PyTorch's Schedule1F1B warms rank r up with pp - 1 - r
+    forwards): min(8, m) micro-batches on the first card, 1 on the last. Interleaved 1F1B, 2
+    half-size stages per card (ScheduleInterleaved1F1B: (v - 1) pp + 2 (pp - 1 - r)):
+    min(23, 2 m) stages on the first card, min(9, 2 m) on the last. The default count is one
+    micro-batch per stage: 8, or 16 interleaved. More micro-batches never need less memory."""
+    arch = _arch()
+    base = replace(
+        PRETRAIN,
+        batch=4,
+        parallel=Parallel.ddp,
+        pipeline_parallel=8,
+        checkpointing=Checkpointing.full,
+    )
+    expected = {
+        PipelineSchedule.one_f_one_b: {None: (8, 1), 1: (1, 1), 4: (4, 1), 16: (8, 1)},
+        PipelineSchedule.interleaved: {None: (23, 9), 1: (2, 2), 4: (8, 8), 16: (23, 9)},
+    }
+    for schedule, counts in expected.items():
+        needs = []
+        for m, in_flight in counts.items():
+            w = replace(base, pp_schedule=schedule, microbatches=m)
+            first, last = _training_shards(arch, w)
+            assert (first.in_flight, last.in_flight) == in_flight, (schedule, m)
+            assert first.chunks == last.chunks == w.stages_per_card
+            if m is not None:
+                needs.append(estimate(arch, w).per_gpu_bytes)
+        assert needs == sorted(needs)
+    assert replace(base, pp_schedule=PipelineSchedule.interleaved).pipeline_microbatches == 16
+
+
 def test_context_parallel_is_the_shorter_sequence() -> None:
     """cp:2 runs half of each sequence per GPU, and ZeRO-3 shards over the cp ranks too: the
     same need per GPU as half the sequence on two data-parallel GPUs."""
@@ -261,6 +302,26 @@ def test_the_issues_examples_are_sized() -> None:
             "--parallel cp:2: context parallelism splits causal attention without a padding "
             "mask (PyTorch's ring attention); finetune batches carry one",
         ),
+        (
+            {"microbatches": 4},
+            "--microbatches applies to pipeline parallelism (--parallel pp:N)",
+        ),
+        (
+            {"pp_schedule": PipelineSchedule.interleaved},
+            "--pp-schedule interleaved-1f1b applies to pipeline parallelism (--parallel pp:N)",
+        ),
+        (
+            {"pipeline_parallel": 8, "microbatches": 0},
+            "--microbatches must be at least 1, got 0",
+        ),
+        (
+            {"pipeline_parallel": 8, "microbatches": 2**16 + 1},
+            "--microbatches must be at most 65,536, got 65537",
+        ),
+        (
+            {"fp8_scaling": Float8Scaling.rowwise},
+            "--fp8-scaling rowwise applies to --precision fp8 (float8 training)",
+        ),
     ],
 )
 def test_impossible_degrees_are_refused(changes: dict[str, Any], message: str) -> None:
@@ -281,6 +342,11 @@ def test_impossible_degrees_are_refused(changes: dict[str, Any], message: str) -
         (
             {"pipeline_parallel": 64, "gpus": 64},
             "--parallel pp:64 exceeds the model's 32 layers (a pipeline stage holds at least one)",
+        ),
+        (
+            {"pipeline_parallel": 32, "gpus": 32, "pp_schedule": PipelineSchedule.interleaved},
+            "--pp-schedule interleaved-1f1b with --parallel pp:32 makes 64 stages, more than "
+            "the model's 32 layers (a stage holds at least one)",
         ),
         (
             {"context_parallel": 4, "seq": 8188},
@@ -320,6 +386,47 @@ def test_more_replicas_never_raise_per_gpu_memory(
     assert estimate(arch, wider).per_gpu_bytes <= estimate(arch, base).per_gpu_bytes
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    config=st.sampled_from(["llama-3-8b.json", "llama-3.2-1b.json", "qwen2.5-0.5b.json"]),
+    pp=st.sampled_from([2, 4, 8]),
+    schedule=st.sampled_from(list(PipelineSchedule)),
+    microbatches=st.integers(1, 64),
+    more=st.integers(1, 64),
+)
+def test_more_micro_batches_never_need_less_memory_or_run_slower(
+    config: str, pp: int, schedule: PipelineSchedule, microbatches: int, more: int
+) -> None:
+    """A step of more micro-batches holds at least as many in flight and idles less."""
+    from advisor.speed import Compute, speed
+
+    arch = architecture_from_hf_config(json.loads((DATA / "configs" / config).read_text()))
+    base = Workload(
+        stage=Stage.pretrain,
+        seq=1024,
+        parallel=Parallel.ddp,
+        gpus=pp,
+        pipeline_parallel=pp,
+        pp_schedule=schedule,
+        microbatches=microbatches,
+    )
+    longer = replace(base, microbatches=microbatches + more)
+    assert estimate(arch, longer).per_gpu_bytes >= estimate(arch, base).per_gpu_bytes
+    card = Compute(
+        name="card",
+        vendor=Vendor.nvidia,
+        market=Market.datacenter,
+        bandwidth_bytes_per_s=2 * 10**12,
+        fp16_tflops=300.0,
+        fp8_tflops=None,
+        int8_tops=None,
+        interconnect_bytes_per_s=None,
+    )
+    fast, slow = speed(arch, longer, card), speed(arch, base, card)
+    assert fast.train_tokens_per_s is not None and slow.train_tokens_per_s is not None
+    assert fast.train_tokens_per_s > slow.train_tokens_per_s
+
+
 def test_fit_searches_whole_replicas() -> None:
     """With degrees, fit tries only multiples of tp x pp x cp cards."""
     w = replace(PRETRAIN, gpus=8, tensor_parallel=4, pipeline_parallel=2)
@@ -334,7 +441,9 @@ def test_estimate_names_the_degrees(run: Run) -> None:
             "--parallel", "zero3,tp:8,pp:8")  # fmt: skip
     text = run(*args)
     assert text.exit_code == 0, text.stderr
-    assert "512 GPUs (zero3 x tp 8 x pp 8)" in " ".join(text.stdout.split())
+    assert "512 GPUs (zero3 x tp 8 x pp 8, 1f1b over 8 micro-batches)" in " ".join(
+        text.stdout.split()
+    )
     data = json.loads(run(*args, "--json").stdout)["workload"]
     assert {k: data[k] for k in ("parallel", "tensor_parallel", "pipeline_parallel",
                                  "context_parallel", "data_parallel")} == {

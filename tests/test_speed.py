@@ -29,8 +29,10 @@ from advisor.speed import (
 )
 from advisor.workload import (
     Checkpointing,
+    Float8Scaling,
     Method,
     Parallel,
+    PipelineSchedule,
     Precision,
     Serving,
     Stage,
@@ -336,6 +338,48 @@ def test_tensor_parallel_training_pays_its_all_reduces(llama: Architecture) -> N
     assert lacking.missing == ("interconnect bandwidth",)
 
 
+def test_pipeline_parallel_training_waits_out_its_bubble(llama: Architecture) -> None:
+    """pp:4 on 8 cards (2 replicas): the cards of a pipeline share a replica's work, then
+    idle (p - 1) / (v m) of it: 3/4 at the default 4 micro-batches, 3/12 at 12, 3/16 with the
+    interleaved schedule's 2 stages per card and its default 8 micro-batches."""
+    alone = speed(llama, training(stage=Stage.pretrain, gpus=8, parallel=Parallel.ddp), card())
+    assert alone.train_tokens_per_s is not None
+    piped = training(stage=Stage.pretrain, gpus=8, parallel=Parallel.ddp, pipeline_parallel=4)
+    for changes, bubble in (
+        ({}, 3 / 4),
+        ({"microbatches": 12}, 3 / 12),
+        ({"pp_schedule": PipelineSchedule.interleaved}, 3 / 16),
+        ({"pp_schedule": PipelineSchedule.interleaved, "microbatches": 3}, 3 / 6),
+    ):
+        found = speed(llama, dataclasses.replace(piped, **changes), card())
+        assert found.inputs["pipeline_bubble"] == pytest.approx(bubble, rel=1e-12)
+        assert found.train_tokens_per_s == pytest.approx(
+            alone.train_tokens_per_s / (1 + bubble), rel=1e-9
+        )
+    assert "pipeline_bubble" not in alone.inputs
+
+
+def test_rowwise_fp8_runs_at_its_own_utilisation(llama: Architecture) -> None:
+    """--fp8-scaling rowwise: the same FLOPs and casts as tensorwise, its matmuls at the
+    rowwise recipe's MFU (torch._scaled_mm's row-scaled kernels run slower)."""
+    tensorwise = speed(llama, training(precision=Precision.fp8), card())
+    rowwise = speed(
+        llama, training(precision=Precision.fp8, fp8_scaling=Float8Scaling.rowwise), card()
+    )
+    assert tensorwise.train_tokens_per_s is not None and rowwise.train_tokens_per_s is not None
+    matmul = count_params(llama).total - llama.vocab_size * llama.hidden_size
+    faster = (
+        6
+        * matmul
+        / (600 * TERA)
+        * (1 / MFU_BY_RECIPE[Recipe.fp8_rowwise].mfu - 1 / MFU_BY_RECIPE[Recipe.fp8].mfu)
+    )
+    assert 1 / rowwise.train_tokens_per_s - 1 / tensorwise.train_tokens_per_s == pytest.approx(
+        faster, rel=1e-9
+    )
+    assert rowwise.inputs["recipe"] == "fp8 rowwise" and tensorwise.inputs["recipe"] == "fp8"
+
+
 def test_training_needs_the_bandwidth(llama: Architecture) -> None:
     """The element-wise kernels are memory-bound: no bandwidth figure, no training speed."""
     found = speed(llama, training(), card(bandwidth_bytes_per_s=None))
@@ -539,6 +583,42 @@ def test_estimate_compile_option(run: Run) -> None:
     assert "element-wise kernels eager (--compile fuses them)" in result.stdout
     result = run("estimate", "--model", "llama-3.1-8b", "--compile")
     assert result.exit_code == 2 and "--compile applies to training only" in result.stderr
+
+
+@pytestmark_cli
+def test_estimate_pipeline_and_fp8_options(run: Run) -> None:
+    """--microbatches, --pp-schedule and --fp8-scaling: in the workload JSON, in the speed
+    inputs and its text; each refused where it does not apply (exit 2, one line)."""
+    base = (
+        "estimate", "--model", "llama-3.1-70b", "--stage", "pretrain", "--gpus", "64",
+        "--parallel", "zero3,tp:8,pp:8", "--precision", "fp8", "--gpu", "h100-sxm5-80gb",
+    )  # fmt: skip
+    more = ("--microbatches", "28", "--pp-schedule", "interleaved-1f1b", "--fp8-scaling", "rowwise")
+    result = run(*base, *more, "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["workload"]["microbatches"] == 28
+    assert data["workload"]["pp_schedule"] == "interleaved-1f1b"
+    assert data["workload"]["fp8_scaling"] == "rowwise"
+    assert data["speed"]["inputs"]["pipeline_bubble"] == 7 / 56
+    assert data["speed"]["inputs"]["recipe"] == "fp8 rowwise"
+    default = json.loads(run(*base, "--json").stdout)
+    assert default["workload"]["microbatches"] == 8
+    assert default["workload"]["pp_schedule"] == "1f1b"
+    assert default["workload"]["fp8_scaling"] == "tensorwise"
+    assert default["speed"]["inputs"]["pipeline_bubble"] == 7 / 8
+    text = run(*base, *more).stdout
+    assert "    x (1 + pipeline bubble 12%): 8 stages, 28 micro-batches, interleaved-1f1b" in text
+    plain = json.loads(run("estimate", "--model", "llama-3.1-8b", "--json").stdout)["workload"]
+    assert plain["microbatches"] is plain["pp_schedule"] is plain["fp8_scaling"] is None
+    for args, message in (
+        (("--microbatches", "4"), "--microbatches applies to pipeline parallelism"),
+        (("--pp-schedule", "interleaved-1f1b"), "--pp-schedule interleaved-1f1b applies to"),
+        (("--fp8-scaling", "rowwise"), "--fp8-scaling rowwise applies to --precision fp8"),
+    ):
+        result = run("estimate", "--model", "llama-3.1-8b", "--stage", "pretrain", *args)
+        assert result.exit_code == 2
+        assert result.stderr.startswith(f"error: {message}"), result.stderr
 
 
 @pytestmark_cli

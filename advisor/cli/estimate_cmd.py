@@ -26,8 +26,11 @@ from advisor.workload import (
     DEFAULT_OPTIMIZER,
     DEFAULT_PRECISION,
     DEFAULT_UBATCH,
+    Float8Scaling,
     KVDtype,
     Method,
+    PipelineSchedule,
+    Precision,
     Stage,
     TrainingOffload,
 )
@@ -65,11 +68,15 @@ def workload_json(w: Workload) -> dict[str, Any]:
         "tensor_parallel": w.tensor_parallel if w.training else None,
         "pipeline_parallel": w.pipeline_parallel if w.training else None,
         "context_parallel": w.context_parallel if w.training else None,
+        # Pipeline parallelism's micro-batches per step and schedule (null without it).
+        "microbatches": w.pipeline_microbatches if w.pipeline_parallel > 1 else None,
+        "pp_schedule": w.pp_schedule.value if w.pipeline_parallel > 1 else None,
         "data_parallel": w.data_parallel if w.training else None,
         "offload_optimizer": w.offload_optimizer,
         "offload": w.offload.value if w.training else None,
         "optimizer_in_backward": w.optimizer_in_backward if w.training else None,
         "compile": w.compile if w.training else None,
+        "fp8_scaling": w.fp8_scaling.value if w.precision is Precision.fp8 else None,
         "attention": w.attention.value if w.attention else None,
         "attention_mask": w.with_attention_mask,
         "engine": w.serving.engine.value,
@@ -212,6 +219,12 @@ def speed_lines(found: Speed, w: Workload, compute: Compute) -> list[str]:
                 f"{found.inputs['training_bandwidth_efficiency']} x "
                 f"{format_bandwidth(int(found.inputs['bandwidth_bytes_per_s']))}"
             )
+            if "pipeline_bubble" in found.inputs:
+                lines.append(
+                    f"    x (1 + pipeline bubble {float(found.inputs['pipeline_bubble']):.0%}): "
+                    f"{w.pipeline_parallel} stages, {w.pipeline_microbatches} micro-batches, "
+                    f"{w.pp_schedule.value}"
+                )
     else:
         if found.decode_tokens_per_s is not None and found.decode_tokens_per_s_total is not None:
             bound = found.bound.value if found.bound else ""
@@ -444,6 +457,9 @@ def estimate(
     offload_optimizer: options.OffloadOpt = False,
     offload: options.OffloadWhatOpt = TrainingOffload.none,
     optimizer_in_backward: options.OptimizerInBackwardOpt = False,
+    microbatches: options.MicrobatchesOpt = None,
+    pp_schedule: options.PpScheduleOpt = PipelineSchedule.one_f_one_b,
+    fp8_scaling: options.Fp8ScalingOpt = Float8Scaling.tensorwise,
     compile_model: options.CompileOpt = False,
     lora_dtype: options.LoraDtypeOpt = None,
     attention: options.AttentionOpt = None,
@@ -494,10 +510,11 @@ def estimate(
         lora_targets=options.lora_targets(lora_targets),
         trainable_layers=trainable_layers,
         gpus=gpus,
-        **options.parallel_fields(parallel),
+        **options.parallel_fields(parallel, microbatches=microbatches, pp_schedule=pp_schedule),
         offload_optimizer=offload_optimizer,
         offload=offload,
         optimizer_in_backward=optimizer_in_backward,
+        fp8_scaling=fp8_scaling,
         compile=compile_model,
         lora_dtype=lora_dtype,
         attention=attention,

@@ -28,11 +28,13 @@ from advisor.workload import (
     LORA_TARGET_SETS,
     Attention,
     Checkpointing,
+    Float8Scaling,
     KVDtype,
     LoraDtype,
     Loss,
     Method,
     Optimizer,
+    PipelineSchedule,
     Precision,
     Serving,
     Stage,
@@ -190,6 +192,30 @@ CompileOpt = Annotated[
         "--compile/--no-compile",
         help="Training speed: the model runs under torch.compile, which fuses the element-wise "
         "kernels between matmuls. Default: off, as Hugging Face Trainer and torchtitan run.",
+    ),
+]
+MicrobatchesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--microbatches",
+        help="Pipeline parallelism: micro-batches of --batch sequences per step. Default: one "
+        "per pipeline stage (torchtitan's default); more shrink the pipeline's idle bubble.",
+    ),
+]
+PpScheduleOpt = Annotated[
+    PipelineSchedule,
+    typer.Option(
+        "--pp-schedule",
+        help="Pipeline parallelism: 1f1b (one stage per card) or interleaved-1f1b (two "
+        "stages per card: a smaller bubble, more micro-batches held on the first cards).",
+    ),
+]
+Fp8ScalingOpt = Annotated[
+    Float8Scaling,
+    typer.Option(
+        "--fp8-scaling",
+        help="With --precision fp8: tensorwise (one scale per tensor, torchao's default) or "
+        "rowwise (one per row: more accurate, slower matmuls).",
     ),
 ]
 LoraDtypeOpt = Annotated[
@@ -400,16 +426,25 @@ def levels(
     return build_levels(arch, request, formats, default_quants=default_quants)
 
 
-def parallel_fields(text: str | None, *, searched: bool = False) -> dict[str, Any]:
-    """`--parallel` as the Request's fields: the strategy and the training degrees. For the
-    commands that size card counts (`searched`: fit, which-models), the levels start from the
-    GPUs one model replica spans."""
+def parallel_fields(
+    text: str | None,
+    *,
+    searched: bool = False,
+    microbatches: int | None = None,
+    pp_schedule: PipelineSchedule = PipelineSchedule.one_f_one_b,
+) -> dict[str, Any]:
+    """`--parallel` (with `--microbatches` and `--pp-schedule`) as the Request's fields: the
+    strategy, the training degrees and the pipeline's schedule. For the commands that size
+    card counts (`searched`: fit, which-models), the levels start from the GPUs one model
+    replica spans."""
     spec = parse_parallel(text)
     fields: dict[str, Any] = {
         "parallel": spec.strategy,
         "tensor_parallel": spec.tensor,
         "pipeline_parallel": spec.pipeline,
         "context_parallel": spec.context,
+        "microbatches": microbatches,
+        "pp_schedule": pp_schedule,
     }
     if searched:
         fields["gpus"] = spec.model_parallel
