@@ -2324,6 +2324,60 @@ class Traffic(NamedTuple):
     mlp_kind: MLPKind
     rope: bool
     scores_materialized: bool
+    # Training: the parameters the optimizer updates (the adapters under LoRA) and the bytes
+    # one optimizer step moves per such parameter (`_step_bytes_per_param`; 0 for inference).
+    trainable_params: int = 0
+    step_bytes_per_param: float = 0.0
+
+
+# The optimizer step as the calibrated stacks run it: one fused kernel per group of tensors
+# (torchtitan's default `optimizer.implementation = "fused"`; nanoGPT's `fused=True` when
+# available), which reads each parameter, gradient and state once and writes the parameter and
+# the states once (PyTorch's `_fused_adamw`). PyTorch's foreach path, one kernel per operation,
+# moves about 2.5 times that (not modelled: there is no option for it).
+PARAMETER_PASSES = 2  # read and write
+STATE_PASSES = 2  # read and write
+GRADIENT_READS = 1
+# Gradient clipping by global norm, on by default in Hugging Face Trainer (max_grad_norm 1.0),
+# torchtitan (training.max_norm 1.0) and nanoGPT (grad_clip 1.0): PyTorch's clip_grad_norm_
+# reads every gradient for the norm, then scales them all in place (read and write) whatever
+# the norm, to avoid a host sync (torch.nn.utils.clip_grad_norm_, `_foreach_mul_`).
+CLIP_GRADIENT_PASSES = 3
+# bitsandbytes' 8-bit states: one byte per value plus one fp32 absmax per 256-value block.
+EIGHT_BIT_STATE_TRAFFIC = EIGHT_BIT_STATE_BYTES + FP32_BYTES / EIGHT_BIT_BLOCK
+
+
+def _step_bytes_per_param(w: Workload) -> float:
+    """Bytes one optimizer step moves per trainable parameter: the parameter read and written,
+    its gradient read, each state read and written, and the gradient clipping's passes.
+    Adapters (LoRA, QLoRA, DoRA) are their own dtype, their gradients and states too (the
+    states follow the parameters' dtype, as in `_training_state`). Adafactor's factored states
+    are negligible; its step writes and reads `ADAFACTOR_STEP_FP32_COPIES` fp32 temporaries."""
+    if not w.training:
+        return 0.0
+    b = _PRECISION_BYTES[w.precision]
+    param, grad, state = float(b.weight), float(b.grad), float(b.state)
+    if w.adapters:
+        param = grad = state = float(ADAPTER_BYTES[w.adapter_dtype])
+    opt = w.optimizer
+    states: float
+    if opt is Optimizer.adamw:
+        states = ADAM_STATES * state
+    elif opt in (Optimizer.adamw_8bit, Optimizer.paged_adamw_8bit):
+        states = ADAM_STATES * EIGHT_BIT_STATE_TRAFFIC
+    elif opt is Optimizer.paged_adamw_32bit:
+        states = ADAM_STATES * FP32_BYTES
+    elif opt in (Optimizer.sgd_momentum, Optimizer.lion):
+        states = MOMENTUM_STATES * state
+    elif opt is Optimizer.adafactor:
+        states = ADAFACTOR_STEP_FP32_COPIES * FP32_BYTES
+    else:
+        states = 0.0
+    return (
+        PARAMETER_PASSES * param
+        + (GRADIENT_READS + CLIP_GRADIENT_PASSES) * grad
+        + STATE_PASSES * states
+    )
 
 
 def traffic(arch: Architecture, workload: Workload) -> Traffic:
@@ -2365,4 +2419,14 @@ def traffic(arch: Architecture, workload: Workload) -> Traffic:
         rope=s.rope,
         scores_materialized=_shape_with(arch, workload.attention).attention
         in (AttentionKernel.eager, AttentionKernel.math),
+        trainable_params=_optimized_params(s, workload),
+        step_bytes_per_param=_step_bytes_per_param(workload),
     )
+
+
+def _optimized_params(s: _Shape, w: Workload) -> int:
+    """The parameters the optimizer steps (the adapters under LoRA); 0 for inference."""
+    if not w.training:
+        return 0
+    tr = _trainable(s, w)
+    return tr.adapter_params if w.adapters else tr.params

@@ -46,6 +46,7 @@ from advisor.workload import (
     Parallel,
     Precision,
     Stage,
+    TrainingOffload,
     Workload,
     check_count,
 )
@@ -221,6 +222,9 @@ TP_SELECTIVE_RECOMPUTED_ALLREDUCES = 1
 # --- bounds ------------------------------------------------------------------------------------
 # Tokens of one training run: the largest published pretraining runs use about 1.5 * 10^13
 # (Llama 3: 15T tokens); 10^15 is over sixty times that.
+# Strategies that shard the optimizer states over the data-parallel ranks (ZeRO stages 1-3),
+# so each card steps only its shard (Rajbhandari et al. 2020).
+ZERO_STRATEGIES = frozenset({Parallel.zero1, Parallel.zero2, Parallel.zero3})
 MAX_TRAINING_TOKENS = 10**15
 # Passes over a dataset: fine-tuning recipes use 1 to 10; 10^4 bounds the product's loop-free
 # arithmetic far above any recipe.
@@ -931,6 +935,20 @@ def _between_cards(
     return per_token
 
 
+def _optimizer_step_seconds(t: Traffic, w: Workload, bandwidth: float) -> float:
+    """Seconds one optimizer step takes on each card, once per step (after the last
+    micro-batch): memory-bound, the card's share of the trainable parameters (its tensor and
+    pipeline slice, and under ZeRO its data-parallel shard) times the bytes the step moves per
+    parameter (advisor.estimator._step_bytes_per_param). 0 when the optimizer runs in host
+    memory (--offload: DeepSpeed's CPU Adam, not modelled)."""
+    if w.offload is not TrainingOffload.none:
+        return 0.0
+    slice_cards = w.tensor_parallel * w.pipeline_parallel
+    ranks = w.gpus // slice_cards if w.strategy in ZERO_STRATEGIES else 1
+    moved = t.trainable_params * t.step_bytes_per_param / (slice_cards * ranks)
+    return moved / (bandwidth * TRAINING_BANDWIDTH_EFFICIENCY)
+
+
 def _training_speed(t: Traffic, w: Workload, compute: Compute, tokens: int | None) -> Speed:
     recipe = _recipe(w)
     mfu = MFU_BY_RECIPE[recipe]
@@ -966,6 +984,10 @@ def _training_speed(t: Traffic, w: Workload, compute: Compute, tokens: int | Non
         passes = 3 if _full_recompute(w) else 2
         per_token += _qlora_dequant_seconds(t, w, bandwidth, passes) / w.tokens
     per_token = _between_cards(t, w, link, per_token, inputs)
+    step = _optimizer_step_seconds(t, w, bandwidth)
+    if step:
+        inputs["optimizer_step_s"] = step
+        per_token += step / (w.tokens * w.pipeline_microbatches)
     rate = w.gpus / tp / per_token
     time_s = None if tokens is None else tokens / rate
     price = _price(compute, w.gpus)

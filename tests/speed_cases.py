@@ -259,8 +259,9 @@ def _training(r: dict[str, Any], arch: Architecture, fmt: WeightFormat | None) -
         return _skip(r, "per-GPU or total not stated")
     precision = Precision.fp8 if fmt is not None else Precision.mixed_bf16
     scaling = Float8Scaling.rowwise if "rowwise" in r["quant"] else Float8Scaling.tensorwise
-    # Tensor and pipeline parallelism as the record states them; one model replica is
-    # predicted (its figure per card is the record's per-GPU figure). A pipeline runs
+    # Tensor and pipeline parallelism as the record states them, on the record's cards (FSDP
+    # is ZeRO-3: each card steps its shard of the optimizer; DDP steps all of it); the
+    # figure per card is the record's per-GPU figure. A pipeline runs
     # torchtitan's default micro-batch count (one per stage: the records state none), so
     # each micro-batch holds the local batch over that count.
     tp = 8 if "TP 8" in parallelism else 1
@@ -286,7 +287,8 @@ def _training(r: dict[str, Any], arch: Architecture, fmt: WeightFormat | None) -
         checkpointing=_checkpointing(
             str(settings.get("activation_checkpointing", "none")) + str(r.get("parallelism", ""))
         ),
-        gpus=tp * pp,
+        gpus=r["gpu_count"],
+        parallel=Parallel.zero3 if "FSDP" in parallelism else Parallel.ddp,
         tensor_parallel=tp,
         pipeline_parallel=pp,
         pp_schedule=schedule,
@@ -298,7 +300,7 @@ def _training(r: dict[str, Any], arch: Architecture, fmt: WeightFormat | None) -
     if r["gpu"] in RECORDED_BANDWIDTH:
         compute = compute._replace(bandwidth_bytes_per_s=RECORDED_BANDWIDTH[r["gpu"]])
     s = speed(arch, w, compute)
-    rate = None if s.train_tokens_per_s is None else s.train_tokens_per_s / (tp * pp)
+    rate = None if s.train_tokens_per_s is None else s.train_tokens_per_s / r["gpu_count"]
     return _case(r, rate, _lacks(s.missing))
 
 

@@ -13,7 +13,7 @@ import pytest
 from advisor.arch import Architecture, architecture_from_hf_config, count_params
 from advisor.enums import Engine, Market, QuantKind, Vendor
 from advisor.errors import InvalidValueError, NoPlanError
-from advisor.estimator import OVERHEAD_BY_VENDOR, Runtime
+from advisor.estimator import OVERHEAD_BY_VENDOR, Runtime, traffic
 from advisor.fit import Card, plan
 from advisor.plans import cheapest, option_speed
 from advisor.policy import Level
@@ -31,11 +31,13 @@ from advisor.workload import (
     Checkpointing,
     Float8Scaling,
     Method,
+    Optimizer,
     Parallel,
     PipelineSchedule,
     Precision,
     Serving,
     Stage,
+    TrainingOffload,
     WeightFormat,
     Workload,
 )
@@ -251,30 +253,106 @@ LLAMA_COMPILED_LOGITS = 128256 * 4
 TRAINING_BANDWIDTH = 2e12 * 0.85  # card()'s bandwidth x PyTorch's element-wise efficiency
 
 
-def _llama_seconds(layer_bytes: float, logit_bytes: float, passes: int, flops: float) -> float:
+# Llama-3-8B's parameters, every one stepped by a full fine-tune.
+LLAMA_PARAMS = 8_030_261_248
+# Bytes a fused AdamW step with gradient clipping moves per parameter in pure bf16: the
+# parameter read and written (2 x 2), the gradient read once and clipped in three passes
+# (4 x 2), both moments read and written (2 x 2 x 2); fp32 master weights and states (mixed
+# precision, fp8): 2 x 4 + 4 x 4 + 2 x 2 x 4.
+BF16_STEP_BYTES = 20
+FP32_STEP_BYTES = 40
+
+
+def _step_per_token(
+    shards: int = 1, tokens: int = 2048, step_bytes: int = BF16_STEP_BYTES
+) -> float:
+    """Seconds per token of the optimizer step: the card's share of the parameters' step bytes
+    over the bandwidth, once per step of `tokens` tokens."""
+    return LLAMA_PARAMS * step_bytes / shards / TRAINING_BANDWIDTH / tokens
+
+
+def _llama_seconds(
+    layer_bytes: float, logit_bytes: float, passes: int, flops: float, shards: int = 1
+) -> float:
     """Seconds per token: the matmuls at TFLOPS x MFU, the element-wise bytes of every pass
-    (forward, backward's two, any recomputation) over the bandwidth."""
+    (forward, backward's two, any recomputation) over the bandwidth, and the optimizer step
+    over the step's tokens (the card's `shards`-th of the parameters)."""
     mfu = MFU_BY_RECIPE[Recipe.bf16].mfu
     traffic = 32 * layer_bytes * passes + logit_bytes * 3
-    return flops / (300 * TERA * mfu) + traffic / TRAINING_BANDWIDTH
+    return flops / (300 * TERA * mfu) + traffic / TRAINING_BANDWIDTH + _step_per_token(shards)
 
 
 def test_full_training_is_six_flops_per_weight_and_the_element_wise_bytes(
     llama: Architecture,
 ) -> None:
     """3 passes of 2 FLOPs per multiplied weight + 3 passes of the causal attention over
-    TFLOPS x MFU, and the eager element-wise bytes (forward + twice that in backward) over the
-    bandwidth, on every card; the time and cost of --tokens follow."""
+    TFLOPS x MFU, the eager element-wise bytes (forward + twice that in backward) over the
+    bandwidth, and each card's share of the optimizer step once per step; the time and cost
+    of --tokens follow."""
     found = speed(llama, training(gpus=4), card(), tokens=10**9)
+    assert count_params(llama).total == LLAMA_PARAMS
     matmul = count_params(llama).total - llama.vocab_size * llama.hidden_size
     width = llama.num_attention_heads * llama.head_dim
     flops = 6 * matmul + 3 * 2 * width * 32 * 2048
-    rate = 4 / _llama_seconds(LLAMA_EAGER_LAYER, LLAMA_EAGER_LOGITS, 3, flops)
+    # ZeRO-3 over 4 cards (the default on several): each steps a quarter of the parameters.
+    rate = 4 / _llama_seconds(LLAMA_EAGER_LAYER, LLAMA_EAGER_LOGITS, 3, flops, shards=4)
     assert found.train_tokens_per_s == pytest.approx(rate, rel=1e-9)
     assert found.train_time_s == pytest.approx(1e9 / rate, rel=1e-9)
     assert found.cost_usd == pytest.approx(4 * 2.0 * 1e9 / rate / 3600, rel=1e-9)
     assert found.decode_tokens_per_s is None and found.bound is None
     assert found.inputs["compiled"] == "no"
+
+
+@pytest.mark.parametrize(
+    ("changes", "step_bytes"),
+    [
+        # Fused AdamW and clipping: parameter r/w, gradient read + 3 clipping passes, 2
+        # moments r/w. Pure bf16 2-byte everything; mixed precision fp32 masters and states.
+        ({}, 2 * 2 + 4 * 2 + 2 * 2 * 2),
+        ({"precision": Precision.mixed_bf16}, 2 * 4 + 4 * 4 + 2 * 2 * 4),
+        ({"precision": Precision.mixed_bf16, "optimizer": Optimizer.sgd}, 2 * 4 + 4 * 4),
+        ({"precision": Precision.mixed_bf16, "optimizer": Optimizer.sgd_momentum}, 32),
+        # bitsandbytes 8-bit: a byte per state value and an fp32 absmax per 256.
+        ({"precision": Precision.mixed_bf16, "optimizer": Optimizer.adamw_8bit}, 24 + 4.0625),
+        ({"precision": Precision.mixed_bf16, "optimizer": Optimizer.paged_adamw_32bit}, 40),
+        # Adafactor: factored states; two fp32 temporaries written and read.
+        ({"precision": Precision.mixed_bf16, "optimizer": Optimizer.adafactor}, 24 + 16),
+        # PEFT's fp32 adapters step in fp32 whatever the base.
+        ({"method": Method.lora}, 40),
+    ],
+)
+def test_optimizer_step_bytes_per_parameter(
+    llama: Architecture, changes: dict[str, object], step_bytes: float
+) -> None:
+    """What one optimizer step moves per trainable parameter, by optimizer and dtype."""
+    t = traffic(llama, training(**changes))
+    assert t.step_bytes_per_param == step_bytes
+    lora = changes.get("method") is Method.lora
+    assert (
+        (t.trainable_params < LLAMA_PARAMS // 100) if lora else t.trainable_params == LLAMA_PARAMS
+    )
+
+
+def test_optimizer_step_is_paid_once_per_step(llama: Architecture) -> None:
+    """The step's seconds (`inputs.optimizer_step_s`) are spread over the step's tokens: a
+    batch of 4 pays a quarter per token; on the host (--offload optimizer) it is not counted."""
+    one = speed(llama, training(precision=Precision.mixed_bf16), card())
+    four = speed(llama, training(precision=Precision.mixed_bf16, batch=4), card())
+    step = LLAMA_PARAMS * FP32_STEP_BYTES / TRAINING_BANDWIDTH
+    assert one.inputs["optimizer_step_s"] == pytest.approx(step, rel=1e-12)
+    assert one.train_tokens_per_s is not None and four.train_tokens_per_s is not None
+    gap = 1 / one.train_tokens_per_s - 1 / four.train_tokens_per_s
+    assert gap == pytest.approx(step / 2048 - step / (4 * 2048), rel=1e-9)
+    offloaded = speed(
+        llama,
+        training(precision=Precision.mixed_bf16, offload=TrainingOffload.optimizer),
+        card(),
+    )
+    assert "optimizer_step_s" not in offloaded.inputs
+    assert offloaded.train_tokens_per_s is not None
+    assert 1 / offloaded.train_tokens_per_s == pytest.approx(
+        1 / one.train_tokens_per_s - step / 2048, rel=1e-9
+    )
 
 
 def test_compile_fuses_the_element_wise_kernels(llama: Architecture) -> None:
@@ -313,11 +391,18 @@ def test_frozen_layers_run_their_element_wise_kernels_forward_only(llama: Archit
     their matmuls once (the trained ones' and the head's twice: frozen weights, no weight
     gradient) and their element-wise kernels once."""
     found = speed(llama, training(method=Method.freeze, trainable_layers=8), card())
-    matmul = count_params(llama).total - llama.vocab_size * llama.hidden_size
+    counts = count_params(llama)
+    matmul = counts.total - llama.vocab_size * llama.hidden_size
     head = llama.vocab_size * llama.hidden_size
     flops = 2 * 2 * matmul - 24 / 32 * 2 * (matmul - head) + 3 * 2 * 4096 * 32 * 2048
     traffic = 32 * LLAMA_EAGER_LAYER * (24 / 32 + 8 / 32 * 3) + LLAMA_EAGER_LOGITS * 3
-    seconds = flops / (300 * TERA * MFU_BY_RECIPE[Recipe.bf16].mfu) + traffic / TRAINING_BANDWIDTH
+    # The optimizer steps the top 8 layers, the final norm and the head.
+    stepped = counts.layers // 32 * 8 + counts.final_norm + counts.output_head
+    seconds = (
+        flops / (300 * TERA * MFU_BY_RECIPE[Recipe.bf16].mfu)
+        + traffic / TRAINING_BANDWIDTH
+        + stepped * BF16_STEP_BYTES / TRAINING_BANDWIDTH / 2048
+    )
     assert found.train_tokens_per_s == pytest.approx(1 / seconds, rel=1e-9)
 
 
@@ -330,7 +415,9 @@ def test_tensor_parallel_training_pays_its_all_reduces(llama: Architecture) -> N
     alone = speed(llama, training(stage=Stage.pretrain), card())
     assert alone.train_tokens_per_s is not None
     link = 4096 * 2 * 2 * 7 / 8 * 2 / 600e9 + 10e-6 / 2048
-    per_token = 1 / alone.train_tokens_per_s / 8 + 32 * 4 * link
+    # ZeRO-3 over the 2 replicas of 8 cards: each card steps 1/16 of the parameters.
+    work = 1 / alone.train_tokens_per_s - _step_per_token()
+    per_token = work / 8 + 32 * 4 * link + _step_per_token(16)
     assert found.train_tokens_per_s == pytest.approx(2 / per_token, rel=1e-9)
     assert found.inputs["interconnect_bytes_per_s"] == 600e9
     lacking = speed(llama, w, card(interconnect_bytes_per_s=None))
@@ -345,17 +432,19 @@ def test_pipeline_parallel_training_waits_out_its_bubble(llama: Architecture) ->
     alone = speed(llama, training(stage=Stage.pretrain, gpus=8, parallel=Parallel.ddp), card())
     assert alone.train_tokens_per_s is not None
     piped = training(stage=Stage.pretrain, gpus=8, parallel=Parallel.ddp, pipeline_parallel=4)
-    for changes, bubble in (
-        ({}, 3 / 4),
-        ({"microbatches": 12}, 3 / 12),
-        ({"pp_schedule": PipelineSchedule.interleaved}, 3 / 16),
-        ({"pp_schedule": PipelineSchedule.interleaved, "microbatches": 3}, 3 / 6),
+    # DDP: each card steps its whole slice once per step (the whole model alone; a quarter
+    # in a pipeline, once per m micro-batches).
+    work = 8 / alone.train_tokens_per_s - _step_per_token()
+    for changes, bubble, m in (
+        ({}, 3 / 4, 4),
+        ({"microbatches": 12}, 3 / 12, 12),
+        ({"pp_schedule": PipelineSchedule.interleaved}, 3 / 16, 8),
+        ({"pp_schedule": PipelineSchedule.interleaved, "microbatches": 3}, 3 / 6, 3),
     ):
         found = speed(llama, dataclasses.replace(piped, **changes), card())
         assert found.inputs["pipeline_bubble"] == pytest.approx(bubble, rel=1e-12)
-        assert found.train_tokens_per_s == pytest.approx(
-            alone.train_tokens_per_s / (1 + bubble), rel=1e-9
-        )
+        per_token = work * (1 + bubble) + _step_per_token(4, 2048 * m)
+        assert found.train_tokens_per_s == pytest.approx(8 / per_token, rel=1e-9)
     assert "pipeline_bubble" not in alone.inputs
 
 
@@ -399,6 +488,7 @@ def test_fp8_training_casts_every_linear_operand(llama: Architecture) -> None:
         6 * matmul / (600 * TERA * MFU_BY_RECIPE[Recipe.fp8].mfu)
         + 3 * 2 * 4096 * 32 * 2048 / (300 * TERA * MFU_BY_RECIPE[Recipe.bf16].mfu)
         + traffic / TRAINING_BANDWIDTH
+        + _step_per_token(step_bytes=FP32_STEP_BYTES)  # fp32 master weights and states
     )
     assert found.train_tokens_per_s == pytest.approx(1 / seconds, rel=1e-9)
 

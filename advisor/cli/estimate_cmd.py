@@ -219,6 +219,12 @@ def speed_lines(found: Speed, w: Workload, compute: Compute) -> list[str]:
                 f"{found.inputs['training_bandwidth_efficiency']} x "
                 f"{format_bandwidth(int(found.inputs['bandwidth_bytes_per_s']))}"
             )
+            if "optimizer_step_s" in found.inputs:
+                step_tokens = w.tokens * w.pipeline_microbatches
+                lines.append(
+                    f"    + optimizer step {float(found.inputs['optimizer_step_s']) * 1e3:.3g} ms"
+                    f" per card (memory-bound), once per step of {step_tokens:,} tokens per replica"
+                )
             if "pipeline_bubble" in found.inputs:
                 lines.append(
                     f"    x (1 + pipeline bubble {float(found.inputs['pipeline_bubble']):.0%}): "
