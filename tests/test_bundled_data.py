@@ -174,6 +174,42 @@ def test_jetson_orin_figures_are_the_gpus_sparse_figures_halved() -> None:
         assert gpu.fp8_tflops is None, slug
 
 
+# NVIDIA's RTX PRO Blackwell whitepaper: dense BF16/FP16 with FP32 accumulate, Workstation
+# Edition 503.8 TFLOPS, Max-Q 438.9; FP8 and INT8 at twice that rate.
+RTX_PRO_WHITEPAPER = {"rtx-pro-6000": 503.8, "rtx-pro-6000-max-q": 438.9}
+# NVIDIA's AI TOPS (FP4 with sparsity) of the cards the whitepaper does not tabulate.
+RTX_PRO_AI_TOPS = {"rtx-pro-5000": 2064, "rtx-pro-5000-72gb": 2064}
+
+
+def test_rtx_pro_blackwell_figures() -> None:
+    """RTX PRO 6000 rows carry the whitepaper's figures; the RTX PRO 5000 rows NVIDIA's AI TOPS
+    / 8 (sparse to dense, FP4 to FP16), the rule that turns the Max-Q's 3,511 AI TOPS into the
+    whitepaper's 438.9; cards with no NVIDIA figure found stay null and say so."""
+    for slug, dense in RTX_PRO_WHITEPAPER.items():
+        gpu = _gpu(slug)
+        assert (gpu.fp16_tflops, gpu.fp8_tflops, gpu.int8_tops) == (dense, 2 * dense, 2 * dense)
+    assert round(3511 / 8, 1) == RTX_PRO_WHITEPAPER["rtx-pro-6000-max-q"]
+    for slug, ai_tops in RTX_PRO_AI_TOPS.items():
+        gpu = _gpu(slug)
+        assert gpu.fp16_tflops == ai_tops / 8, slug
+        assert gpu.fp8_tflops == gpu.int8_tops == ai_tops / 4, slug
+        assert gpu.notes is not None and "computed" in gpu.notes, slug
+    for slug in ("rtx-pro-4500", "rtx-pro-4000"):
+        gpu = _gpu(slug)
+        assert (gpu.fp16_tflops, gpu.fp8_tflops, gpu.int8_tops) == (None, None, None), slug
+        assert gpu.notes is not None and "fp16_tflops null" in gpu.notes, slug
+
+
+def test_jetson_thor_fp8_is_the_sparse_fp4_figure_quartered() -> None:
+    """NVIDIA prints 2,070 FP4 TFLOPS (sparse) beside 1,035 FP8: dense FP8 is 2,070 / 4; no
+    FP16 or INT8 figure is published, so none is stored."""
+    thor = _gpu("jetson-agx-thor")
+    assert (thor.fp16_tflops, thor.fp8_tflops, thor.int8_tops) == (None, 2070 / 4, None)
+    for slug in ("dgx-spark", "a10g"):
+        gpu = _gpu(slug)
+        assert (gpu.fp16_tflops, gpu.fp8_tflops, gpu.int8_tops) == (None, None, None), slug
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.json")))
 def test_bundled_architecture_matches_config(name: str) -> None:
     """Bundled models with a reference config.json have exactly its architecture."""

@@ -715,11 +715,9 @@ def test_estimate_pipeline_and_fp8_options(run: Run) -> None:
 def test_estimate_speed_errors(run: Run) -> None:
     """A card without the figure training needs: exit 1 naming it; run tokens for inference
     and contradictory options: exit 2."""
-    result = run(
-        "estimate", "--model", "llama-3.1-8b", "--stage", "finetune", "--gpu", "rtx-pro-6000"
-    )
+    result = run("estimate", "--model", "llama-3.1-8b", "--stage", "finetune", "--gpu", "dgx-spark")
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: rtx-pro-6000: the catalog has no FP16/BF16 dense")
+    assert result.stderr.startswith("error: dgx-spark: the catalog has no FP16/BF16 dense")
     result = run("estimate", "--model", "llama-3.1-8b", "--gpu", "rtx4090", "--tokens", "10")
     assert result.exit_code == 2 and "size a training run" in result.stderr
     result = run(
