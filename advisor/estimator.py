@@ -98,6 +98,9 @@ PAGED_MIN_SIZE = 100_000
 # the gradient is 16-bit), `update = grad**2 + eps`, and its replacement from
 # `_approx_sq_grad` (made before the old one is freed).
 ADAFACTOR_STEP_FP32_COPIES = 2
+# A tied embedding's gradient is the sum of two: the output head's and the embedding
+# lookup's (autograd sums the two before AccumulateGrad stores them).
+TIED_GRADIENTS = 2
 # LoRA adapters by dtype: PEFT creates them in fp32; bf16 when cast (QLoRA's recipe).
 ADAPTER_BYTES: Mapping[LoraDtype, int] = MappingProxyType(
     {LoraDtype.fp32: FP32_BYTES, LoraDtype.bf16: BF16_BYTES}
@@ -1604,7 +1607,11 @@ def _training_state(
     host = shard.states(memory.paged)
     tied_accumulate = 0
     if tr.embedding_trainable and s.tied:
-        tied_accumulate = shard.grads(2 * _round(s.vocab * s.hidden * b.grad))
+        # The output head's and the embedding's gradients of the tied matrix, summed at the
+        # end of backward; the sum becomes .grad, or, when gradients accumulate, is one more
+        # buffer added into the gradient held from the earlier micro-batches.
+        buffers = TIED_GRADIENTS + (1 if w.accumulates else 0)
+        tied_accumulate = shard.grads(buffers * _round(s.vocab * s.hidden * b.grad))
     weights = shard.weights(_training_weights(s, w, b))
     cast = 0
     if b.cast and not lora:
@@ -1857,8 +1864,9 @@ def _training_logits(s: _Shape, w: Workload, c: int, head_grad: int) -> _Trainin
     return _TrainingLogits(held, log_softmax, loss_grads, c)
 
 
-def _training_peak(state: _TrainingState, saved: _Saved, logits: _TrainingLogits) -> str:
-    """The moment with the most bytes alive (the earliest one on a tie)."""
+def _training_peak(state: _TrainingState, saved: _Saved, logits: _TrainingLogits, held: int) -> str:
+    """The moment with the most bytes alive (the earliest one on a tie); `held`: gradients
+    of earlier micro-batches alive at the start of backward (gradient accumulation)."""
     base = state.weights + state.adapters + state.states
     with_grads = base + state.grads
     end = with_grads + logits.held + state.tied_accumulate + state.gathered + state.reduce_end
@@ -1866,7 +1874,13 @@ def _training_peak(state: _TrainingState, saved: _Saved, logits: _TrainingLogits
     candidates = (
         (
             START_OF_BACKWARD,
-            base + state.cast + saved.total + logits.held + logits.log_softmax + logits.loss_grads,
+            base
+            + held
+            + state.cast
+            + saved.total
+            + logits.held
+            + logits.log_softmax
+            + logits.loss_grads,
         ),
         (END_OF_BACKWARD, end),
         (FIRST_LAYER_BACKWARD, first_layer),
@@ -1885,7 +1899,7 @@ def _training_peak(state: _TrainingState, saved: _Saved, logits: _TrainingLogits
 
 
 def _training_components(
-    moment: str, state: _TrainingState, saved: _Saved, logits: _TrainingLogits
+    moment: str, state: _TrainingState, saved: _Saved, logits: _TrainingLogits, held: int
 ) -> Components:
     """What is alive at `moment`, term by term."""
     start = moment == START_OF_BACKWARD
@@ -1893,7 +1907,7 @@ def _training_components(
         activations, logit_bytes, grads = (
             saved.total,
             logits.held + logits.log_softmax + logits.loss_grads,
-            0,
+            held,
         )
     elif moment == STEP_IN_BACKWARD:
         activations, logit_bytes, grads = saved.total, logits.held, state.grads
@@ -1939,8 +1953,13 @@ def _training_terms(arch: Architecture, s: _Shape, w: Workload, shard: _Shard) -
         logits = _training_logits(local_vocab, local, b.compute, head_grad)
     else:
         logits = _training_logits(s, local, b.compute, head_grad)
-    moment = _training_peak(state, saved, logits)
-    components = _training_components(moment, state, saved, logits)
+    # Gradient accumulation: from the second micro-batch on, its forward and backward run
+    # with the earlier micro-batches' gradients held (Hugging Face Trainer and Accelerate
+    # zero the gradients only after the optimizer step; DDP's no_sync keeps them local,
+    # ZeRO-2/3 keep each card's reduced shard, the `grads` term's size).
+    held = state.grads if w.accumulates else 0
+    moment = _training_peak(state, saved, logits, held)
+    components = _training_components(moment, state, saved, logits, held)
     explain = functools.partial(
         _explain_training, s, w, b, tr, state, saved, logits, moment, components
     )
@@ -2047,7 +2066,18 @@ def _explain_after_backward(
 def _explain_start_of_backward(
     s: _Shape, w: Workload, saved: _Saved, logits: _TrainingLogits, bytes_: Components
 ) -> list[Term]:
+    held = []
+    if bytes_.gradients:
+        held.append(
+            Term(
+                "gradients",
+                bytes_.gradients,
+                "the earlier micro-batches' gradients, held through gradient accumulation",
+                {"microbatches": w.step_microbatches},
+            )
+        )
     return [
+        *held,
         Term(
             "activations",
             bytes_.activations,
@@ -2184,7 +2214,7 @@ def _in_flight(w: Workload, rank: int) -> int:
     backward); the interleaved schedule with (v - 1) x pp + 2 (pp - 1 - rank) of its v-fold
     smaller stages (ScheduleInterleaved1F1B get_rank_warmup_ops); neither more than the
     step's micro-batches hold."""
-    pp, chunks, microbatches = w.pipeline_parallel, w.stages_per_card, w.pipeline_microbatches
+    pp, chunks, microbatches = w.pipeline_parallel, w.stages_per_card, w.step_microbatches
     if chunks == 1:
         warmup = pp - 1 - rank
     else:

@@ -821,7 +821,7 @@ def pipeline_bubble(w: Workload) -> float:
     al. 2021 section 2.2); with v stages per card (interleaved 1F1B) each fill step is v times
     shorter: (p - 1) / (v m) (Narayanan et al. 2021, section 2.2.2). 0 without pipelining."""
     p = w.pipeline_parallel
-    return (p - 1) / (w.stages_per_card * w.pipeline_microbatches)
+    return (p - 1) / (w.stages_per_card * w.step_microbatches)
 
 
 def _qlora_dequant_seconds(t: Traffic, w: Workload, bandwidth: float, passes: int) -> float:
@@ -987,7 +987,7 @@ def _training_speed(t: Traffic, w: Workload, compute: Compute, tokens: int | Non
     step = _optimizer_step_seconds(t, w, bandwidth)
     if step:
         inputs["optimizer_step_s"] = step
-        per_token += step / (w.tokens * w.pipeline_microbatches)
+        per_token += step / (w.tokens * w.step_microbatches)
     rate = w.gpus / tp / per_token
     time_s = None if tokens is None else tokens / rate
     price = _price(compute, w.gpus)

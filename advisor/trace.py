@@ -15,7 +15,8 @@ The harness (the one `tests/data/calibration/traced.jsonl` was made with):
 - inference: `model.eval()`, `torch.no_grad()`, one forward pass over the context with
   `use_cache=True` and `logits_to_keep=1`, as `generate` processes its prompt;
 - training: two iterations of forward (labels = the inputs, the loss inside the model,
-  `use_cache=False`), backward, `optimizer.step()`, `zero_grad(set_to_none=True)`; the caller
+  `use_cache=False`) and backward (once per `--microbatches`, the gradients accumulating),
+  `optimizer.step()`, `zero_grad(set_to_none=True)`; the caller
   holds the model's output through backward and drops it before the step; the peak is taken
   over both iterations (the second, which has optimizer states, is the larger);
 - fine-tuning batches carry an all-ones `attention_mask`, pretraining and inference none;
@@ -506,17 +507,22 @@ def _run_training(torch: Any, net: Any, ids: Any, mask: Any, workload: Workload)
             "ignore", "Expected a tensor or a traceable wrapper-subclass", UserWarning
         )
         for _ in range(TRAINING_ITERATIONS):
-            with (
-                torch.autocast("cpu", dtype=_dtype(autocast_name))
-                if autocast_name
-                else nullcontext()
-            ):
-                if workload.loss is Loss.chunked:
-                    out = _chunked_loss(torch, net, ids, mask)
-                else:
-                    out = net(input_ids=ids, attention_mask=mask, labels=ids, use_cache=False)
-            (out if workload.loss is Loss.chunked else out.loss).backward()
-            del out
+            # Gradient accumulation: every micro-batch's gradients summed into .grad before
+            # the one optimizer step (Hugging Face Trainer's gradient_accumulation_steps).
+            for _ in range(workload.step_microbatches):
+                with (
+                    torch.autocast("cpu", dtype=_dtype(autocast_name))
+                    if autocast_name
+                    else nullcontext()
+                ):
+                    if workload.loss is Loss.chunked:
+                        out = _chunked_loss(torch, net, ids, mask)
+                    else:
+                        out = net(input_ids=ids, attention_mask=mask, labels=ids, use_cache=False)
+                (out if workload.loss is Loss.chunked else out.loss).backward()
+                del out
+                # MemTracker tracks one call per module between resets (its peak is kept).
+                tracker.reset_mod_stats()
             if optimizer is not None:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)

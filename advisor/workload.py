@@ -235,9 +235,9 @@ MAX_LORA_RANK = 2**24
 # Layers trained by --method freeze: never more than a model has (checked by the estimator
 # against the model) and never more than arch.MAX_LAYERS.
 MAX_TRAINABLE_LAYERS = 4_096
-# Micro-batches per step through a pipeline: published runs use up to a few hundred (Megatron-LM
-# and torchtitan: global batch over data-parallel replicas and micro-batch size); 2^16 is far
-# beyond them and keeps the schedule arithmetic small.
+# Micro-batches per optimizer step (gradient accumulation steps, or a pipeline's micro-batches):
+# published runs use up to a few hundred (Megatron-LM and torchtitan: global batch over
+# data-parallel replicas and micro-batch size); 2^16 is far beyond them.
 MAX_MICROBATCHES = 2**16
 
 
@@ -465,9 +465,11 @@ class Workload:
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
     context_parallel: int = 1
-    # Pipeline parallelism: micro-batches of `batch` sequences per step (None: the number of
-    # pipeline stages, pp x stages per card, torchtitan's default: build_pipeline_schedule
-    # sets n_microbatches = num_total_stages when none is given) and their schedule.
+    # Micro-batches of `batch` sequences per optimizer step: gradient accumulation (each one's
+    # gradients summed into the earlier ones') or, with pipeline parallelism, the pipeline's
+    # micro-batches (None: 1, or the number of pipeline stages, pp x stages per card,
+    # torchtitan's default: build_pipeline_schedule sets n_microbatches = num_total_stages
+    # when none is given); and the pipeline's schedule.
     microbatches: int | None = None
     pp_schedule: PipelineSchedule = PipelineSchedule.one_f_one_b
     # Float8 training (--precision fp8): per-tensor or per-row scales.
@@ -608,14 +610,19 @@ class Workload:
         self._check_pipeline()
 
     def _check_pipeline(self) -> None:
-        """The micro-batch count and the schedule apply to pipeline parallelism only."""
+        """The micro-batch count applies to training, the schedule to pipeline parallelism;
+        an optimizer applied in backward cannot accumulate gradients."""
         pp = self.pipeline_parallel
         if self.microbatches is not None:
-            if pp == 1:
-                raise InvalidValueError(
-                    "--microbatches applies to pipeline parallelism (--parallel pp:N)"
-                )
+            if not self.training:
+                raise InvalidValueError("--microbatches applies to training only")
             check_count("--microbatches", self.microbatches, MAX_MICROBATCHES)
+            if self.optimizer_in_backward and self.microbatches > 1:
+                raise InvalidValueError(
+                    "--optimizer-in-backward applies each gradient as it is made, so it cannot "
+                    f"accumulate --microbatches {self.microbatches} (torchtune refuses gradient "
+                    "accumulation with it)"
+                )
         if self.pp_schedule is not PipelineSchedule.one_f_one_b and pp == 1:
             raise InvalidValueError(
                 f"--pp-schedule {self.pp_schedule.value} applies to pipeline parallelism "
@@ -683,12 +690,18 @@ class Workload:
         return self.tensor_parallel * self.pipeline_parallel * self.context_parallel
 
     @property
-    def pipeline_microbatches(self) -> int:
-        """Micro-batches per step through the pipeline: the count asked, else the number of
+    def step_microbatches(self) -> int:
+        """Micro-batches per optimizer step: the count asked, else the number of pipeline
         stages (1 without pipeline parallelism)."""
         if self.microbatches is not None:
             return self.microbatches
         return self.pipeline_parallel * self.stages_per_card
+
+    @property
+    def accumulates(self) -> bool:
+        """Gradient accumulation without a pipeline: later micro-batches run forward and
+        backward while the earlier ones' gradients are held."""
+        return self.training and self.pipeline_parallel == 1 and self.step_microbatches > 1
 
     @property
     def stages_per_card(self) -> int:
@@ -715,7 +728,7 @@ class Workload:
             self.strategy, self.tensor_parallel, self.pipeline_parallel, self.context_parallel
         )
         if self.pipeline_parallel > 1:
-            words += f", {self.pp_schedule.value} over {self.pipeline_microbatches} micro-batches"
+            words += f", {self.pp_schedule.value} over {self.step_microbatches} micro-batches"
         return words
 
     @property

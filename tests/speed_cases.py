@@ -272,6 +272,11 @@ def _training(r: dict[str, Any], arch: Architecture, fmt: WeightFormat | None) -
         else PipelineSchedule.one_f_one_b
     )
     batch = _micro_batch(r)
+    microbatches = None
+    accumulated = str(r.get("batch") or "").split("grad-accum ", 1)
+    if len(accumulated) == 2:
+        # nanoGPT's train.py divides gradient_accumulation_steps over the DDP ranks.
+        microbatches = int(accumulated[1].split()[0]) // r["gpu_count"]
     if pp > 1:
         stages = pp * (
             INTERLEAVED_STAGES_PER_CARD if schedule is PipelineSchedule.interleaved else 1
@@ -292,6 +297,7 @@ def _training(r: dict[str, Any], arch: Architecture, fmt: WeightFormat | None) -
         tensor_parallel=tp,
         pipeline_parallel=pp,
         pp_schedule=schedule,
+        microbatches=microbatches,
         fp8_scaling=scaling if precision is Precision.fp8 else Float8Scaling.tensorwise,
         compile=compiled,
         attention=Attention.eager if eager_scores else None,

@@ -243,7 +243,7 @@ def test_pipeline_schedules_hold_their_warm_up_micro_batches() -> None:
             if m is not None:
                 needs.append(estimate(arch, w).per_gpu_bytes)
         assert needs == sorted(needs)
-    assert replace(base, pp_schedule=PipelineSchedule.interleaved).pipeline_microbatches == 16
+    assert replace(base, pp_schedule=PipelineSchedule.interleaved).step_microbatches == 16
 
 
 def test_context_parallel_is_the_shorter_sequence() -> None:
@@ -303,8 +303,20 @@ def test_the_issues_examples_are_sized() -> None:
             "mask (PyTorch's ring attention); finetune batches carry one",
         ),
         (
-            {"microbatches": 4},
-            "--microbatches applies to pipeline parallelism (--parallel pp:N)",
+            {
+                "stage": Stage.inference,
+                "microbatches": 4,
+                "parallel": None,
+                "checkpointing": Checkpointing.none,
+                "precision": Precision.bf16,
+                "gpus": 1,
+            },
+            "--microbatches applies to training only",
+        ),
+        (
+            {"microbatches": 4, "optimizer_in_backward": True, "gpus": 1, "parallel": None},
+            "--optimizer-in-backward applies each gradient as it is made, so it cannot "
+            "accumulate --microbatches 4 (torchtune refuses gradient accumulation with it)",
         ),
         (
             {"pp_schedule": PipelineSchedule.interleaved},

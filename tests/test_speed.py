@@ -355,6 +355,15 @@ def test_optimizer_step_is_paid_once_per_step(llama: Architecture) -> None:
     )
 
 
+def test_gradient_accumulation_spreads_the_step(llama: Architecture) -> None:
+    """4 micro-batches of 1 sequence per step pay the optimizer step once, as a batch of 4
+    does: the same tokens/s."""
+    accumulated = speed(llama, training(precision=Precision.mixed_bf16, microbatches=4), card())
+    batched = speed(llama, training(precision=Precision.mixed_bf16, batch=4), card())
+    assert accumulated.train_tokens_per_s == pytest.approx(batched.train_tokens_per_s, rel=1e-12)
+    assert "pipeline_bubble" not in accumulated.inputs
+
+
 def test_compile_fuses_the_element_wise_kernels(llama: Architecture) -> None:
     """torch.compile moves each chain's inputs and outputs once: the same FLOPs, fewer bytes."""
     found = speed(llama, training(compile=True), card())
@@ -702,13 +711,23 @@ def test_estimate_pipeline_and_fp8_options(run: Run) -> None:
     plain = json.loads(run("estimate", "--model", "llama-3.1-8b", "--json").stdout)["workload"]
     assert plain["microbatches"] is plain["pp_schedule"] is plain["fp8_scaling"] is None
     for args, message in (
-        (("--microbatches", "4"), "--microbatches applies to pipeline parallelism"),
+        (("--stage", "inference", "--microbatches", "4"), "--microbatches applies to training"),
         (("--pp-schedule", "interleaved-1f1b"), "--pp-schedule interleaved-1f1b applies to"),
         (("--fp8-scaling", "rowwise"), "--fp8-scaling rowwise applies to --precision fp8"),
     ):
         result = run("estimate", "--model", "llama-3.1-8b", "--stage", "pretrain", *args)
         assert result.exit_code == 2
         assert result.stderr.startswith(f"error: {message}"), result.stderr
+    # Without a pipeline, --microbatches accumulates gradients.
+    result = run(
+        "estimate", "--model", "llama-3.1-8b", "--stage", "finetune", "--microbatches", "4",
+        "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    accumulated = json.loads(result.stdout)
+    assert accumulated["workload"]["microbatches"] == 4
+    assert accumulated["peak_moment"] == "start of backward"
+    assert accumulated["components"]["gradients"] > 0
 
 
 @pytestmark_cli

@@ -68,8 +68,9 @@ def workload_json(w: Workload) -> dict[str, Any]:
         "tensor_parallel": w.tensor_parallel if w.training else None,
         "pipeline_parallel": w.pipeline_parallel if w.training else None,
         "context_parallel": w.context_parallel if w.training else None,
-        # Pipeline parallelism's micro-batches per step and schedule (null without it).
-        "microbatches": w.pipeline_microbatches if w.pipeline_parallel > 1 else None,
+        # Micro-batches per optimizer step (training) and the pipeline's schedule (null
+        # without pipeline parallelism).
+        "microbatches": w.step_microbatches if w.training else None,
         "pp_schedule": w.pp_schedule.value if w.pipeline_parallel > 1 else None,
         "data_parallel": w.data_parallel if w.training else None,
         "offload_optimizer": w.offload_optimizer,
@@ -184,6 +185,11 @@ def estimate_json(
     }
 
 
+def _accumulated(w: Workload) -> str:
+    """' x 4 micro-batches' when gradients accumulate over micro-batches ('' otherwise)."""
+    return f" x {w.step_microbatches} micro-batches" if w.accumulates else ""
+
+
 def duration_words(seconds: float) -> str:
     """'42 s', '3.5 min', '12.3 h', '4.2 days'."""
     minute, hour, day = 60, 3600, 86400
@@ -220,7 +226,7 @@ def speed_lines(found: Speed, w: Workload, compute: Compute) -> list[str]:
                 f"{format_bandwidth(int(found.inputs['bandwidth_bytes_per_s']))}"
             )
             if "optimizer_step_s" in found.inputs:
-                step_tokens = w.tokens * w.pipeline_microbatches
+                step_tokens = w.tokens * w.step_microbatches
                 lines.append(
                     f"    + optimizer step {float(found.inputs['optimizer_step_s']) * 1e3:.3g} ms"
                     f" per card (memory-bound), once per step of {step_tokens:,} tokens per replica"
@@ -228,7 +234,7 @@ def speed_lines(found: Speed, w: Workload, compute: Compute) -> list[str]:
             if "pipeline_bubble" in found.inputs:
                 lines.append(
                     f"    x (1 + pipeline bubble {float(found.inputs['pipeline_bubble']):.0%}): "
-                    f"{w.pipeline_parallel} stages, {w.pipeline_microbatches} micro-batches, "
+                    f"{w.pipeline_parallel} stages, {w.step_microbatches} micro-batches, "
                     f"{w.pp_schedule.value}"
                 )
     else:
@@ -306,7 +312,7 @@ def workload_header(model: str, params: int, w: Workload) -> str:
         header += f" · weights {w.weight_format.slug}"
     if not w.training:
         header += f" · engine {engine_words(w)}"
-    header += f" · batch {w.batch} x {w.seq} tokens · {w.gpus} GPU"
+    header += f" · batch {w.batch} x {w.seq} tokens{_accumulated(w)} · {w.gpus} GPU"
     header += "s" if w.gpus > 1 else ""
     if w.gpus > 1:
         header += f" ({w.parallel_label})"

@@ -198,8 +198,8 @@ MicrobatchesOpt = Annotated[
     int | None,
     typer.Option(
         "--microbatches",
-        help="Pipeline parallelism: micro-batches of --batch sequences per step. Default: one "
-        "per pipeline stage (torchtitan's default); more shrink the pipeline's idle bubble.",
+        help="Training: micro-batches of --batch sequences per optimizer step: gradient "
+        "accumulation steps, or with pp:N the pipeline's (default there: one per stage).",
     ),
 ]
 PpScheduleOpt = Annotated[
