@@ -1613,9 +1613,7 @@ def _training_state(
         buffers = TIED_GRADIENTS + (1 if w.accumulates else 0)
         tied_accumulate = shard.grads(buffers * _round(s.vocab * s.hidden * b.grad))
     weights = shard.weights(_training_weights(s, w, b))
-    cast = 0
-    if b.cast and not lora:
-        cast = shard.slice((s.linear_params + s.vocab * s.hidden) * b.cast)
+    cast = _autocast_copy(s, w, b, shard) if b.cast and not lora else 0
     adapters = tr.adapter_params * adapter_bytes
     grads = shard.grads(trainable * grad_bytes)
     if w.optimizer_in_backward:
@@ -1674,6 +1672,27 @@ def _offloaded_params(
     return gpu_weights, gpu_grads, moved
 
 
+def _autocast_copy(s: _Shape, w: Workload, b: _Bytes, shard: _Shard) -> int:
+    """The 16-bit working copies of the weights held for backward: every linear weight's and
+    the output head's. Autocast's cache of casted weights is emptied when the forward leaves
+    its autocast region; after that only the copies autograd saved for backward live, and a
+    checkpointed layer saves none (its forward reruns, casts and all, in backward): then only
+    the output head's stays."""
+    if _autocast_checkpointed(w):
+        return shard.slice(s.vocab * s.hidden * b.cast)
+    return shard.slice((s.linear_params + s.vocab * s.hidden) * b.cast)
+
+
+def _autocast_checkpointed(w: Workload) -> bool:
+    """Mixed precision by autocast (fp32 weights and residual stream; FSDP's bf16 parameters
+    under ZeRO-3 are not autocast) with the layers checkpointed."""
+    return (
+        w.precision in (Precision.mixed_bf16, Precision.mixed_fp16)
+        and w.strategy is not Parallel.zero3
+        and w.checkpointing in (Checkpointing.full, Checkpointing.selective, Checkpointing.offload)
+    )
+
+
 def _saved_activations(s: _Shape, w: Workload, shard: _Shard, b: _Bytes, layers: int) -> _Saved:
     n = w.tokens
     masked = _masked_layers(s, w, layers)
@@ -1683,7 +1702,10 @@ def _saved_activations(s: _Shape, w: Workload, shard: _Shard, b: _Bytes, layers:
     if 0 < masked < layers:
         plain_token, plain_seq_sq = _layer_saved(s, b, w, mask=False)
         unmasked_bytes = _round(n * plain_token) + _round(w.batch * w.seq * w.seq * plain_seq_sq)
-    layer_input = _round(n * s.hidden * b.compute)
+    # A checkpointed layer keeps its input, the residual stream: fp32 under autocast (fp32
+    # weights: the embedding output and every residual add stay fp32), else the compute dtype.
+    autocast = _autocast_checkpointed(w)
+    layer_input = _round(n * s.hidden * (b.residual if autocast else b.compute))
     host = 0
     if w.checkpointing is Checkpointing.full:
         # Each layer keeps only its input; one layer's activations are rebuilt during backward.
@@ -1699,8 +1721,9 @@ def _saved_activations(s: _Shape, w: Workload, shard: _Shard, b: _Bytes, layers:
     if s.alibi:
         # ALiBi's per-head float mask, saved by every layer's attention: one tensor.
         saved += _round(w.batch * s.heads * w.seq * w.seq * b.compute)
-    if b.residual == FP32_BYTES and not s.layernorm:
-        saved += _round(n * s.hidden * b.residual)  # the embedding output, kept by the first norm
+    if b.residual == FP32_BYTES and not s.layernorm and not autocast:
+        # The embedding output, kept by the first norm (checkpointed: the first layer's input).
+        saved += _round(n * s.hidden * b.residual)
     total = math.ceil(saved / shard.tp)
     # Backward through the first layer: nearly every gradient exists while that layer's saved
     # (with checkpointing: recomputed) activations are still alive.
