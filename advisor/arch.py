@@ -341,6 +341,43 @@ def _plain_mlp(hidden: int, inner: int, bias: bool) -> int:
     return _linear(hidden, inner, bias) + _linear(inner, hidden, bias)
 
 
+class ProjectionBiases(NamedTuple):
+    """Which of a decoder layer's dense projections carry a bias: the query/key/value ones,
+    the attention output, the MLP's. A biased linear runs as one `addmm` (bias added in the
+    product), an unbiased one as `mm`."""
+
+    qkv: bool
+    out: bool
+    mlp: bool
+
+
+def projection_biases(arch: Architecture) -> ProjectionBiases:
+    """The layer's biases by layout, from the config's switches with each model type's
+    default (routed experts are counted without: their products are not plain linears)."""
+    layout = arch.traits.layout
+    if layout is ParamLayout.dense_gated:
+        attention_bias = bool(arch.option("attention_bias", False))
+        return ProjectionBiases(
+            attention_bias or arch.traits.qkv_bias,
+            attention_bias,
+            bool(arch.option("mlp_bias", False)),
+        )
+    if layout is ParamLayout.gpt_oss:
+        return ProjectionBiases(qkv=True, out=True, mlp=False)
+    if layout is ParamLayout.fused_qkv_gelu:
+        return ProjectionBiases(qkv=True, out=True, mlp=True)
+    if layout is ParamLayout.gpt_neox:
+        attention_bias = bool(arch.option("attention_bias", True))
+        return ProjectionBiases(attention_bias, attention_bias, mlp=True)
+    if layout is ParamLayout.opt:
+        bias = bool(arch.option("enable_bias", True))
+        return ProjectionBiases(bias, bias, bias)
+    if layout is ParamLayout.falcon:
+        bias = bool(arch.option("bias", False))
+        return ProjectionBiases(bias, bias, bias)
+    return ProjectionBiases(qkv=False, out=False, mlp=False)  # MoE and MLA layouts
+
+
 def _attention(arch: Architecture, *, qkv_bias: bool, out_bias: bool) -> int:
     h, d = arch.hidden_size, arch.head_dim
     q = arch.num_attention_heads * d
@@ -412,10 +449,9 @@ def _norms(arch: Architecture) -> int:
 
 
 def _dense_gated_layer(arch: Architecture, index: int) -> _Layer:
-    attention_bias = bool(arch.option("attention_bias", False))
-    qkv_bias = attention_bias or arch.traits.qkv_bias
-    attn = _attention(arch, qkv_bias=qkv_bias, out_bias=attention_bias) + _qk_norm(arch)
-    mlp = _gated_mlp(arch.hidden_size, arch.intermediate_size, bool(arch.option("mlp_bias", False)))
+    biases = projection_biases(arch)
+    attn = _attention(arch, qkv_bias=biases.qkv, out_bias=biases.out) + _qk_norm(arch)
+    mlp = _gated_mlp(arch.hidden_size, arch.intermediate_size, biases.mlp)
     return _Layer(attn + _norms(arch) + mlp)
 
 
@@ -451,21 +487,21 @@ def _fused_qkv_gelu_layer(arch: Architecture, index: int) -> _Layer:
 
 def _gpt_neox_layer(arch: Architecture, index: int) -> _Layer:
     h, f = arch.hidden_size, arch.intermediate_size
-    bias = bool(arch.option("attention_bias", True))
-    attn = _linear(h, 3 * h, bias) + _linear(h, h, bias)
-    return _Layer(_norms(arch) + attn + _plain_mlp(h, f, True))
+    biases = projection_biases(arch)
+    attn = _linear(h, 3 * h, biases.qkv) + _linear(h, h, biases.out)
+    return _Layer(_norms(arch) + attn + _plain_mlp(h, f, biases.mlp))
 
 
 def _opt_layer(arch: Architecture, index: int) -> _Layer:
     h, f = arch.hidden_size, arch.intermediate_size
-    bias = bool(arch.option("enable_bias", True))
+    bias = projection_biases(arch).mlp
     return _Layer(_norms(arch) + 4 * _linear(h, h, bias) + _plain_mlp(h, f, bias))
 
 
 def _falcon_layer(arch: Architecture, index: int) -> _Layer:
     h, f = arch.hidden_size, arch.intermediate_size
     ln = LAYERNORM_PARAMS_PER_CHANNEL * h
-    bias = bool(arch.option("bias", False))
+    bias = projection_biases(arch).mlp
     qkv_out = (arch.num_attention_heads + 2 * arch.num_key_value_heads) * arch.head_dim
     attn = _linear(h, qkv_out, bias) + _linear(h, h, bias)
     # Norms per block by layout: the new decoder has num_ln_in_parallel_attn (2 when unset),

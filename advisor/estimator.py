@@ -33,6 +33,7 @@ from advisor.arch import (
     Architecture,
     ParamCount,
     count_params,
+    projection_biases,
 )
 from advisor.engines import ENGINES, check, kv_dtype_name
 from advisor.enums import AttentionKind, Engine, Vendor
@@ -1788,38 +1789,78 @@ def _split_saved(s: _Shape, w: Workload, shard: _Shard, b: _Bytes, saved: _Saved
     saved.total = shard.in_flight * stage
 
 
-def _matmul_outputs(s: _Shape, w: Workload, c: int) -> tuple[int, ...]:
-    """Bytes per token of each matrix product of one layer's forward, in order: the q, k, v
-    projections (one fused product in Phi-3 and GPT-NeoX), the attention output projection,
-    then the MLP's products (gate and up fused in Phi-3), expert by expert for a routed MLP.
-    A LoRA-adapted projection is followed by its A and B products, in the adapter dtype
-    (PEFT's `Linear.forward`: base layer, then lora_B(lora_A(x)))."""
+class _Product(NamedTuple):
+    """One matrix product of a layer's forward: its output's bytes per token, the weights it
+    multiplies, and whether it runs as `aten.mm` (an unbiased linear) rather than `addmm` (a
+    biased one)."""
+
+    out_bytes: int
+    params: int
+    mm: bool
+
+
+def _matmul_outputs(s: _Shape, w: Workload, c: int) -> tuple[_Product, ...]:
+    """Each matrix product of one layer's forward, in order: the q, k, v projections (one
+    fused product in Phi-3 and GPT-NeoX), the attention output projection, then the MLP's
+    products (gate and up fused in Phi-3), expert by expert for a routed MLP. A LoRA-adapted
+    projection is followed by its A and B products, in the adapter dtype (PEFT's
+    `Linear.forward`: base layer, then lora_B(lora_A(x))), both unbiased."""
     gated = s.mlp_kind is MLPKind.gated
-    named: list[tuple[str, int]]
+    h = s.hidden
+    named: list[tuple[str, int, int]]  # name, input width, output width
     if s.fused_qkv:
-        named = [("qkv", s.q_dim + 2 * s.kv_dim), ("o_proj", s.hidden)]
+        named = [("qkv", h, s.q_dim + 2 * s.kv_dim), ("o_proj", s.q_dim, h)]
     else:
-        named = [("q_proj", s.q_dim), ("k_proj", s.kv_dim), ("v_proj", s.kv_dim)]
-        named.append(("o_proj", s.hidden))
+        named = [("q_proj", h, s.q_dim), ("k_proj", h, s.kv_dim), ("v_proj", h, s.kv_dim)]
+        named.append(("o_proj", s.q_dim, h))
     if s.moe:
-        expert = [("expert", s.expert_ffn), ("expert", s.expert_ffn), ("expert", s.hidden)]
+        expert = [("expert", h, s.expert_ffn)] * 2 + [("expert", s.expert_ffn, h)]
         named += expert * s.experts_per_tok
         if s.shared_ffn:
-            named += [("shared", s.shared_ffn), ("shared", s.shared_ffn), ("shared", s.hidden)]
+            named += [("shared", h, s.shared_ffn)] * 2 + [("shared", s.shared_ffn, h)]
     elif gated and s.fused_qkv:
-        named += [("gate_up", 2 * s.ffn), ("down_proj", s.hidden)]
+        named += [("gate_up", h, 2 * s.ffn), ("down_proj", s.ffn, h)]
     elif gated:
-        named += [("gate_proj", s.ffn), ("up_proj", s.ffn), ("down_proj", s.hidden)]
+        named += [("gate_proj", h, s.ffn), ("up_proj", h, s.ffn), ("down_proj", s.ffn, h)]
     else:
-        named += [("up_proj", s.ffn), ("down_proj", s.hidden)]
+        named += [("up_proj", h, s.ffn), ("down_proj", s.ffn, h)]
     adapted = set(_lora_targets(s, w)) if w.adapters else set()
     a = ADAPTER_BYTES[w.adapter_dtype] if adapted else 0
-    products: list[int] = []
-    for name, width in named:
-        products.append(width * c)
+    biases = projection_biases(s.arch)
+    attention = {"q_proj", "k_proj", "v_proj", "qkv"}
+    products: list[_Product] = []
+    for name, width_in, width in named:
+        if name in attention:
+            biased = biases.qkv
+        elif name == "o_proj":
+            biased = biases.out
+        else:
+            biased = biases.mlp and name not in ("expert", "shared")
+        products.append(_Product(width * c, width_in * width, not biased))
         if name in adapted:
-            products += [w.lora_rank * a, width * a]
+            rank = w.lora_rank
+            products += [
+                _Product(rank * a, width_in * rank, True),
+                _Product(width * a, rank * width, True),
+            ]
     return tuple(products)
+
+
+def _selective_split(s: _Shape, w: Workload, c: int) -> tuple[int, int]:
+    """torchtitan's per-op policy over one layer's products: (bytes per token of the outputs
+    it saves, weights of the products it recomputes in backward). `mm` outputs are saved on
+    odd counts (1st, 3rd, ...) and recomputed on even ones; a biased projection runs as
+    `addmm`, which the policy neither saves nor counts, so it is recomputed."""
+    saved = recomputed = 0
+    count = 0
+    for product in _matmul_outputs(s, w, c):
+        if product.mm:
+            count += 1
+            if count % 2:
+                saved += product.out_bytes
+                continue
+        recomputed += product.params
+    return saved, recomputed
 
 
 def _selective_saved(s: _Shape, w: Workload, c: int) -> int:
@@ -1827,9 +1868,8 @@ def _selective_saved(s: _Shape, w: Workload, c: int) -> int:
     (`_apply_op_sac`, torchtitan/distributed/activation_checkpoint.py): the outputs of the
     1st, 3rd, 5th ... matrix product of the layer (`mm` is saved on odd counts and recomputed
     on even ones) and the fused attention kernel's output with its fp32 log-sum-exp per head.
-    Every product is counted as `aten.mm`, so a biased projection (`addmm`, which the policy
-    recomputes) is charged as saved: an upper bound for biased layers."""
-    saved = sum(_matmul_outputs(s, w, c)[::2])
+    A biased projection runs as `addmm`, which the policy neither saves nor counts."""
+    saved = _selective_split(s, w, c)[0]
     if s.attention is not AttentionKernel.eager:
         saved += s.q_dim * c + s.heads * FP32_BYTES
     return saved
@@ -2381,6 +2421,9 @@ class Traffic(NamedTuple):
     # one optimizer step moves per such parameter (`_step_bytes_per_param`; 0 for inference).
     trainable_params: int = 0
     step_bytes_per_param: float = 0.0
+    # Weights whose products torchtitan's per-op selective checkpointing recomputes in
+    # backward, every layer (`_selective_split`); 0 unless it is asked.
+    selective_recomputed_params: int = 0
 
 
 # The optimizer step as the calibrated stacks run it: one fused kernel per group of tensors
@@ -2474,6 +2517,11 @@ def traffic(arch: Architecture, workload: Workload) -> Traffic:
         in (AttentionKernel.eager, AttentionKernel.math),
         trainable_params=_optimized_params(s, workload),
         step_bytes_per_param=_step_bytes_per_param(workload),
+        selective_recomputed_params=(
+            s.layers * _selective_split(s, workload, b.compute)[1]
+            if workload.training and workload.checkpointing is Checkpointing.selective
+            else 0
+        ),
     )
 
 

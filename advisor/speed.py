@@ -205,10 +205,9 @@ TRAINING_BANDWIDTH_EFFICIENCY = 0.85
 # torchtitan's per-op selective checkpointing saves the output of every matmul but every
 # second one, and of the attention kernel; everything else in a block is recomputed in
 # backward (torchtitan parallelize_llama.py `_save_list` and `_custom_policy` at 9dec370):
-# one forward of the blocks' element-wise kernels, and of a Llama block's seven matrices
-# (q, k, v, o, gate, up, down in that order) the 2nd, 4th and 6th: k, o and up. Other blocks
-# (fused or biased projections, routed experts): half their matmuls.
-SELECTIVE_RECOMPUTED_MATMULS = 0.5
+# one forward of the blocks' element-wise kernels and the products it does not save
+# (advisor.estimator._selective_split: of a Llama block's q, k, v, o, gate, up, down the 2nd,
+# 4th and 6th; a biased projection's `addmm` is neither saved nor counted).
 # Tensor parallelism in training (Megatron-LM, Shoeybi et al. 2019, section 3; with sequence
 # parallelism each all-reduce is an all-gather and a reduce-scatter moving the same bytes,
 # Korthikanti et al. 2022): two per layer in forward, two in backward; full checkpointing
@@ -720,17 +719,14 @@ def _training_flops(t: Traffic, w: Workload) -> _TrainingFlops:
         weights += layers_forward
         scores += attention
     elif w.checkpointing is Checkpointing.selective:
-        weights += _selective_recomputed(t, layers_forward)
+        weights += _selective_recomputed(t)
     return _TrainingFlops(weights, scores)
 
 
-def _selective_recomputed(t: Traffic, layers_forward: float) -> float:
-    """FLOPs per token the per-op policy recomputes: a dense gated block's k, o and up
-    projections; half the layers' matmuls otherwise."""
-    if t.mlp_kind is MLPKind.gated and not t.routed_params:
-        per_layer = t.hidden * t.kv_width + t.attention_width * t.hidden + t.hidden * t.ffn
-        return float(FLOPS_PER_MAC * t.layers * per_layer)
-    return SELECTIVE_RECOMPUTED_MATMULS * layers_forward
+def _selective_recomputed(t: Traffic) -> float:
+    """FLOPs per token the per-op policy recomputes: the products it does not save (every
+    second `mm` and every biased `addmm`: advisor.estimator._selective_split)."""
+    return float(FLOPS_PER_MAC * t.selective_recomputed_params)
 
 
 def _full_recompute(w: Workload) -> bool:
