@@ -44,6 +44,7 @@ from advisor.traits import ALL_PROJECTIONS, AttentionKernel, MLPKind, ModelTrait
 from advisor.units import GIB, MIB
 from advisor.workload import (
     ALL_LINEAR,
+    ZERO_STRATEGIES,
     Attention,
     Checkpointing,
     KVDtype,
@@ -1498,7 +1499,7 @@ class _Shard:
 
     def states(self, n: int) -> int:
         n = self.slice(n)
-        if self.strategy in (Parallel.zero1, Parallel.zero2, Parallel.zero3):
+        if self.strategy in ZERO_STRATEGIES:
             return math.ceil(n / self.ranks)
         return n
 

@@ -39,6 +39,7 @@ from advisor.errors import InvalidValueError
 from advisor.estimator import GGML_F32_BYTES, OVERHEAD_BY_VENDOR, Runtime, Traffic, traffic
 from advisor.traits import MLPKind
 from advisor.workload import (
+    ZERO_STRATEGIES,
     Checkpointing,
     Float8Scaling,
     Loss,
@@ -221,9 +222,6 @@ TP_SELECTIVE_RECOMPUTED_ALLREDUCES = 1
 # --- bounds ------------------------------------------------------------------------------------
 # Tokens of one training run: the largest published pretraining runs use about 1.5 * 10^13
 # (Llama 3: 15T tokens); 10^15 is over sixty times that.
-# Strategies that shard the optimizer states over the data-parallel ranks (ZeRO stages 1-3),
-# so each card steps only its shard (Rajbhandari et al. 2020).
-ZERO_STRATEGIES = frozenset({Parallel.zero1, Parallel.zero2, Parallel.zero3})
 MAX_TRAINING_TOKENS = 10**15
 # Passes over a dataset: fine-tuning recipes use 1 to 10; 10^4 bounds the product's loop-free
 # arithmetic far above any recipe.

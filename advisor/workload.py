@@ -180,6 +180,9 @@ INTERLEAVED_STAGES_PER_CARD = 2
 
 INFERENCE_PARALLEL = frozenset({Parallel.tp, Parallel.pp})
 TRAINING_PARALLEL = frozenset({Parallel.ddp, Parallel.zero1, Parallel.zero2, Parallel.zero3})
+# The strategies that shard the optimizer states over the data-parallel ranks (ZeRO stages
+# 1-3, Rajbhandari et al. 2020), so each card keeps and steps only its shard.
+ZERO_STRATEGIES = frozenset({Parallel.zero1, Parallel.zero2, Parallel.zero3})
 
 # PEFT's names for the projections; `attention` is PEFT's default for Llama-style models.
 ATTENTION_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")

@@ -185,11 +185,6 @@ def estimate_json(
     }
 
 
-def _accumulated(w: Workload) -> str:
-    """' x 4 micro-batches' when gradients accumulate over micro-batches ('' otherwise)."""
-    return f" x {w.step_microbatches} micro-batches" if w.accumulates else ""
-
-
 def duration_words(seconds: float) -> str:
     """'42 s', '3.5 min', '12.3 h', '4.2 days'."""
     minute, hour, day = 60, 3600, 86400
@@ -312,7 +307,7 @@ def workload_header(model: str, params: int, w: Workload) -> str:
         header += f" · weights {w.weight_format.slug}"
     if not w.training:
         header += f" · engine {engine_words(w)}"
-    header += f" · batch {w.batch} x {w.seq} tokens{_accumulated(w)} · {w.gpus} GPU"
+    header += f" · batch {w.batch} x {w.seq} tokens{shared.accumulation_words(w)} · {w.gpus} GPU"
     header += "s" if w.gpus > 1 else ""
     if w.gpus > 1:
         header += f" ({w.parallel_label})"

@@ -152,8 +152,7 @@ def workload_line(w: Workload, levels: Sequence[Level], cards: str) -> str:
         parts.extend(training_option_words(w))
         if any(lv.workload.adapters for lv in levels):
             parts.append(f"LoRA rank {w.lora_rank} on {','.join(w.lora_targets)}")
-        accumulated = f" x {w.step_microbatches} micro-batches" if w.accumulates else ""
-        parts.append(f"batch {w.batch} x {w.seq:,} tokens{accumulated}")
+        parts.append(f"batch {w.batch} x {w.seq:,} tokens{shared.accumulation_words(w)}")
     else:
         parts.append(f"batch {w.batch}, context {w.seq:,} tokens")
         kv = kv_dtype_name(w.serving.engine, w.kv_dtype) if w.kv_dtype else _compute_dtype(w)

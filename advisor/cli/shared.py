@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from advisor.fit import Option
     from advisor.offload import Offload
     from advisor.policy import Level
+    from advisor.workload import Workload
     from catalog.reader import CatalogReader
     from catalog.session import Catalog
 
@@ -225,3 +226,9 @@ def rate_words(value: float) -> str:
     if value >= 100:
         return f"{value:,.0f}"
     return f"{value:.3g}"
+
+
+def accumulation_words(w: Workload) -> str:
+    """' x 4 micro-batches' when gradients accumulate over micro-batches ('' otherwise), as
+    the headers append it to the batch."""
+    return f" x {w.step_microbatches} micro-batches" if w.accumulates else ""
